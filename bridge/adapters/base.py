@@ -1,0 +1,60 @@
+"""The contract every provider adapter keeps.
+
+An adapter turns one OpenAI `ChatRequest` into a call to its provider and answers in OpenAI
+terms. `complete` returns a whole `ChatCompletion`; `stream` yields `ChatCompletionChunk`s as
+the provider produces tokens:
+
+- content and tool-call deltas in OpenAI form (a tool call's first delta has index, id, type,
+  name and `arguments: ""`; later ones only index and arguments),
+- exactly one chunk with a `finish_reason`,
+- then, when the provider reported it, one chunk with `choices=[]` and `usage`.
+
+The bridge app (not the adapter) fills id/created/model, adds the first `role` delta and drops
+the usage chunk when the client did not ask for it. Failures are raised as `APIError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bridge.protocol import ChatCompletion, ChatCompletionChunk, ChatRequest
+
+__all__ = ["CallContext", "ChatAdapter"]
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """Per-call facts that are not part of the OpenAI request: trace ids and a deadline."""
+
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    candidate_id: str | None = None
+    timeout_s: float | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    def trace_headers(self) -> dict[str, str]:
+        pairs = {
+            "x-fusion-trace-id": self.trace_id,
+            "x-fusion-span-id": self.span_id,
+            "x-fusion-parent-span-id": self.parent_span_id,
+            "x-fusion-candidate-id": self.candidate_id,
+        }
+        headers = {name: value for name, value in pairs.items() if value}
+        headers.update(self.extra_headers)
+        return headers
+
+
+class ChatAdapter(Protocol):
+    """One provider model, answered in OpenAI terms."""
+
+    provider: str
+    model: str
+
+    async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion: ...
+
+    def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]: ...
+
+    async def aclose(self) -> None: ...

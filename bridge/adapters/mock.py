@@ -1,0 +1,258 @@
+"""The `mock` provider: a labelled offline model for demos and tests.
+
+It is deterministic for a given (model, seed, messages, temperature); different models answer in
+different voices; a judge request (a JSON response format over `<candidate>` blocks) gets valid
+analysis JSON that names the candidates; a synthesis request merges the candidates it is shown;
+a request with tools calls one. `latency_ms`, `tokens_per_s` and `fail_rate` simulate slow,
+streaming and failing members. Every answer says it comes from a mock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import random
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from bridge.adapters.base import CallContext
+from bridge.endpoint import EndpointConfig
+from bridge.errors import upstream_failure
+from bridge.protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    FunctionCall,
+    FunctionCallDelta,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    message_text,
+)
+
+__all__ = ["MOCK_LABEL", "MockAdapter"]
+
+MOCK_LABEL = "offline mock model"
+CANDIDATE_BLOCK = re.compile(r'<candidate id="([^"]+)" model="([^"]+)">\s*(.*?)\s*</candidate>', re.S)
+
+# Each mock model speaks in one of these voices, chosen by its name, so a panel of mocks
+# shows visibly different candidates.
+_VOICES = (
+    ("concise", "In short: {gist}. The main point is to {advice_0}."),
+    (
+        "structured",
+        "Here is a structured view of {topic}:\n1. {advice_0_cap}.\n2. {advice_1_cap}.\n"
+        "3. Watch for {risk}.\nOverall: {gist}.",
+    ),
+    (
+        "cautious",
+        "It depends on context, but for {topic} I would {advice_1}. Be careful about {risk}; "
+        "{advice_2}. A reasonable summary: {gist}.",
+    ),
+)
+_ADVICE = (
+    "start from the simplest approach that works",
+    "measure before optimising",
+    "state the assumptions explicitly",
+    "check the edge cases first",
+    "prefer small, reversible steps",
+    "compare at least two alternatives",
+    "write down how you will verify the result",
+)
+_RISKS = ("hidden assumptions", "off-by-one errors", "stale data", "unclear requirements", "silent failures")
+
+
+def _voice_of(model: str) -> str:
+    """A model named after a voice ("mock-cautious") speaks in it; any other name picks one by hash."""
+    for name, template in _VOICES:
+        if name in model:
+            return template
+    return _VOICES[_digest(model) % len(_VOICES)][1]
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\S+\s*", text)
+
+
+def _digest(*parts: Any) -> int:
+    raw = json.dumps(parts, sort_keys=True, default=str).encode()
+    return int.from_bytes(hashlib.sha256(raw).digest()[:8], "big")
+
+
+class MockAdapter:
+    """An offline model that answers plausibly and deterministically."""
+
+    provider = "mock"
+
+    def __init__(self, endpoint: EndpointConfig) -> None:
+        self.model = endpoint.model
+        self.settings = endpoint.mock
+        self._failures = random.Random(endpoint.mock.seed)
+
+    async def aclose(self) -> None:
+        return None
+
+    # -- public API ---------------------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
+        await self._before_answer()
+        message, finish, usage = self._answer(request)
+        if self.settings.tokens_per_s > 0:
+            await asyncio.sleep(usage.completion_tokens / self.settings.tokens_per_s)
+        return ChatCompletion(model=self.model, choices=[Choice(message=message, finish_reason=finish)], usage=usage)
+
+    async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
+        await self._before_answer()
+        message, finish, usage = self._answer(request)
+        pause = 1 / self.settings.tokens_per_s if self.settings.tokens_per_s > 0 else 0.0
+        for piece in _words(message.content or ""):
+            yield ChatCompletionChunk(choices=[ChunkChoice(delta=Delta(content=piece))])
+            await asyncio.sleep(pause)
+        for index, call in enumerate(message.tool_calls or []):
+            head = ToolCallDelta(
+                index=index,
+                id=call.id,
+                type="function",
+                function=FunctionCallDelta(name=call.function.name, arguments=""),
+            )
+            yield ChatCompletionChunk(choices=[ChunkChoice(delta=Delta(tool_calls=[head]))])
+            args = call.function.arguments
+            for start in range(0, len(args), 8):
+                part = ToolCallDelta(index=index, function=FunctionCallDelta(arguments=args[start : start + 8]))
+                yield ChatCompletionChunk(choices=[ChunkChoice(delta=Delta(tool_calls=[part]))])
+                await asyncio.sleep(pause)
+        yield ChatCompletionChunk(choices=[ChunkChoice(finish_reason=finish)])
+        yield ChatCompletionChunk(choices=[], usage=usage)
+
+    # -- behaviour ----------------------------------------------------------------------------
+
+    async def _before_answer(self) -> None:
+        if self.settings.latency_ms > 0:
+            await asyncio.sleep(self.settings.latency_ms / 1000)
+        if self.settings.fail_rate > 0 and self._failures.random() < self.settings.fail_rate:
+            raise upstream_failure(f"mock model {self.model} failed on purpose (fail_rate={self.settings.fail_rate})")
+
+    def _answer(self, request: ChatRequest) -> tuple[AssistantMessage, str, Usage]:
+        prompt_text = "\n".join(message_text(m) for m in request.messages)
+        prompt_tokens = len(_words(prompt_text)) + 3 * len(request.messages)
+        seed = _digest(self.model, self.settings.seed, request.seed, request.temperature, prompt_text)
+
+        tool_call = self._maybe_call_tool(request, seed)
+        if tool_call is not None:
+            message = AssistantMessage(content=None, tool_calls=[tool_call])
+            completion = len(_words(tool_call.function.arguments)) + 5
+            return message, "tool_calls", Usage.of(prompt_tokens, completion)
+
+        candidates = CANDIDATE_BLOCK.findall(prompt_text)
+        wants_json = request.response_format is not None and request.response_format.type != "text"
+        if candidates and wants_json:
+            text = self._judge_analysis(candidates, seed)
+        elif candidates:
+            text = self._synthesis(candidates)
+        else:
+            text = self._plain_answer(request, seed)
+
+        finish = "stop"
+        for stop in request.stop_list:
+            if stop and stop in text:
+                text = text[: text.index(stop)]
+        pieces = _words(text)
+        limit = request.token_limit
+        if limit is not None and len(pieces) > limit:
+            text, finish = "".join(pieces[:limit]), "length"
+            pieces = pieces[:limit]
+        return AssistantMessage(content=text), finish, Usage.of(prompt_tokens, len(pieces))
+
+    def _plain_answer(self, request: ChatRequest, seed: int) -> str:
+        last = request.messages[-1]
+        if last.role == "tool":
+            return (
+                f"[{MOCK_LABEL} {self.model}] The tool returned: {message_text(last)[:200]}. That answers the request."
+            )
+        question = next((message_text(m) for m in reversed(request.messages) if m.role == "user"), "")
+        topic = " ".join(question.split()[:12]).rstrip("?.!") or "this request"
+        template = _voice_of(self.model)
+        rng = random.Random(seed)
+        advice = rng.sample(_ADVICE, 3)
+        values = {
+            "topic": f'"{topic}"',
+            "gist": f"{advice[0]} and {advice[1]}",
+            "risk": rng.choice(_RISKS),
+            **{f"advice_{i}": a for i, a in enumerate(advice)},
+            **{f"advice_{i}_cap": a[0].upper() + a[1:] for i, a in enumerate(advice)},
+        }
+        return f"[{MOCK_LABEL} {self.model}] " + template.format(**values)
+
+    def _judge_analysis(self, candidates: list[tuple[str, str, str]], seed: int) -> str:
+        ids = [cid for cid, _, _ in candidates]
+        ranked = sorted(candidates, key=lambda c: (-len(c[2]), c[0]))
+        best_id, best_model, _ = ranked[0]
+        sentences = {
+            cid: [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()] for cid, _, text in candidates
+        }
+        analysis = {
+            "consensus": [f"All {len(ids)} candidates ({', '.join(ids)}) address the question directly."],
+            "contradictions": [
+                f"{a} and {b} recommend different first steps." for a, b in itertools.pairwise(ids)
+            ][:2],
+            "unique_insights": [f"{cid} ({model}): {sentences[cid][-1][:120]}" for cid, model, _ in candidates],
+            "coverage_gaps": ["None of the candidates gives a concrete example."],
+            "likely_errors": [],
+            "ranking": [cid for cid, _, _ in ranked],
+            "best_candidate_id": best_id,
+            "rationale": f"{best_id} ({best_model}) is the most complete; the others add useful caveats. "
+            f"[{MOCK_LABEL} {self.model}]",
+        }
+        return json.dumps(analysis)
+
+    def _synthesis(self, candidates: list[tuple[str, str, str]]) -> str:
+        parts = [f"[{MOCK_LABEL} {self.model}] Fused answer drawing on {', '.join(c for c, _, _ in candidates)}:"]
+        for cid, _, text in candidates:
+            body = re.sub(r"^\[[^\]]*\]\s*", "", text).strip()
+            first = re.split(r"(?<=[.!?])\s+", body)[0]
+            parts.append(f"- {first} ({cid})")
+        return "\n".join(parts)
+
+    def _maybe_call_tool(self, request: ChatRequest, seed: int) -> ToolCall | None:
+        if not request.tools or request.tool_choice == "none" or request.messages[-1].role == "tool":
+            return None
+        tool = request.tools[0]
+        choice = request.tool_choice
+        if choice is not None and not isinstance(choice, str):
+            tool = next(t for t in request.tools if t.function.name == choice.function.name)
+        question = next((message_text(m) for m in reversed(request.messages) if m.role == "user"), "")
+        arguments = json.dumps(_arguments_for(tool, question), sort_keys=True)
+        call_id = f"call_{_digest(seed, tool.function.name) % 10**12:012d}"
+        return ToolCall(id=call_id, function=FunctionCall(name=tool.function.name, arguments=arguments))
+
+
+def _arguments_for(tool: Tool, question: str) -> dict[str, Any]:
+    """Plausible arguments from the tool's JSON schema: strings get the user's words."""
+    schema = tool.function.parameters or {}
+    props: dict[str, Any] = schema.get("properties", {})
+    required = schema.get("required", list(props))
+    args: dict[str, Any] = {}
+    for name in required:
+        kind = props.get(name, {}).get("type", "string")
+        enum = props.get(name, {}).get("enum")
+        if enum:
+            args[name] = enum[0]
+        elif kind in ("integer", "number"):
+            args[name] = 1
+        elif kind == "boolean":
+            args[name] = True
+        elif kind == "array":
+            args[name] = []
+        elif kind == "object":
+            args[name] = {}
+        else:
+            args[name] = " ".join(question.split()[:8]) or name
+    return args

@@ -1,0 +1,128 @@
+"""The bridge's HTTP app: one provider model as an OpenAI Chat Completions server.
+
+app = create_app(EndpointConfig(id="m", provider="mock", model="mock-1"))
+uvicorn.run(app, port=9101)
+# OpenAI(base_url="http://127.0.0.1:9101/v1", api_key="x").chat.completions.create(model="m", ...)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from bridge.adapters import CallContext, ChatAdapter, make_adapter
+from bridge.endpoint import EndpointConfig
+from bridge.errors import APIError, not_found, upstream_failure
+from bridge.http import (
+    SSE_HEADERS,
+    AccessLogMiddleware,
+    install_error_handlers,
+    log_context,
+    parse_body,
+    race_disconnect,
+    sse_data,
+    sse_stream,
+)
+from bridge.protocol import (
+    ChatCompletionChunk,
+    ChatRequest,
+    ModelCard,
+    ModelList,
+    chunk_to_dict,
+    new_completion_id,
+)
+from bridge.stream import normalize_stream
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("fusionkit.bridge")
+
+
+def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, log_json: bool = False) -> FastAPI:
+    """Build a bridge for `endpoint`. The adapter (one per process) is made here unless given."""
+    chat: ChatAdapter = adapter or make_adapter(endpoint)
+    owned_by = f"fusionkit-bridge/{endpoint.provider}" + (" (offline mock)" if endpoint.is_mock else "")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        log.info(
+            "bridge %s ready: provider=%s model=%s%s",
+            endpoint.id,
+            endpoint.provider,
+            endpoint.model,
+            " [MOCK: offline, not a real model]" if endpoint.is_mock else "",
+        )
+        yield
+        await chat.aclose()
+
+    app = FastAPI(title=f"fusionkit bridge: {endpoint.id}", lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(AccessLogMiddleware, log_json=log_json)
+
+    def context_of(request: Request) -> CallContext:
+        headers = request.headers
+        return CallContext(
+            trace_id=headers.get("x-fusion-trace-id"),
+            span_id=headers.get("x-fusion-span-id"),
+            parent_span_id=headers.get("x-fusion-parent-span-id"),
+            candidate_id=headers.get("x-fusion-candidate-id"),
+            timeout_s=endpoint.timeout_s,
+        )
+
+    @app.get("/health")
+    @app.get("/v1/health")
+    async def health() -> dict[str, object]:
+        return {"status": "ok", "model": endpoint.id, "provider": endpoint.provider, "mock": endpoint.is_mock}
+
+    @app.get("/v1/models")
+    async def models() -> ModelList:
+        return ModelList(data=[ModelCard(id=endpoint.id, owned_by=owned_by)])
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> Response:
+        body = await parse_body(request, ChatRequest)
+        if body.model not in (endpoint.id, endpoint.model):
+            raise not_found(
+                f"model '{body.model}' is not served here; this bridge serves '{endpoint.id}' "
+                f"({endpoint.provider}/{endpoint.model})"
+            )
+        log_context(request)["model"] = endpoint.id
+        # The upstream gets the provider's model name whatever alias the client used.
+        upstream = body.model_copy(update={"model": endpoint.model})
+        ctx = context_of(request)
+        if not body.stream:
+            completion = await race_disconnect(request, chat.complete(upstream, ctx))
+            completion.model = body.model
+            return JSONResponse(
+                completion.model_dump(exclude_none=True, exclude={"choices": {"__all__": {"logprobs"}}})
+            )
+        return await _stream_response(chat.stream(upstream, ctx), body)
+
+    return app
+
+
+async def _stream_response(chunks: AsyncIterator[ChatCompletionChunk], body: ChatRequest) -> Response:
+    """Start the stream; a failure before the first chunk is still a plain HTTP error."""
+    normalized = normalize_stream(
+        chunks, completion_id=new_completion_id(), model=body.model, include_usage=body.wants_usage_chunk
+    )
+    try:
+        first = await anext(normalized)
+    except StopAsyncIteration:
+        raise upstream_failure("upstream returned an empty stream") from None
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield sse_data(chunk_to_dict(first))
+        async for chunk in normalized:
+            yield sse_data(chunk_to_dict(chunk))
+        yield sse_data("[DONE]")
+
+    def error_frame(exc: BaseException) -> bytes:
+        error = exc if isinstance(exc, APIError) else upstream_failure("upstream stream failed")
+        return sse_data(error.body())
+
+    return StreamingResponse(sse_stream(frames(), error_frame), media_type="text/event-stream", headers=SSE_HEADERS)

@@ -1,0 +1,88 @@
+"""What one endpoint is: the provider model a bridge fronts (one entry of `endpoints:`)."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["PROVIDERS", "Capabilities", "EndpointConfig", "MockSettings", "Pricing"]
+
+Provider = Literal["openai", "anthropic", "google", "openai-compatible", "mock"]
+PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "google", "openai-compatible", "mock")
+ENDPOINT_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Pricing(_Strict):
+    input_per_1m_tokens: float | None = Field(default=None, ge=0)
+    output_per_1m_tokens: float | None = Field(default=None, ge=0)
+    currency: str = "USD"
+
+
+class Capabilities(_Strict):
+    """What the endpoint supports; null means "assume the provider's usual"."""
+
+    structured_output: bool | None = None
+    tool_calls: bool | None = None
+    streaming: bool | None = None
+
+
+class MockSettings(_Strict):
+    """Behaviour of the offline `mock` provider."""
+
+    latency_ms: float = Field(default=0, ge=0)
+    tokens_per_s: float = Field(default=0, ge=0)
+    fail_rate: float = Field(default=0.0, ge=0, le=1)
+    seed: int = 0
+
+
+class EndpointConfig(_Strict):
+    id: str
+    provider: Provider
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=120, gt=0)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    pricing: Pricing = Field(default_factory=Pricing)
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+    mock: MockSettings = Field(default_factory=MockSettings)
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        if not ENDPOINT_ID.match(value):
+            raise ValueError("may contain only letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+            raise ValueError("must be the NAME of an environment variable, never the key itself")
+        return value
+
+    @model_validator(mode="after")
+    def _needs_base_url(self) -> EndpointConfig:
+        if self.provider == "openai-compatible" and not self.base_url:
+            raise ValueError("provider 'openai-compatible' needs 'base_url'")
+        return self
+
+    @property
+    def is_mock(self) -> bool:
+        return self.provider == "mock"
+
+    def api_key(self) -> str | None:
+        """The key from the environment, read only when a client is built."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def supports_structured_output(self) -> bool:
+        if self.capabilities.structured_output is not None:
+            return self.capabilities.structured_output
+        return self.provider in ("openai", "mock")

@@ -1,0 +1,1 @@
+"""The `fusionkit` command line: config loading, the commands, and the `up` supervisor."""

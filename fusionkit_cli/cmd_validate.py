@@ -1,0 +1,39 @@
+"""`fusionkit validate CONFIG`: check a panel config and print a one-screen summary."""
+
+from __future__ import annotations
+
+import click
+
+from fusionkit_cli.common import load_config_or_exit
+from server.config import PanelConfig
+
+__all__ = ["summary", "validate"]
+
+
+@click.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+def validate(config_path: str) -> None:
+    """Check CONFIG; print its summary, or its errors with exit status 2."""
+    config = load_config_or_exit(config_path)
+    click.echo(summary(config, config_path))
+
+
+def summary(config: PanelConfig, path: str) -> str:
+    lines = [f"{path}: valid", "", "endpoints:"]
+    width = max(len(e.id) for e in config.endpoints)
+    model_width = max(len(f"{e.provider}/{e.model}") for e in config.endpoints)
+    for e in config.endpoints:
+        port = str(e.port) if e.port else "auto"
+        mock = "  (offline mock)" if e.is_mock else ""
+        key = f"  key from ${e.api_key_env}" if e.api_key_env else ""
+        lines.append(f"  {e.id:<{width}}  {e.provider + '/' + e.model:<{model_width}}  port {port:<5}{key}{mock}")
+    lines += [
+        "",
+        f"default mode:  {config.default_mode}",
+        f"default model: {config.default_endpoint}",
+        f"judge:         {config.judge}",
+        f"synthesizer:   {config.synthesizer}",
+        f"panel:         {', '.join(config.panel_members)} (min_successful {config.panel.min_successful})",
+        f"router:        http://{config.server.host}:{config.server.port}/v1",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""What every command shares: config errors with exit status 2, logging set-up, running a server."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fusionkit_cli.config_loader import ConfigError, load_config
+from server.config import PanelConfig
+
+__all__ = ["BadInput", "is_loopback", "load_config_or_exit", "log_format_option", "run_server", "setup_logging"]
+
+
+class BadInput(click.ClickException):
+    """Bad input from the user (config, flags, files): printed without a traceback, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def load_config_or_exit(path: str | Path) -> PanelConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def setup_logging(log_format: str = "text", level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(
+            logging.Formatter(
+                '{"ts": "%(asctime)s", "logger": "%(name)s", "level": "%(levelname)s", "message": %(message)r}'
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+log_format_option = click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Log line format."
+)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_server(app: Any, host: str, port: int) -> None:
+    """Serve an ASGI app until SIGINT/SIGTERM (uvicorn handles both and shuts down gracefully)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise click.ClickException(f"could not start the server on {host}:{port} (is the port in use?)")

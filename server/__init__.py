@@ -1,0 +1,1 @@
+"""The fusion router: FastAPI app, fusion engine, runs and the run store."""

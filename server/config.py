@@ -1,0 +1,133 @@
+"""The panel config (fusionkit 0.1 key names) as pydantic models.
+
+Loading a file (YAML, `${VAR}` expansion, error messages that name the file) is the CLI's job:
+see `fusionkit_cli.config_loader`. These models hold the rules that make a config valid.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from bridge.endpoint import EndpointConfig
+
+__all__ = ["MODES", "BudgetConfig", "PanelConfig", "PanelSettings", "SamplingConfig", "ServerConfig"]
+
+Mode = Literal["single", "self", "panel", "router"]
+MODES: tuple[str, ...] = ("single", "self", "panel", "router")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SamplingConfig(_Strict):
+    temperature: float = Field(default=0.2, ge=0, le=2)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_tokens: int = Field(default=1024, ge=1)
+    seed: int | None = None
+
+
+class BudgetConfig(_Strict):
+    max_candidates: int | None = Field(default=None, ge=1)
+    wall_clock_s: float | None = Field(default=None, gt=0)
+    max_cost: float | None = Field(default=None, ge=0)
+    max_tool_rounds: int | None = Field(default=None, ge=0)
+    max_tool_calls: int | None = Field(default=None, ge=0)
+
+
+class PanelSettings(_Strict):
+    member_timeout_s: float | None = Field(default=None, gt=0)
+    min_successful: int = Field(default=1, ge=1)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    api_key_env: str | None = None
+    run_store: str = ".fusionkit/runs.sqlite3"
+    run_retention_days: float | None = Field(default=None, gt=0)
+
+
+class PanelConfig(_Strict):
+    endpoints: list[EndpointConfig] = Field(min_length=1)
+    default_model: str | None = None
+    judge_model: str | None = None
+    synthesizer_model: str | None = None
+    default_mode: Mode = "router"
+    panel_models: list[str] = Field(default_factory=list)
+    sample_count: int = Field(default=4, ge=1, le=32)
+    self_temperatures: list[float] = Field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    panel: PanelSettings = Field(default_factory=PanelSettings)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> PanelConfig:
+        ids = [e.id for e in self.endpoints]
+        seen: set[str] = set()
+        for i, endpoint_id in enumerate(ids):
+            if endpoint_id in seen:
+                raise _ref_error(f"endpoints[{i}].id", endpoint_id, "a unique id (it is declared twice)")
+            seen.add(endpoint_id)
+        ports: dict[int, str] = {}
+        for i, endpoint in enumerate(self.endpoints):
+            if endpoint.port is None:
+                continue
+            if endpoint.port in ports or endpoint.port == self.server.port:
+                other = ports.get(endpoint.port, "server.port")
+                raise _ref_error(f"endpoints[{i}].port", endpoint.port, f"a port not already used by {other}")
+            ports[endpoint.port] = endpoint.id
+        if self.default_model is None:
+            self.default_model = ids[0]
+        allowed = ", ".join(ids)
+        for key in ("default_model", "judge_model", "synthesizer_model"):
+            value = getattr(self, key)
+            if value is not None and value not in seen:
+                raise _ref_error(key, value, f"one of the endpoint ids: {allowed}")
+        for i, member in enumerate(self.panel_models):
+            if member not in seen:
+                raise _ref_error(f"panel_models[{i}]", member, f"one of the endpoint ids: {allowed}")
+        if len(set(self.panel_models)) != len(self.panel_models):
+            raise _ref_error("panel_models", self.panel_models, "each endpoint at most once")
+        return self
+
+    # Resolved roles: the defaults the spec gives, applied in one place.
+    @property
+    def default_endpoint(self) -> str:
+        assert self.default_model is not None  # set by the validator
+        return self.default_model
+
+    @property
+    def judge(self) -> str:
+        return self.judge_model or self.default_endpoint
+
+    @property
+    def synthesizer(self) -> str:
+        return self.synthesizer_model or self.judge
+
+    @property
+    def panel_members(self) -> list[str]:
+        return list(self.panel_models) or [e.id for e in self.endpoints]
+
+    def endpoint(self, endpoint_id: str) -> EndpointConfig:
+        for endpoint in self.endpoints:
+            if endpoint.id == endpoint_id:
+                return endpoint
+        raise KeyError(endpoint_id)
+
+
+class ConfigReferenceError(ValueError):
+    """A config value that points at nothing, or clashes; carries its key path."""
+
+    def __init__(self, path: str, found: object, allowed: str) -> None:
+        super().__init__(f"{path}: found {found!r}; allowed: {allowed}")
+        self.path = path
+        self.found = found
+        self.allowed = allowed
+
+
+def _ref_error(path: str, found: object, allowed: str) -> ConfigReferenceError:
+    return ConfigReferenceError(path, found, allowed)
