@@ -3,7 +3,8 @@
 It is deterministic for a given (model, seed, messages, temperature); different models answer in
 different voices; a judge request (a JSON response format over `<candidate>` blocks) gets valid
 analysis JSON that names the candidates; a synthesis request merges the candidates it is shown;
-a request with tools calls one. `latency_ms`, `tokens_per_s` and `fail_rate` simulate slow,
+a request with tools calls one; a verification request (a JSON response format over a
+`<final_answer>` block) gets a passing verdict. `latency_ms`, `tokens_per_s` and `fail_rate` simulate slow,
 streaming and failing members. Every answer says it comes from a mock.
 """
 
@@ -153,7 +154,9 @@ class MockAdapter:
 
         candidates = CANDIDATE_BLOCK.findall(prompt_text)
         wants_json = request.response_format is not None and request.response_format.type != "text"
-        if candidates and wants_json:
+        if wants_json and "<final_answer>" in prompt_text:
+            text = json.dumps({"verdict": "pass", "issues": [], "note": f"{MOCK_LABEL} {self.model}"})
+        elif candidates and wants_json:
             text = self._judge_analysis(candidates, seed)
         elif candidates:
             text = self._synthesis(candidates)
@@ -200,9 +203,7 @@ class MockAdapter:
         }
         analysis = {
             "consensus": [f"All {len(ids)} candidates ({', '.join(ids)}) address the question directly."],
-            "contradictions": [
-                f"{a} and {b} recommend different first steps." for a, b in itertools.pairwise(ids)
-            ][:2],
+            "contradictions": [f"{a} and {b} recommend different first steps." for a, b in itertools.pairwise(ids)][:2],
             "unique_insights": [f"{cid} ({model}): {sentences[cid][-1][:120]}" for cid, model, _ in candidates],
             "coverage_gaps": ["None of the candidates gives a concrete example."],
             "likely_errors": [],
@@ -214,11 +215,13 @@ class MockAdapter:
         return json.dumps(analysis)
 
     def _synthesis(self, candidates: list[tuple[str, str, str]]) -> str:
-        parts = [f"[{MOCK_LABEL} {self.model}] Fused answer drawing on {', '.join(c for c, _, _ in candidates)}:"]
+        ids = ", ".join(c for c, _, _ in candidates)
+        parts = [f"[{MOCK_LABEL} {self.model}] Fused answer drawing on {ids}:"]
         for cid, _, text in candidates:
             body = re.sub(r"^\[[^\]]*\]\s*", "", text).strip()
-            first = re.split(r"(?<=[.!?])\s+", body)[0]
-            parts.append(f"- {first} ({cid})")
+            # Each voice ends on its summary sentence; that is the part worth keeping.
+            last = [s for s in re.split(r"(?<=[.!?])\s+", body) if s.strip()][-1:] or [body]
+            parts.append(f"- {last[0].strip()} ({cid})")
         return "\n".join(parts)
 
     def _maybe_call_tool(self, request: ChatRequest, seed: int) -> ToolCall | None:

@@ -1,0 +1,104 @@
+"""The fusion router's HTTP app.
+
+    app = create_app(load_config("configs/demo.yaml"))                  # in-process adapters
+    app = create_app(config, bridges={"fast": "http://127.0.0.1:9101"})  # through bridges (under `up`)
+
+Routes: GET /health, GET /v1/models, POST /v1/chat/completions (SPEC §5). The HTTP layer
+parses and answers; the fusion engine (`server.engine`) does the work; `server.runs` records it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import Response
+
+from bridge.http import AccessLogMiddleware, install_error_handlers, parse_body
+from bridge.protocol import ModelCard, ModelList
+from bridge.tracing import TraceEmitter
+from server.auth import BearerAuth
+from server.chat import ChatHandler
+from server.clients import EndpointClient, build_clients
+from server.config import PanelConfig
+from server.engine import FusionEngine
+from server.protocol import FUSION_MODELS, FusionChatRequest
+from server.runs import RunService
+from server.store import RunStore
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("fusionkit.router")
+
+
+def create_app(
+    config: PanelConfig,
+    *,
+    bridges: Mapping[str, str] | None = None,
+    clients: dict[str, EndpointClient] | None = None,
+    store_path: str | Path | None = None,
+    tracer: TraceEmitter | None = None,
+    log_json: bool = False,
+    keepalive_s: float = 2.0,
+) -> FastAPI:
+    """Build a router for `config`; `bridges` maps endpoint ids to bridge URLs (else in-process)."""
+    endpoint_clients = clients if clients is not None else build_clients(config, bridges)
+    store = RunStore(store_path or config.server.run_store)
+    trace = tracer or TraceEmitter.from_env()
+    runs = RunService(store, trace)
+    engine = FusionEngine(config, endpoint_clients)
+    chat = ChatHandler(engine, runs, keepalive_s=keepalive_s)
+    auth = BearerAuth(os.environ.get(config.server.api_key_env) if config.server.api_key_env else None)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        expired = await store.expire_unfinished("router_restarted")
+        if expired:
+            log.warning("%d unfinished runs from a previous router were marked expired", expired)
+        await trace.start()
+        mocks = [c.id for c in endpoint_clients.values() if c.endpoint.is_mock]
+        if mocks:
+            log.info("endpoints %s are OFFLINE MOCK models (provider 'mock')", ", ".join(mocks))
+        yield
+        await trace.aclose()
+        await asyncio.gather(*(c.aclose() for c in endpoint_clients.values()), return_exceptions=True)
+        await store.close()
+
+    app = FastAPI(title="fusionkit router", lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(AccessLogMiddleware, log_json=log_json)
+
+    @app.get("/health")
+    async def health() -> dict[str, object]:
+        ids = list(endpoint_clients)
+        states = await asyncio.gather(*(endpoint_clients[i].ready() for i in ids))
+        endpoints = dict(zip(ids, states, strict=True))
+        ready = sum(1 for s in states if s["ready"])
+        status = "ok" if ready == len(ids) else ("degraded" if ready else "unavailable")
+        return {"status": status, "endpoints": endpoints, "auth": auth.enabled}
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+
+    @v1.get("/models")
+    async def models() -> ModelList:
+        cards = [ModelCard(id=m, owned_by="fusionkit") for m in FUSION_MODELS]
+        for client in endpoint_clients.values():
+            label = f"fusionkit-endpoint/{client.endpoint.provider}"
+            cards.append(
+                ModelCard(id=client.id, owned_by=label + (" (offline mock)" if client.endpoint.is_mock else ""))
+            )
+        return ModelList(data=cards)
+
+    @v1.post("/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> Response:
+        return await chat(request, await parse_body(request, FusionChatRequest))
+
+    app.include_router(v1)
+    app.state.store = store
+    app.state.engine = engine
+    return app

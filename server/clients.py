@@ -1,0 +1,148 @@
+"""How the router reaches its endpoints: one client per endpoint, with retries and deadlines.
+
+An endpoint is reached either in-process (the provider adapter itself, when `fusionkit serve`
+runs without bridges) or over HTTP through its bridge (under `fusionkit up`), in which case the
+adapter is the OpenAI-compatible one pointed at the bridge. Either way the engine sees an
+`EndpointClient`, which adds what a fan-out needs: a per-call timeout, retries on 429/5xx that
+honour `Retry-After` without outliving the run's deadline, and a readiness probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+
+import httpx2
+
+from bridge.adapters import CallContext, ChatAdapter, make_adapter
+from bridge.endpoint import EndpointConfig
+from bridge.errors import APIError, timed_out
+from bridge.protocol import ChatCompletion, ChatCompletionChunk, ChatRequest
+from server.config import PanelConfig
+
+__all__ = ["EndpointClient", "build_clients"]
+
+log = logging.getLogger("fusionkit.router")
+MAX_ATTEMPTS = 3
+RETRY_BASE_S = 0.2
+
+
+def _retryable(error: APIError) -> bool:
+    return error.status == 429 or (error.status >= 500 and error.status != 504)
+
+
+def _retry_delay(error: APIError, attempt: int) -> float:
+    if error.retry_after:
+        try:
+            return max(float(error.retry_after), 0.0)
+        except ValueError:
+            pass
+    return RETRY_BASE_S * (2**attempt) * (0.5 + random.random() / 2)
+
+
+class EndpointClient:
+    """One endpoint as the engine sees it.
+
+    client = EndpointClient(endpoint, adapter)
+    completion = await client.complete(request, ctx, deadline=time.monotonic() + 30)
+    """
+
+    def __init__(self, endpoint: EndpointConfig, adapter: ChatAdapter, *, bridge_url: str | None = None) -> None:
+        self.endpoint = endpoint
+        self.adapter = adapter
+        self.bridge_url = bridge_url
+        self._probe: httpx2.AsyncClient | None = None
+
+    @property
+    def id(self) -> str:
+        return self.endpoint.id
+
+    def _call_timeout(self, deadline: float | None) -> float:
+        timeout = self.endpoint.timeout_s
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+        if timeout <= 0:
+            raise timed_out(f"endpoint {self.id}: no time left in the run's deadline")
+        return timeout
+
+    async def complete(
+        self, request: ChatRequest, ctx: CallContext, *, deadline: float | None = None
+    ) -> ChatCompletion:
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                async with asyncio.timeout(self._call_timeout(deadline)):
+                    return await self.adapter.complete(request, ctx)
+            except TimeoutError:
+                raise timed_out(f"endpoint {self.id} did not answer within its timeout") from None
+            except APIError as error:
+                await self._wait_before_retry(error, attempt, deadline)
+        raise AssertionError("unreachable")
+
+    async def stream(
+        self, request: ChatRequest, ctx: CallContext, *, deadline: float | None = None
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """Stream a call; retried like `complete` only until the first chunk arrived."""
+        for attempt in range(MAX_ATTEMPTS):
+            started = False
+            try:
+                async with asyncio.timeout(self._call_timeout(deadline)):
+                    async for chunk in self.adapter.stream(request, ctx):
+                        started = True
+                        yield chunk
+                return
+            except TimeoutError:
+                raise timed_out(f"endpoint {self.id} did not finish within its timeout") from None
+            except APIError as error:
+                if started:
+                    raise
+                await self._wait_before_retry(error, attempt, deadline)
+
+    async def _wait_before_retry(self, error: APIError, attempt: int, deadline: float | None) -> None:
+        if not _retryable(error) or attempt + 1 >= MAX_ATTEMPTS:
+            raise error
+        delay = _retry_delay(error, attempt)
+        if deadline is not None and time.monotonic() + delay >= deadline:
+            raise error
+        log.info("endpoint %s answered %s; retrying in %.2fs", self.id, error.status, delay)
+        await asyncio.sleep(delay)
+
+    async def ready(self) -> dict[str, object]:
+        """Readiness from a live probe: a bridge's /health, or an in-process adapter (always ready)."""
+        if self.bridge_url is None:
+            return {"ready": True, "via": "in-process", "provider": self.endpoint.provider}
+        if self._probe is None:
+            self._probe = httpx2.AsyncClient(timeout=1.0)
+        try:
+            response = await self._probe.get(f"{self.bridge_url}/health")
+            ok = response.status_code == 200
+            return {"ready": ok, "via": "bridge", "url": self.bridge_url, "provider": self.endpoint.provider}
+        except httpx2.HTTPError as exc:
+            return {"ready": False, "via": "bridge", "url": self.bridge_url, "error": type(exc).__name__}
+
+    async def aclose(self) -> None:
+        await self.adapter.aclose()
+        if self._probe is not None:
+            await self._probe.aclose()
+
+
+def build_clients(config: PanelConfig, bridges: Mapping[str, str] | None = None) -> dict[str, EndpointClient]:
+    """A client per endpoint: through its bridge when `bridges` names one, else in-process."""
+    clients: dict[str, EndpointClient] = {}
+    for endpoint in config.endpoints:
+        url = (bridges or {}).get(endpoint.id)
+        if url is None:
+            clients[endpoint.id] = EndpointClient(endpoint, make_adapter(endpoint))
+            continue
+        url = url.rstrip("/")
+        via_bridge = EndpointConfig(
+            id=endpoint.id,
+            provider="openai-compatible",
+            model=endpoint.id,
+            base_url=f"{url}/v1",
+            timeout_s=endpoint.timeout_s,
+        )
+        clients[endpoint.id] = EndpointClient(endpoint, make_adapter(via_bridge), bridge_url=url)
+    return clients

@@ -1,0 +1,24 @@
+"""What the engine tells its caller while a run is under way (for streaming and keep-alives)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["EngineEvent", "Phase", "TextDelta"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """The run entered a phase: generating, judging, synthesizing, verifying."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the final answer, as the model that writes it produces it."""
+
+    text: str
+
+
+EngineEvent = Phase | TextDelta

@@ -1,0 +1,89 @@
+"""The router's wire additions to the OpenAI format: the `fusion` request options and the
+`fusionkit` metadata object on every answer."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.protocol import ChatRequest
+
+__all__ = [
+    "FUSION_MODELS",
+    "DecisionInfo",
+    "FailedMember",
+    "FusionChatRequest",
+    "FusionMetadata",
+    "FusionOptions",
+    "ToolExecution",
+]
+
+FUSION_MODELS = ("fusionkit/router", "fusionkit/single", "fusionkit/self", "fusionkit/panel")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolExecution(_Strict):
+    mode: Literal["disabled", "external", "executor"] = "disabled"
+    allowed_side_effects: list[str] = Field(default_factory=list)
+    environment: str | None = None
+    policy_id: str | None = None
+    dedupe_read_only: bool = False
+
+
+class FusionOptions(_Strict):
+    """The optional `fusion` object of a chat completion request."""
+
+    mode: Literal["single", "self", "panel", "router"] | None = None
+    panel_models: list[str] | None = None
+    sample_count: int | None = Field(default=None, ge=1, le=32)
+    verify: bool = False
+    tool_execution: ToolExecution | None = None
+
+
+class FusionChatRequest(ChatRequest):
+    fusion: FusionOptions | None = None
+
+    def chat_request(self) -> ChatRequest:
+        """The request without the `fusion` object, as a panel member receives it."""
+        return ChatRequest.model_validate(self.model_dump(exclude={"fusion"}, exclude_unset=True))
+
+
+class FailedMember(BaseModel):
+    endpoint_id: str
+    candidate_id: str
+    reason: str
+    status: int | None = None
+
+
+class DecisionInfo(BaseModel):
+    type: Literal["synthesize", "select_candidate"]
+    reason: str
+    selected_candidate_id: str | None = None
+
+
+class FusionMetadata(BaseModel):
+    """The `fusionkit` object on a fused chat.completion (and on the last stream chunk)."""
+
+    run_id: str
+    trace_id: str
+    state: str
+    status: Literal["succeeded", "failed", "cancelled"]
+    event_cursor: int
+    mode: str
+    route: str
+    route_reasons: list[str]
+    candidate_count: int
+    candidate_model_ids: list[str]
+    failed_members: list[FailedMember]
+    decision: DecisionInfo | None
+    judge_model_id: str | None = None
+    synthesizer_model_id: str | None = None
+    judge_parse_error: str | None = None
+    verification: dict[str, Any] | None = None
+    cost_estimate: dict[str, Any]
+    latency_ms: dict[str, float]
+    mock: bool = False
