@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -32,6 +32,7 @@ __all__ = [
     "sse_comment",
     "sse_data",
     "sse_stream",
+    "validation_error",
 ]
 
 T = TypeVar("T")
@@ -93,7 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=500)
 
 
-async def race_disconnect(request: Request, work: Coroutine[Any, Any, T], poll_s: float = 0.1) -> T:
+async def race_disconnect(request: Request, work: Awaitable[T], poll_s: float = 0.1) -> T:
     """Run `work`, cancelling it if the client goes away first (so upstream calls stop too)."""
     task = asyncio.ensure_future(work)
     try:

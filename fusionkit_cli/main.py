@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from fusionkit_cli.cmd_bridge import serve_endpoint
+from fusionkit_cli.cmd_runs import runs
 from fusionkit_cli.cmd_serve import serve
 from fusionkit_cli.cmd_validate import validate
 
@@ -20,6 +21,7 @@ def cli() -> None:
 cli.add_command(validate)
 cli.add_command(serve_endpoint)
 cli.add_command(serve)
+cli.add_command(runs)
 
 if __name__ == "__main__":
     cli()

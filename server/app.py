@@ -3,7 +3,8 @@
     app = create_app(load_config("configs/demo.yaml"))                  # in-process adapters
     app = create_app(config, bridges={"fast": "http://127.0.0.1:9101"})  # through bridges (under `up`)
 
-Routes: GET /health, GET /v1/models, POST /v1/chat/completions (SPEC §5). The HTTP layer
+Routes: GET /health, GET /v1/models, POST /v1/chat/completions, the /v1/fusion/runs family
+(`server.runs_api`) (SPEC §5). The HTTP layer
 parses and answers; the fusion engine (`server.engine`) does the work; `server.runs` records it.
 """
 
@@ -29,6 +30,7 @@ from server.config import PanelConfig
 from server.engine import FusionEngine
 from server.protocol import FUSION_MODELS, FusionChatRequest
 from server.runs import RunService
+from server.runs_api import runs_router
 from server.store import RunStore
 
 __all__ = ["create_app"]
@@ -98,6 +100,7 @@ def create_app(
     async def chat_completions(request: Request) -> Response:
         return await chat(request, await parse_body(request, FusionChatRequest))
 
+    v1.include_router(runs_router(engine, runs, store))
     app.include_router(v1)
     app.state.store = store
     app.state.engine = engine

@@ -60,6 +60,7 @@ class ChatHandler:
     async def __call__(self, request: Request, body: FusionChatRequest) -> Response:
         options = self.resolve(body)
         chat = body.chat_request()
+        self.engine.check(chat, options)
         recorder = await self.runs.start(
             mode=options.mode or self.engine.config.default_mode,
             request=body.model_dump(exclude_none=True),
@@ -68,9 +69,7 @@ class ChatHandler:
         log_context(request).update({"run_id": recorder.run_id, "model": body.model})
         headers = {"x-fusion-run-id": recorder.run_id, "x-fusion-trace-id": recorder.trace_id}
         if not body.stream:
-            result = await race_disconnect(
-                request, self.runs.execute(recorder, self.engine.run(chat, options, recorder))
-            )
+            result = await race_disconnect(request, self.runs.launch(self.engine, recorder, chat, options))
             completion = ChatCompletion(
                 model=body.model,
                 choices=[Choice(message=result.message, finish_reason=result.finish_reason)],
@@ -89,18 +88,8 @@ class ChatHandler:
         async def emit(event: EngineEvent) -> None:
             await events.put(event)
 
-        async def work() -> None:
-            try:
-                result = await self.runs.execute(
-                    recorder, self.engine.run(body.chat_request(), options, recorder, emit)
-                )
-                await events.put(result)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
-                await events.put(exc)
-
-        task = asyncio.create_task(work())
+        task = self.runs.launch(self.engine, recorder, body.chat_request(), options, emit)
+        task.add_done_callback(lambda t: None if t.cancelled() else events.put_nowait(t.exception() or t.result()))
         # Errors found before the run starts (bad panel names, budgets) are still plain HTTP errors.
         first = await events.get()
         if isinstance(first, BaseException):

@@ -8,21 +8,31 @@ result = await runs.execute(recorder, engine.run(...))   # completed / failed / 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.errors import APIError
-from bridge.tracing import TraceEmitter, new_span_id, new_trace_id
-from server.engine import FusionResult
-from server.store import RunStore, new_run_id
+from pydantic import BaseModel, ValidationError
+
+from bridge.errors import APIError, bad_request
+from bridge.http import validation_error
+from bridge.protocol import ChatRequest
+from bridge.tracing import Component, TraceEmitter, new_span_id, new_trace_id
+from server.engine import FusionEngine, FusionResult
+from server.engine.engine import Emit
+from server.engine.pauses import ToolPauses, ToolResult
+from server.protocol import FusionOptions
+from server.store import IdempotencyConflict, RunRecord, RunStore, new_run_id
 
 __all__ = ["RunRecorder", "RunService"]
 
 log = logging.getLogger("fusionkit.router")
 
 # Which trace component an engine event belongs to (SPEC §12).
-_COMPONENT = {
+_COMPONENT: dict[str, Component] = {
     "panel": "panel-model",
     "single": "panel-model",
     "judge": "judge",
@@ -78,12 +88,89 @@ class RunRecorder:
         )
 
 
+class ToolResultsBody(BaseModel):
+    tool_results: list[ToolResult]
+
+
+@dataclass
+class _Active:
+    """A run executing in this router: its task, its tool pauses, and why it would be cancelled."""
+
+    pauses: ToolPauses | None
+    task: asyncio.Task[FusionResult] = field(init=False)
+    cancel_reason: str = "client_disconnected"
+
+
 class RunService:
-    """Creates runs and records how they end, whatever way they end."""
+    """Creates runs, runs them as tasks it can cancel, and records how they end, whatever way they end."""
+
+    duplicate_errors = (IdempotencyConflict,)
 
     def __init__(self, store: RunStore, tracer: TraceEmitter) -> None:
         self.store = store
         self.tracer = tracer
+        self.active: dict[str, _Active] = {}
+
+    def launch(
+        self,
+        engine: FusionEngine,
+        recorder: RunRecorder,
+        request: ChatRequest,
+        options: FusionOptions,
+        emit: Emit | None = None,
+    ) -> asyncio.Task[FusionResult]:
+        """Start the run as a task; external tool execution gets its pause registry here."""
+        policy = options.tool_execution
+        pauses = None
+        if policy is not None and policy.mode == "external" and request.tools:
+            pauses = ToolPauses(recorder, policy, request.tools, engine.config.budget)
+        active = _Active(pauses=pauses)
+        work = engine.run(request, options, recorder, emit, pauses)
+        active.task = asyncio.create_task(self._execute(recorder, work, lambda: active.cancel_reason))
+        self.active[recorder.run_id] = active
+        active.task.add_done_callback(lambda _: self.active.pop(recorder.run_id, None))
+        return active.task
+
+    @staticmethod
+    async def wait(task: asyncio.Task[FusionResult]) -> None:
+        """Wait for a run without tying its life to the waiting request (native runs end only by cancel)."""
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.shield(task)
+
+    async def cancel(self, run_id: str) -> bool:
+        active = self.active.get(run_id)
+        if active is None:
+            return False
+        active.cancel_reason = "cancel_requested"
+        active.task.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await active.task
+        return True
+
+    def pending_action(self, run_id: str) -> dict[str, Any] | None:
+        active = self.active.get(run_id)
+        if active is None or active.pauses is None or not active.pauses.pending:
+            return None
+        return {"type": "submit_tool_results", "tool_calls": active.pauses.plan()}
+
+    async def submit_tool_results(self, record: RunRecord, raw: bytes) -> dict[str, Any]:
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise bad_request("request body is not valid JSON", code="invalid_json") from None
+        try:
+            body = ToolResultsBody.model_validate(data)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        active = self.active.get(record.run_id)
+        if active is None or active.pauses is None:
+            raise APIError(
+                409,
+                f"run '{record.run_id}' is {record.state}, not waiting for tool results",
+                type="invalid_request_error",
+                code="run_not_waiting",
+            )
+        return await active.pauses.submit(body.tool_results)
 
     async def start(
         self,
@@ -106,14 +193,17 @@ class RunService:
         )
         return RunRecorder(self.store, self.tracer, run_id, trace)
 
-    async def execute(self, recorder: RunRecorder, work: Coroutine[Any, Any, FusionResult]) -> FusionResult:
+    async def _execute(
+        self, recorder: RunRecorder, work: Coroutine[Any, Any, FusionResult], cancel_reason: Any
+    ) -> FusionResult:
         try:
             result = await work
         except APIError as error:
             await self._end(recorder, "failed", {"error": error.body()["error"], "status": error.status})
             raise
         except asyncio.CancelledError:
-            await asyncio.shield(self._end(recorder, "cancelled", {"reason": "cancelled"}, "client_disconnected"))
+            reason = cancel_reason()
+            await asyncio.shield(self._end(recorder, "cancelled", {"reason": reason}, reason))
             raise
         except Exception as exc:
             log.exception("run %s failed unexpectedly", recorder.run_id)

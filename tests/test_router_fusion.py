@@ -308,3 +308,41 @@ def test_concurrent_completions_each_get_their_own_complete_run(tmp_path: Path, 
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
         assert sum(1 for e in events if e.type == "model_call.completed") == 5
         assert events[-1].payload["state"] == "completed"
+
+
+def test_a_failing_judge_degrades_to_synthesis_without_analysis(tmp_path: Path, live_server: Any) -> None:
+    endpoints = [*demo_endpoints(), mock_endpoint("broken", fail_rate=1.0)]
+    config = panel_config(
+        tmp_path,
+        endpoints,
+        panel_models=["fast", "careful", "structured"],
+        judge_model="broken",
+        synthesizer_model="careful",
+    )
+    server = live_server(create_app(config))
+    reply = client_for(server).chat.completions.create(model="fusionkit/panel", messages=QUESTION)
+    meta = reply.model_extra["fusionkit"]
+    assert meta["judge_parse_error"].startswith("the judge call failed")
+    assert meta["decision"]["type"] == "synthesize"
+    assert "Fused answer drawing on c1, c2, c3" in reply.choices[0].message.content
+
+
+def test_a_failing_synthesizer_falls_back_to_the_best_candidate(tmp_path: Path, live_server: Any) -> None:
+    endpoints = [*demo_endpoints(), mock_endpoint("broken", fail_rate=1.0)]
+    config = panel_config(
+        tmp_path,
+        endpoints,
+        panel_models=["fast", "careful", "structured"],
+        judge_model="careful",
+        synthesizer_model="broken",
+    )
+    server = live_server(create_app(config))
+    reply = client_for(server).chat.completions.create(model="fusionkit/panel", messages=QUESTION)
+    meta = reply.model_extra["fusionkit"]
+    assert meta["decision"]["type"] == "select_candidate"
+    assert meta["decision"]["reason"] == "synthesizer_failed"
+    chosen = meta["decision"]["selected_candidate_id"]
+    assert chosen in ("c1", "c2", "c3")
+    events = events_of(tmp_path, meta["run_id"])
+    ranking = next(e.payload for e in events if e.type == "judge.record")["analysis"]["ranking"]
+    assert chosen == ranking[0]

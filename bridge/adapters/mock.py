@@ -177,9 +177,7 @@ class MockAdapter:
     def _plain_answer(self, request: ChatRequest, seed: int) -> str:
         last = request.messages[-1]
         if last.role == "tool":
-            return (
-                f"[{MOCK_LABEL} {self.model}] The tool returned: {message_text(last)[:200]}. That answers the request."
-            )
+            return f"[{MOCK_LABEL} {self.model}] From the tool result, the answer is {message_text(last)[:200]}"
         question = next((message_text(m) for m in reversed(request.messages) if m.role == "user"), "")
         topic = " ".join(question.split()[:12]).rstrip("?.!") or "this request"
         template = _voice_of(self.model)

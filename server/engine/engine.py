@@ -20,13 +20,14 @@ from typing import Any
 
 from bridge.adapters import CallContext
 from bridge.errors import APIError, bad_request, timed_out, upstream_failure
-from bridge.protocol import AssistantMessage, ChatCompletion, ChatRequest, Usage
+from bridge.protocol import AssistantMessage, ChatCompletion, ChatMessage, ChatRequest, Usage
 from bridge.stream import StreamAccumulator
 from server.clients import EndpointClient
 from server.config import PanelConfig
 from server.engine.candidates import Candidate, MemberPlan, same_tool_calls, unanimous
 from server.engine.events import EngineEvent, Phase, TextDelta
 from server.engine.judge import JudgeAnalysis, parse_analysis
+from server.engine.pauses import ToolPauses, ToolRefused
 from server.engine.prompts import agent_request, judge_request, parse_verdict, synthesis_request, verifier_request
 from server.engine.recorder import Recorder
 from server.engine.routing import choose_route
@@ -59,6 +60,7 @@ class _Run:
     latency_ms: dict[str, float] = field(default_factory=dict)
     failed: list[FailedMember] = field(default_factory=list)
     calls: int = 0
+    pauses: ToolPauses | None = None
 
     async def send(self, event: EngineEvent) -> None:
         if self.emit is not None:
@@ -73,11 +75,17 @@ class FusionEngine:
     # -- entry point ------------------------------------------------------------------------------
 
     async def run(
-        self, request: ChatRequest, options: FusionOptions, recorder: Recorder, emit: Emit | None = None
+        self,
+        request: ChatRequest,
+        options: FusionOptions,
+        recorder: Recorder,
+        emit: Emit | None = None,
+        pauses: ToolPauses | None = None,
     ) -> FusionResult:
+        """Execute one run. With `pauses`, members' tool calls pause the run for external results."""
         budget = self.config.budget
         deadline = time.monotonic() + budget.wall_clock_s if budget.wall_clock_s else None
-        run = _Run(recorder=recorder, emit=emit, deadline=deadline)
+        run = _Run(recorder=recorder, emit=emit, deadline=deadline, pauses=pauses)
         try:
             async with asyncio.timeout(budget.wall_clock_s):
                 return await self._run(request, options, run)
@@ -86,8 +94,11 @@ class FusionEngine:
                 f"the run exceeded budget.wall_clock_s={budget.wall_clock_s}; outstanding calls were cancelled"
             ) from None
 
-    async def _run(self, request: ChatRequest, options: FusionOptions, run: _Run) -> FusionResult:
-        request = self._with_sampling_defaults(request)
+    def check(self, request: ChatRequest, options: FusionOptions) -> tuple[str, str, list[str], list[MemberPlan]]:
+        """Plan a run without calling anything: (mode, route, route reasons, member plans).
+
+        Raises the errors a client should get before a run starts (unknown panel members, budgets).
+        """
         mode: str = options.mode or self.config.default_mode
         route, reasons = mode, [f"mode '{mode}' requested"]
         if mode == "router":
@@ -100,6 +111,11 @@ class FusionEngine:
                 code="budget_exceeded",
                 param="fusion.sample_count" if route == "self" else "fusion.panel_models",
             )
+        return mode, route, reasons, plans
+
+    async def _run(self, request: ChatRequest, options: FusionOptions, run: _Run) -> FusionResult:
+        request = self._with_sampling_defaults(request)
+        mode, route, reasons, plans = self.check(request, options)
         await run.recorder.transition(
             "generating",
             {"mode": mode, "route": route, "route_reasons": reasons, "members": [p.model_dump() for p in plans]},
@@ -205,14 +221,18 @@ class FusionEngine:
         started = time.perf_counter()
         ctx = self._context(run, candidate_id)
         outgoing = request.model_copy(update={"model": endpoint_id})
+        # Retries must not sleep past this call's own limit: a member that keeps failing reports its error.
+        deadline = run.deadline
+        if timeout_s is not None:
+            deadline = min(deadline or float("inf"), time.monotonic() + timeout_s)
         try:
             async with asyncio.timeout(timeout_s):
                 if stream_to is None:
-                    completion = await client.complete(outgoing, ctx, deadline=run.deadline)
+                    completion = await client.complete(outgoing, ctx, deadline=deadline)
                 else:
                     acc = StreamAccumulator()
                     streamed = outgoing.model_copy(update={"stream": True})
-                    async for chunk in client.stream(streamed, ctx, deadline=run.deadline):
+                    async for chunk in client.stream(streamed, ctx, deadline=deadline):
                         text = acc.add(chunk)
                         if text:
                             await stream_to(TextDelta(text))
@@ -249,17 +269,24 @@ class FusionEngine:
         if plan.seed is not None:
             update["seed"] = plan.seed
         started = time.perf_counter()
+        # Its own message list: tool rounds extend this member's conversation only.
+        member_request = request.model_copy(update={**update, "messages": list(request.messages)})
         try:
             completion = await self._call(
                 run,
                 "panel",
                 plan.endpoint_id,
-                request.model_copy(update=update),
+                member_request,
                 candidate_id=plan.candidate_id,
                 timeout_s=self.config.panel.member_timeout_s,
             )
+            while run.pauses is not None and completion.message.tool_calls:
+                completion = await self._resume_after_tools(run, plan, member_request, completion)
         except APIError as error:
             await self._drop(run, plan, error.message, error.status)
+            return None
+        except ToolRefused as refused:
+            await self._drop(run, plan, f"{refused.code}: {refused}", None)
             return None
         message = completion.message
         candidate = Candidate(
@@ -296,6 +323,27 @@ class FusionEngine:
             ),
         )
         return candidate
+
+    async def _resume_after_tools(
+        self, run: _Run, plan: MemberPlan, member_request: ChatRequest, completion: ChatCompletion
+    ) -> ChatCompletion:
+        """Pause for the member's tool calls, then let it continue with the results in its conversation."""
+        assert run.pauses is not None
+        calls = completion.message.tool_calls or []
+        outputs = await run.pauses.request(plan.candidate_id, plan.endpoint_id, calls)
+        turn = [
+            ChatMessage(role="assistant", content=completion.message.content, tool_calls=calls),
+            *(ChatMessage(role="tool", tool_call_id=c.id, content=out) for c, out in zip(calls, outputs, strict=True)),
+        ]
+        member_request.messages.extend(turn)
+        return await self._call(
+            run,
+            "panel",
+            plan.endpoint_id,
+            member_request,
+            candidate_id=plan.candidate_id,
+            timeout_s=self.config.panel.member_timeout_s,
+        )
 
     async def _drop(self, run: _Run, plan: MemberPlan, reason: str, status: int | None) -> None:
         run.failed.append(
@@ -352,15 +400,16 @@ class FusionEngine:
         """Judge and synthesize, unless the candidates make that unnecessary or the budget forbids it."""
         if len(candidates) == 1:
             return await self._select(run, candidates[0], "only_one_candidate")
-        if unanimous(candidates):
-            return await self._select(run, candidates[0], "unanimous")
         if same_tool_calls(candidates):
             return await self._select(run, candidates[0], "unanimous_tool_call")
+        if unanimous(candidates):
+            return await self._select(run, candidates[0], "unanimous")
         max_cost = self.config.budget.max_cost
         if max_cost is not None and run.cost > max_cost:
             await run.recorder.event("budget.exceeded", {"budget": "max_cost", "limit": max_cost, "cost": run.cost})
             return await self._select(run, candidates[0], "budget_max_cost")
-        if request.tools:
+        if request.tools and run.pauses is None:
+            # With external tool execution the members already did the tool work; their answers are fused as text.
             return await self._agent_step(request, candidates, run)
 
         await run.recorder.transition("judging")
@@ -368,12 +417,18 @@ class FusionEngine:
         judge_id = self.config.judge
         started = time.perf_counter()
         structured = self.clients[judge_id].endpoint.supports_structured_output()
-        judged = await self._call(
-            run, "judge", judge_id, judge_request(judge_id, request, candidates, structured=structured)
-        )
+        try:
+            judged_text = (
+                await self._call(
+                    run, "judge", judge_id, judge_request(judge_id, request, candidates, structured=structured)
+                )
+            ).text
+            analysis, parse_error = parse_analysis(judged_text)
+        except APIError as error:
+            # Without an analysis the synthesizer still has the candidates: degrade, do not fail.
+            judged_text, analysis, parse_error = "", None, f"the judge call failed: {error.message}"
         run.latency_ms["judge"] = _ms_since(started)
-        analysis, parse_error = parse_analysis(judged.text)
-        raw_sha = await run.recorder.artifact(judged.text, "application/json" if analysis else "text/plain")
+        raw_sha = await run.recorder.artifact(judged_text, "application/json" if analysis else "text/plain")
         await run.recorder.event(
             "judge.record",
             {
@@ -389,25 +444,39 @@ class FusionEngine:
         await run.send(Phase("synthesizing"))
         synth_id = self.config.synthesizer
         started = time.perf_counter()
-        synth = synthesis_request(synth_id, request, candidates, analysis, judged.text)
-        synthesized = await self._call(
-            run, "synthesizer", synth_id, synth, stream_to=run.send if request.stream else None
-        )
-        run.latency_ms["synthesis"] = _ms_since(started)
+        synth = synthesis_request(synth_id, request, candidates, analysis, judged_text)
+        streamed = False
+
+        async def forward(event: EngineEvent) -> None:
+            nonlocal streamed
+            streamed = True
+            await run.send(event)
+
         meta["synthesizer_model_id"] = synth_id
-        if not synthesized.text.strip():
+        try:
+            text = (
+                await self._call(run, "synthesizer", synth_id, synth, stream_to=forward if request.stream else None)
+            ).text
+        except APIError as error:
+            if streamed:
+                raise  # part of an answer is already with the client: nothing else can follow it
+            text, reason = "", f"synthesizer_failed: {error.message}"
+        else:
+            reason = "empty_synthesis"
+        run.latency_ms["synthesis"] = _ms_since(started)
+        if not text.strip():
             best = _best(candidates, analysis)
-            await run.recorder.event("synthesis.empty", {"fallback_candidate_id": best.candidate_id})
-            decision, message, _ = await self._select(run, best, "empty_synthesis")
+            await run.recorder.event("synthesis.empty", {"fallback_candidate_id": best.candidate_id, "reason": reason})
+            decision, message, _ = await self._select(run, best, reason.split(":")[0])
             return decision, message, meta
-        sha = await run.recorder.artifact(synthesized.text)
-        await run.recorder.event("synthesis.completed", {"artifact_sha256": sha, "chars": len(synthesized.text)})
+        sha = await run.recorder.artifact(text)
+        await run.recorder.event("synthesis.completed", {"artifact_sha256": sha, "chars": len(text)})
         decision = DecisionInfo(
             type="synthesize",
             reason="judged_and_synthesized",
             selected_candidate_id=analysis.best_candidate_id if analysis else None,
         )
-        return decision, AssistantMessage(content=synthesized.text), meta
+        return decision, AssistantMessage(content=text), meta
 
     async def _agent_step(
         self, request: ChatRequest, candidates: list[Candidate], run: _Run

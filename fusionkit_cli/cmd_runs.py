@@ -1,0 +1,201 @@
+"""`fusionkit runs list | show | prune`: past runs for people, from the store or a running router."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx2
+
+from fusionkit_cli.common import BadInput, load_config_or_exit
+from server.run_views import inspect_run, run_summary
+from server.store import RunStore, is_valid_run_id
+
+__all__ = ["runs"]
+
+DEFAULT_STORE = ".fusionkit/runs.sqlite3"
+
+
+def _store_path(config_path: str | None, store: str | None) -> Path:
+    if store:
+        return Path(store)
+    if config_path:
+        return Path(load_config_or_exit(config_path).server.run_store)
+    return Path(DEFAULT_STORE)
+
+
+def _open_store(path: Path) -> RunStore:
+    if not path.exists():
+        raise BadInput(f"{path}: no run store here (give --store PATH, --config FILE or --url URL)")
+    return RunStore(path)
+
+
+def _get(url: str, path: str, **params: Any) -> Any:
+    headers = {}
+    if key := os.environ.get("FUSIONKIT_API_KEY"):
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        response = httpx2.get(url.rstrip("/") + path, params=params, headers=headers, timeout=30)
+    except httpx2.HTTPError as exc:
+        raise click.ClickException(f"cannot reach the router at {url}: {exc}") from None
+    if response.status_code == 404:
+        raise BadInput(response.json().get("error", {}).get("message", "not found"))
+    if response.status_code != 200:
+        raise click.ClickException(f"router answered {response.status_code}: {response.text[:300]}")
+    return response.json()
+
+
+source_options = [
+    click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Use this config's run store."),
+    click.option("--store", type=click.Path(dir_okay=False), help=f"Run store path (default {DEFAULT_STORE})."),
+    click.option("--url", help="Ask a running router instead (e.g. http://127.0.0.1:8080)."),
+]
+
+
+def with_source(func: Any) -> Any:
+    for option in reversed(source_options):
+        func = option(func)
+    return func
+
+
+@click.group()
+def runs() -> None:
+    """Inspect past runs: what each model said and why the answer is what it is."""
+
+
+@runs.command("list")
+@with_source
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
+def list_runs(config_path: str | None, store: str | None, url: str | None, limit: int) -> None:
+    """The most recent runs: id, mode, state, models, latency, cost."""
+    if url:
+        rows = _get(url, "/v1/fusion/runs", limit=limit)["data"]
+    else:
+        rows = asyncio.run(_list_local(_store_path(config_path, store), limit))
+    if not rows:
+        click.echo("no runs yet")
+        return
+    click.echo(f"{'RUN ID':<29} {'CREATED':<20} {'MODE':<7} {'STATE':<15} {'LATENCY':>9} {'COST':>10}  MODELS")
+    for row in rows:
+        latency = (row.get("latency_ms") or {}).get("total")
+        cost = (row.get("cost_estimate") or {}).get("amount")
+        click.echo(
+            f"{row['run_id']:<29} {str(row['created_at'])[:19]:<20} {row['mode'] or '-':<7} {row['state']:<15} "
+            f"{f'{latency:.0f} ms' if latency is not None else '-':>9} "
+            f"{f'{cost:.6f}' if cost is not None else '-':>10}  {', '.join(row.get('models') or [])}"
+        )
+
+
+async def _list_local(path: Path, limit: int) -> list[dict[str, Any]]:
+    store = _open_store(path)
+    try:
+        return [run_summary(r) for r in await store.list_runs(limit=limit)]
+    finally:
+        await store.close()
+
+
+@runs.command("show")
+@click.argument("run_id")
+@with_source
+@click.option("--json", "as_json", is_flag=True, help="Print the whole inspection as JSON.")
+def show_run(run_id: str, config_path: str | None, store: str | None, url: str | None, as_json: bool) -> None:
+    """One run, readable: each candidate, the judge's analysis, the decision, the answer, timings."""
+    if not is_valid_run_id(run_id):
+        raise BadInput(f"'{run_id[:80]}' is not a run id (they look like run_0123...)")
+    if url:
+        data = _get(url, f"/v1/fusion/runs/{run_id}/inspect")
+    else:
+        data = asyncio.run(_inspect_local(_store_path(config_path, store), run_id))
+    if as_json:
+        import json
+
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    click.echo(render_inspection(data))
+
+
+async def _inspect_local(path: Path, run_id: str) -> dict[str, Any]:
+    store = _open_store(path)
+    try:
+        record = await store.get_run(run_id)
+        if record is None:
+            raise BadInput(f"no run '{run_id}' in {path}")
+        return await inspect_run(store, record, pending=None)
+    finally:
+        await store.close()
+
+
+def render_inspection(data: dict[str, Any]) -> str:
+    out = [f"run {data['run_id']}  mode={data['mode']} route={data.get('route')}  state={data['state']}"]
+    if data.get("terminal_reason") and data["state"] != "completed":
+        out.append(f"  reason: {data['terminal_reason']}")
+    if data.get("error"):
+        out.append(f"  error: {data['error']}")
+    out.append("")
+    out.append("CANDIDATES")
+    for c in data.get("candidates", []):
+        rank = f"rank {c['rank']}" if c.get("rank") else "unranked"
+        if c["status"] == "dropped":
+            out.append(f"  [{c['candidate_id']}] {c['endpoint_id']}: DROPPED: {c.get('reason')}")
+            continue
+        out.append(f"  [{c['candidate_id']}] {c['endpoint_id']} ({c.get('model')}), {rank}, {c.get('latency_ms')} ms")
+        for call in c.get("tool_calls") or []:
+            out.append(f"      proposes {call['function']['name']}({call['function']['arguments']})")
+        out.extend(f"      {line}" for line in (c.get("text") or "").splitlines())
+    judge = data.get("judge_synthesis_record")
+    if judge:
+        out += ["", f"JUDGE ({judge.get('judge_model_id')})"]
+        analysis = judge.get("analysis")
+        if analysis:
+            for key in ("consensus", "contradictions", "unique_insights", "coverage_gaps", "likely_errors"):
+                for item in analysis.get(key) or []:
+                    out.append(f"  {key.replace('_', ' ')}: {item}")
+            out.append(f"  ranking: {', '.join(analysis.get('ranking') or [])}")
+            out.append(f"  rationale: {analysis.get('rationale')}")
+        else:
+            out.append(f"  analysis could not be parsed ({judge.get('parse_error')}); raw reply:")
+            out.extend(f"    {line}" for line in (judge.get("raw") or "").splitlines()[:20])
+    decision = data.get("decision")
+    if decision:
+        chosen = f", selected {decision['selected_candidate_id']}" if decision.get("selected_candidate_id") else ""
+        out += ["", f"DECISION  {decision['type']} ({decision['reason']}{chosen})"]
+    final = data.get("final_output") or {}
+    if final:
+        out += ["", "FINAL ANSWER"]
+        out.extend(f"  {line}" for line in (final.get("content") or "").splitlines())
+        for call in final.get("tool_calls") or []:
+            out.append(f"  tool call {call['function']['name']}({call['function']['arguments']})")
+    timings = data.get("latency_ms") or {}
+    if timings:
+        out += ["", "TIMINGS  " + "  ".join(f"{k}={v:.0f}ms" for k, v in timings.items())]
+    return "\n".join(out)
+
+
+@runs.command("prune")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Use this config's store and retention.")
+@click.option("--store", type=click.Path(dir_okay=False), help=f"Run store path (default {DEFAULT_STORE}).")
+@click.option(
+    "--older-than-days",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Remove finished runs older than this (default: server.run_retention_days).",
+)
+def prune_runs(config_path: str | None, store: str | None, older_than_days: float | None) -> None:
+    """Remove finished runs older than the retention, with their events and unreferenced artifacts."""
+    days = older_than_days
+    if days is None and config_path:
+        days = load_config_or_exit(config_path).server.run_retention_days
+    if days is None:
+        raise BadInput("give --older-than-days N, or --config FILE with server.run_retention_days set")
+    removed = asyncio.run(_prune(_store_path(config_path, store), days))
+    click.echo(f"removed {removed} runs older than {days:g} days")
+
+
+async def _prune(path: Path, days: float) -> int:
+    store = _open_store(path)
+    try:
+        return await store.prune(days)
+    finally:
+        await store.close()

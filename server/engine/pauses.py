@@ -1,0 +1,202 @@
+"""External tool execution: a member that calls a tool pauses the run until the client sends the result.
+
+    pauses = ToolPauses(recorder, policy, tools, budget)
+    results = await pauses.request(candidate_id, endpoint_id, tool_calls)   # the run is `requires_action`
+    ...
+    await pauses.submit(candidate_id, [ToolResult(tool_call_id=..., output=...)])  # from POST .../tool-results
+
+The run is in `requires_action` while any call is pending and returns to `generating` when none
+is. Budgets (`max_tool_calls`, `max_tool_rounds`) and `allowed_side_effects` are checked before
+a pause; with `dedupe_read_only`, an identical read-only call by two members waits on one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from bridge.errors import APIError
+from bridge.protocol import Tool, ToolCall
+from server.config import BudgetConfig
+from server.engine.recorder import Recorder
+from server.protocol import ToolExecution
+
+__all__ = ["ToolPauses", "ToolRefused", "ToolResult"]
+
+
+class ToolResult(BaseModel):
+    tool_call_id: str
+    output: str
+    candidate_id: str | None = None
+    name: str | None = None
+
+
+class ToolRefused(Exception):
+    """A call the policy or a budget does not allow; the member is dropped with this reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _conflict(code: str, message: str) -> APIError:
+    return APIError(409, message, type="invalid_request_error", code=code)
+
+
+def side_effects_of(tool: Tool | None) -> str:
+    """A tool declares its side effects as `side_effects` (or `x-side-effects`) on its function; else unknown."""
+    if tool is None:
+        return "unknown"
+    extra = tool.function.model_extra or {}
+    value = extra.get("side_effects", extra.get("x-side-effects", "unknown"))
+    return str(value)
+
+
+@dataclass
+class _Pending:
+    candidate_id: str
+    name: str
+    dedupe_key: str | None
+    future: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class ToolPauses:
+    def __init__(self, recorder: Recorder, policy: ToolExecution, tools: list[Tool], budget: BudgetConfig) -> None:
+        self.recorder = recorder
+        self.policy = policy
+        self.tools = {t.function.name: t for t in tools}
+        self.budget = budget
+        self.calls_made = 0
+        self.rounds: dict[str, int] = {}
+        self.pending: dict[str, _Pending] = {}
+        self._by_key: dict[str, _Pending] = {}
+        self._lock = asyncio.Lock()
+
+    def plan(self) -> list[dict[str, Any]]:
+        return [
+            {"tool_call_id": cid, "candidate_id": p.candidate_id, "name": p.name} for cid, p in self.pending.items()
+        ]
+
+    def _check(self, candidate_id: str, calls: list[ToolCall]) -> None:
+        rounds = self.rounds.get(candidate_id, 0) + 1
+        if self.budget.max_tool_rounds is not None and rounds > self.budget.max_tool_rounds:
+            raise ToolRefused(
+                "max_tool_rounds_exceeded",
+                f"tool round {rounds} exceeds budget.max_tool_rounds={self.budget.max_tool_rounds}",
+            )
+        if self.budget.max_tool_calls is not None and self.calls_made + len(calls) > self.budget.max_tool_calls:
+            raise ToolRefused(
+                "max_tool_calls_exceeded",
+                f"{self.calls_made + len(calls)} tool calls exceed budget.max_tool_calls={self.budget.max_tool_calls}",
+            )
+        allowed = self.policy.allowed_side_effects
+        for call in calls:
+            effect = side_effects_of(self.tools.get(call.function.name))
+            if allowed and effect not in allowed:
+                raise ToolRefused(
+                    "side_effect_not_allowed",
+                    f"tool '{call.function.name}' has side effects '{effect}', not in allowed_side_effects {allowed}",
+                )
+
+    async def request(self, candidate_id: str, endpoint_id: str, calls: list[ToolCall]) -> list[str]:
+        """Pause for `calls`; returns their outputs in order once the client has sent them all."""
+        async with self._lock:
+            self._check(candidate_id, calls)
+            was_waiting = bool(self.pending)
+            self.rounds[candidate_id] = self.rounds.get(candidate_id, 0) + 1
+            self.calls_made += len(calls)
+            waits: list[asyncio.Future[str]] = []
+            plan = []
+            for call in calls:
+                args_hash = hashlib.sha256(_canonical(call.function.arguments).encode()).hexdigest()
+                effect = side_effects_of(self.tools.get(call.function.name))
+                key = (
+                    f"{call.function.name}:{args_hash}"
+                    if self.policy.dedupe_read_only and effect == "read_only"
+                    else None
+                )
+                shared = self._by_key.get(key) if key else None
+                if shared is not None:
+                    waits.append(shared.future)
+                    plan.append(
+                        {
+                            "tool_call_id": call.id,
+                            "name": call.function.name,
+                            "arguments_sha256": args_hash,
+                            "side_effects": effect,
+                            "shared_with": candidate_id,
+                            "deduplicated": True,
+                        }
+                    )
+                    continue
+                pending = _Pending(candidate_id=candidate_id, name=call.function.name, dedupe_key=key)
+                self.pending[call.id] = pending
+                if key:
+                    self._by_key[key] = pending
+                waits.append(pending.future)
+                plan.append(
+                    {
+                        "tool_call_id": call.id,
+                        "name": call.function.name,
+                        "arguments": call.function.arguments,
+                        "arguments_sha256": args_hash,
+                        "side_effects": effect,
+                    }
+                )
+            await self.recorder.event(
+                "tool.plan", {"candidate_id": candidate_id, "endpoint_id": endpoint_id, "calls": plan}
+            )
+            if self.pending and not was_waiting:
+                await self.recorder.transition("requires_action", {"pending": self.plan()})
+        return list(await asyncio.gather(*waits))
+
+    async def submit(self, results: list[ToolResult]) -> dict[str, Any]:
+        """Resolve pending calls; every mismatch is a 409 with its own code, and nothing is applied then."""
+        async with self._lock:
+            if not self.pending:
+                raise _conflict("run_not_waiting", "the run is not waiting for tool results")
+            for result in results:
+                pending = self.pending.get(result.tool_call_id)
+                if pending is None:
+                    raise _conflict(
+                        "unknown_tool_call_id", f"tool_call_id '{result.tool_call_id[:80]}' is not pending in this run"
+                    )
+                if result.candidate_id is not None and result.candidate_id != pending.candidate_id:
+                    raise _conflict(
+                        "candidate_mismatch",
+                        f"tool_call_id '{result.tool_call_id}' belongs to candidate "
+                        f"'{pending.candidate_id}', not '{result.candidate_id[:80]}'",
+                    )
+                if result.name is not None and result.name != pending.name:
+                    raise _conflict(
+                        "tool_name_mismatch",
+                        f"tool_call_id '{result.tool_call_id}' is a call of '{pending.name}', not '{result.name[:80]}'",
+                    )
+            for result in results:
+                # A deduplicated call keeps its resolved future: a member asking later gets the result at once.
+                pending = self.pending.pop(result.tool_call_id)
+                pending.future.set_result(result.output)
+                await self.recorder.event(
+                    "tool.result",
+                    {
+                        "tool_call_id": result.tool_call_id,
+                        "candidate_id": pending.candidate_id,
+                        "name": pending.name,
+                        "output_chars": len(result.output),
+                    },
+                )
+            if not self.pending:
+                await self.recorder.transition("generating", {"reason": "tool results received"})
+            return {"accepted": [r.tool_call_id for r in results], "pending": self.plan()}
+
+
+def _canonical(arguments: str) -> str:
+    try:
+        return json.dumps(json.loads(arguments or "{}"), sort_keys=True, separators=(",", ":"))
+    except json.JSONDecodeError:
+        return arguments
