@@ -45,6 +45,9 @@ def setup_logging(log_format: str = "text", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The HTTP clients log every request at INFO; our access log already says what matters.
+    for noisy in ("httpx", "httpx2", "openai", "anthropic", "google_genai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 log_format_option = click.option(
