@@ -68,6 +68,9 @@ def run_server(app: Any, host: str, port: int) -> None:
     """Serve an ASGI app until SIGINT/SIGTERM (uvicorn handles both and shuts down gracefully)."""
     import uvicorn
 
+    from fusionkit_cli.up.watchdog import start_watchdog
+
+    start_watchdog()  # a no-op unless started by `fusionkit up`
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     server.run()

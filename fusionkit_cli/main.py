@@ -7,6 +7,7 @@ import click
 from fusionkit_cli.cmd_bridge import serve_endpoint
 from fusionkit_cli.cmd_runs import runs
 from fusionkit_cli.cmd_serve import serve
+from fusionkit_cli.cmd_up import down, status, up
 from fusionkit_cli.cmd_validate import validate
 
 __all__ = ["cli"]
@@ -22,6 +23,9 @@ cli.add_command(validate)
 cli.add_command(serve_endpoint)
 cli.add_command(serve)
 cli.add_command(runs)
+cli.add_command(up)
+cli.add_command(status)
+cli.add_command(down)
 
 if __name__ == "__main__":
     cli()
