@@ -26,7 +26,7 @@ _NAMED = {"model", "messages", "stream"}
 
 class OpenAIAdapter:
     def __init__(self, endpoint: EndpointConfig) -> None:
-        self.provider = endpoint.provider
+        self.provider: str = endpoint.provider
         self.model = endpoint.model
         self.base_url = endpoint.base_url or "https://api.openai.com/v1"
         self._client = openai.AsyncOpenAI(
