@@ -39,6 +39,10 @@ class StandinState:
     in_flight: int = 0
     max_in_flight: int = 0
     errors: deque[ScriptedError] = field(default_factory=deque)
+    # Behaviour switches the stand-ins read (each documents which it honours).
+    answer: str | None = None  # replaces the computed answer text ("" for an empty answer)
+    stream_fault: str | None = None  # "error_frame" or "truncate": break a stream after its first chunks
+    finish: str | None = None  # the provider's own finish/stop reason to report
 
     def fail_next(
         self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None, times: int = 1
