@@ -139,7 +139,9 @@ class GoogleAdapter:
     def __init__(self, endpoint: EndpointConfig) -> None:
         self.model = endpoint.model
         self.base_url = endpoint.base_url or "https://generativelanguage.googleapis.com"
-        options: dict[str, Any] = {"timeout": int(endpoint.timeout_s * 1000)}  # milliseconds
+        # The timeout is in milliseconds. v1beta is pinned: it is the API whose wire format (tools,
+        # systemInstruction, SSE streaming) we translate to, whatever the SDK's default version is.
+        options: dict[str, Any] = {"timeout": int(endpoint.timeout_s * 1000), "api_version": "v1beta"}
         if endpoint.base_url:
             options["base_url"] = endpoint.base_url
         self._client = genai.Client(api_key=endpoint.api_key() or "unused", http_options=types.HttpOptions(**options))
