@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from fusionkit_cli.cmd_bridge import serve_endpoint
+from fusionkit_cli.cmd_fuse import fuse
 from fusionkit_cli.cmd_runs import runs
 from fusionkit_cli.cmd_serve import serve
 from fusionkit_cli.cmd_up import down, status, up
@@ -23,6 +24,7 @@ cli.add_command(validate)
 cli.add_command(serve_endpoint)
 cli.add_command(serve)
 cli.add_command(runs)
+cli.add_command(fuse)
 cli.add_command(up)
 cli.add_command(status)
 cli.add_command(down)

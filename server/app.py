@@ -4,7 +4,7 @@
     app = create_app(config, bridges={"fast": "http://127.0.0.1:9101"})  # through bridges (under `up`)
 
 Routes: GET /health, GET /v1/models, POST /v1/chat/completions, the /v1/fusion/runs family
-(`server.runs_api`) (SPEC §5). The HTTP layer
+(`server.runs_api`) and the trajectory endpoints (`server.trajectories_api`) (SPEC §5). The HTTP layer
 parses and answers; the fusion engine (`server.engine`) does the work; `server.runs` records it.
 """
 
@@ -32,6 +32,7 @@ from server.protocol import FUSION_MODELS, FusionChatRequest
 from server.runs import RunService
 from server.runs_api import runs_router
 from server.store import RunStore
+from server.trajectories_api import trajectories_router
 
 __all__ = ["create_app"]
 
@@ -101,6 +102,7 @@ def create_app(
         return await chat(request, await parse_body(request, FusionChatRequest))
 
     v1.include_router(runs_router(engine, runs, store))
+    v1.include_router(trajectories_router(engine, runs, keepalive_s=keepalive_s))
     app.include_router(v1)
     app.state.store = store
     app.state.engine = engine

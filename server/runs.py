@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,14 +119,22 @@ class RunService:
         options: FusionOptions,
         emit: Emit | None = None,
     ) -> asyncio.Task[FusionResult]:
-        """Start the run as a task; external tool execution gets its pause registry here."""
+        """Start a fusion run as a task; external tool execution gets its pause registry here."""
         policy = options.tool_execution
         pauses = None
         if policy is not None and policy.mode == "external" and request.tools:
             pauses = ToolPauses(recorder, policy, request.tools, engine.config.budget)
+        return self.launch_work(recorder, lambda: engine.run(request, options, recorder, emit, pauses), pauses)
+
+    def launch_work(
+        self,
+        recorder: RunRecorder,
+        work: Callable[[], Coroutine[Any, Any, FusionResult]],
+        pauses: ToolPauses | None = None,
+    ) -> asyncio.Task[FusionResult]:
+        """Run any recorded work (a fusion run, a trajectory fusion) as a task this service can cancel."""
         active = _Active(pauses=pauses)
-        work = engine.run(request, options, recorder, emit, pauses)
-        active.task = asyncio.create_task(self._execute(recorder, work, lambda: active.cancel_reason))
+        active.task = asyncio.create_task(self._execute(recorder, work(), lambda: active.cancel_reason))
         self.active[recorder.run_id] = active
         active.task.add_done_callback(lambda _: self.active.pop(recorder.run_id, None))
         return active.task

@@ -217,9 +217,10 @@ class MockAdapter:
         parts = [f"[{MOCK_LABEL} {self.model}] Fused answer drawing on {ids}:"]
         for cid, _, text in candidates:
             body = re.sub(r"^\[[^\]]*\]\s*", "", text).strip()
-            # Each voice ends on its summary sentence; that is the part worth keeping.
-            last = [s for s in re.split(r"(?<=[.!?])\s+", body) if s.strip()][-1:] or [body]
-            parts.append(f"- {last[0].strip()} ({cid})")
+            # An agent trajectory states its final output; each voice ends on its summary sentence.
+            final = re.search(r"^final output: (.+)$", body, re.M)
+            last = [final.group(1)] if final else [s for s in re.split(r"(?<=[.!?])\s+", body) if s.strip()][-1:]
+            parts.append(f"- {(last or [body])[0].strip()} ({cid})")
         return "\n".join(parts)
 
     def _maybe_call_tool(self, request: ChatRequest, seed: int) -> ToolCall | None:

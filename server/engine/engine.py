@@ -44,6 +44,7 @@ class FusionResult:
     finish_reason: str
     usage: Usage
     metadata: FusionMetadata
+    analysis: JudgeAnalysis | None = None
 
 
 @dataclass
@@ -93,6 +94,59 @@ class FusionEngine:
             raise timed_out(
                 f"the run exceeded budget.wall_clock_s={budget.wall_clock_s}; outstanding calls were cancelled"
             ) from None
+
+    async def fuse_answers(
+        self,
+        request: ChatRequest,
+        candidates: list[Candidate],
+        recorder: Recorder,
+        *,
+        judge_id: str,
+        synth_id: str,
+        best: Callable[[list[Candidate], JudgeAnalysis | None], Candidate],
+        emit: Emit | None = None,
+    ) -> FusionResult:
+        """Fuse answers produced elsewhere (agent trajectories): judge, synthesize, else fall back to `best`."""
+        run = _Run(recorder=recorder, emit=emit, deadline=None)
+        for candidate in candidates:
+            candidate.artifact_sha256 = await recorder.artifact(candidate.text)
+            await recorder.event(
+                "candidate.recorded",
+                candidate.model_dump(include={"candidate_id", "endpoint_id", "model", "artifact_sha256"}),
+            )
+        async with asyncio.timeout(self.config.budget.wall_clock_s):
+            decision, message, meta = await self._judge_and_synthesize(
+                request, candidates, run, judge_id, synth_id, best
+            )
+        result = await self._finish(
+            run,
+            "trajectories",
+            "trajectories",
+            ["agent trajectories given by the client"],
+            candidates,
+            decision,
+            message,
+            meta,
+        )
+        result.analysis = meta.get("analysis")
+        return result
+
+    async def take_step(
+        self,
+        request: ChatRequest,
+        candidates: list[Candidate],
+        recorder: Recorder,
+        *,
+        model_id: str,
+        emit: Emit | None = None,
+    ) -> FusionResult:
+        """`model_id` takes the next agent step (text or tool calls) with `candidates` as reference."""
+        run = _Run(recorder=recorder, emit=emit, deadline=None)
+        async with asyncio.timeout(self.config.budget.wall_clock_s):
+            decision, message, meta = await self._agent_step(request, candidates, run, model_id)
+        return await self._finish(
+            run, "step", "step", ["agent step with trajectories as reference"], candidates, decision, message, meta
+        )
 
     def check(self, request: ChatRequest, options: FusionOptions) -> tuple[str, str, list[str], list[MemberPlan]]:
         """Plan a run without calling anything: (mode, route, route reasons, member plans).
@@ -410,11 +464,21 @@ class FusionEngine:
             return await self._select(run, candidates[0], "budget_max_cost")
         if request.tools and run.pauses is None:
             # With external tool execution the members already did the tool work; their answers are fused as text.
-            return await self._agent_step(request, candidates, run)
+            return await self._agent_step(request, candidates, run, self.config.synthesizer)
+        return await self._judge_and_synthesize(request, candidates, run, self.config.judge, self.config.synthesizer)
 
+    async def _judge_and_synthesize(
+        self,
+        request: ChatRequest,
+        candidates: list[Candidate],
+        run: _Run,
+        judge_id: str,
+        synth_id: str,
+        best: Callable[[list[Candidate], JudgeAnalysis | None], Candidate] | None = None,
+    ) -> tuple[DecisionInfo, AssistantMessage, dict[str, Any]]:
+        """The judge compares, the synthesizer writes; an empty or failed synthesis falls back to `best`."""
         await run.recorder.transition("judging")
         await run.send(Phase("judging"))
-        judge_id = self.config.judge
         started = time.perf_counter()
         structured = self.clients[judge_id].endpoint.supports_structured_output()
         try:
@@ -440,9 +504,9 @@ class FusionEngine:
         )
         meta: dict[str, Any] = {"judge_model_id": judge_id, "judge_parse_error": parse_error}
 
+        meta["analysis"] = analysis
         await run.recorder.transition("synthesizing")
         await run.send(Phase("synthesizing"))
-        synth_id = self.config.synthesizer
         started = time.perf_counter()
         synth = synthesis_request(synth_id, request, candidates, analysis, judged_text)
         streamed = False
@@ -465,9 +529,11 @@ class FusionEngine:
             reason = "empty_synthesis"
         run.latency_ms["synthesis"] = _ms_since(started)
         if not text.strip():
-            best = _best(candidates, analysis)
-            await run.recorder.event("synthesis.empty", {"fallback_candidate_id": best.candidate_id, "reason": reason})
-            decision, message, _ = await self._select(run, best, reason.split(":")[0])
+            fallback = (best or _best)(candidates, analysis)
+            await run.recorder.event(
+                "synthesis.empty", {"fallback_candidate_id": fallback.candidate_id, "reason": reason}
+            )
+            decision, message, _ = await self._select(run, fallback, reason.split(":")[0])
             return decision, message, meta
         sha = await run.recorder.artifact(text)
         await run.recorder.event("synthesis.completed", {"artifact_sha256": sha, "chars": len(text)})
@@ -479,12 +545,14 @@ class FusionEngine:
         return decision, AssistantMessage(content=text), meta
 
     async def _agent_step(
-        self, request: ChatRequest, candidates: list[Candidate], run: _Run
+        self, request: ChatRequest, candidates: list[Candidate], run: _Run, model_id: str
     ) -> tuple[DecisionInfo, AssistantMessage, dict[str, Any]]:
-        """With tools, the synthesizer takes the turn itself (text or calls), the candidates as reference."""
-        await run.recorder.transition("synthesizing", {"reason": "tool-bearing request: the synthesizer acts"})
+        """With tools, `model_id` takes the turn itself (text or calls), the candidates as reference."""
+        await run.recorder.transition(
+            "synthesizing", {"reason": "the agent step is taken with the proposals as reference"}
+        )
         await run.send(Phase("synthesizing"))
-        synth_id = self.config.synthesizer
+        synth_id = model_id
         started = time.perf_counter()
         answered = await self._call(
             run,
@@ -567,7 +635,9 @@ class FusionEngine:
             verification=meta.get("verification"),
             cost_estimate={"amount": round(run.cost, 6), "currency": "USD", "complete": run.cost_known},
             latency_ms=run.latency_ms,
-            mock=any(self.clients[c.endpoint_id].endpoint.is_mock for c in candidates),
+            mock=any(
+                c.endpoint_id in self.clients and self.clients[c.endpoint_id].endpoint.is_mock for c in candidates
+            ),
         )
         return FusionResult(message=message, finish_reason=finish, usage=run.usage, metadata=metadata)
 

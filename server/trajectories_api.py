@@ -1,0 +1,109 @@
+"""`POST /v1/fusion/trajectories:fuse` and `POST /v1/fusion/trajectory:step` (SPEC §5).
+
+`:fuse` has the judge compare agent trajectories and the synthesizer write the final output
+(the best verified trajectory's output when the synthesizer gives nothing); `:step` has the
+judge model take the next agent step itself, the trajectories as reference. Both are recorded
+as runs; the synthesis id is the run id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from bridge.errors import bad_request
+from bridge.http import log_context, parse_body, race_disconnect, validation_error
+from bridge.protocol import ChatRequest
+from server.completions import respond
+from server.engine import FusionEngine
+from server.runs import RunService
+from server.trajectories import StepRequest, TrajectoryFuseRequest, best_verified, to_candidates
+
+__all__ = ["trajectories_router"]
+
+
+def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: float) -> APIRouter:
+    router = APIRouter(prefix="/fusion")
+
+    def endpoint_id(value: str | None, default: str, param: str) -> str:
+        chosen = value or default
+        if chosen not in engine.clients:
+            raise bad_request(
+                f"{param} '{chosen}' is not an endpoint; allowed: {', '.join(engine.clients)}",
+                param=param,
+                code="unknown_endpoint",
+            )
+        return chosen
+
+    @router.post("/trajectories:fuse")
+    async def fuse(request: Request) -> dict[str, Any]:
+        body = await parse_body(request, TrajectoryFuseRequest)
+        judge = endpoint_id(body.judge_model, engine.config.judge, "judge_model")
+        synth = endpoint_id(body.synthesizer_model, engine.config.synthesizer, "synthesizer_model")
+        chat = ChatRequest(model="fusionkit/trajectories", messages=body.conversation())
+        recorder = await runs.start(
+            mode="trajectories",
+            request=body.model_dump(mode="json", exclude_none=True),
+            trace_id=request.headers.get("x-fusion-trace-id"),
+        )
+        log_context(request)["run_id"] = recorder.run_id
+        candidates = to_candidates(body.trajectories)
+        result = await race_disconnect(
+            request,
+            runs.launch_work(
+                recorder,
+                lambda: engine.fuse_answers(
+                    chat, candidates, recorder, judge_id=judge, synth_id=synth, best=best_verified(body.trajectories)
+                ),
+            ),
+        )
+        meta = result.metadata
+        return {
+            "object": "fusion.trajectory_synthesis",
+            "final_output": result.message.content or "",
+            "synthesis_id": recorder.run_id,
+            "decision": meta.decision.model_dump() if meta.decision else None,
+            "rationale": result.analysis.rationale if result.analysis else "",
+            "judge_synthesis_record": {
+                "judge_model_id": judge,
+                "synthesizer_model_id": synth,
+                "analysis": result.analysis.model_dump() if result.analysis else None,
+                "parse_error": meta.judge_parse_error,
+                "trajectory_ids": [c.candidate_id for c in candidates],
+            },
+            "usage": result.usage.model_dump(),
+            "fusionkit": meta.model_dump(),
+        }
+
+    @router.post("/trajectory:step", response_model=None)
+    async def step(request: Request) -> Response:
+        body = await parse_body(request, StepRequest)
+        judge = endpoint_id(body.judge_model, engine.config.judge, "judge_model")
+        fields = body.model_dump(exclude={"trajectories", "judge_model", "model"}, exclude_none=True)
+        try:
+            chat = ChatRequest.model_validate({**fields, "model": judge})
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        recorder = await runs.start(
+            mode="step",
+            request=body.model_dump(mode="json", exclude_none=True),
+            trace_id=request.headers.get("x-fusion-trace-id"),
+        )
+        log_context(request)["run_id"] = recorder.run_id
+        candidates = to_candidates(body.trajectories)
+        return await respond(
+            request,
+            model=body.model or "fusionkit/step",
+            stream=chat.stream,
+            include_usage=chat.wants_usage_chunk,
+            headers={"x-fusion-run-id": recorder.run_id, "x-fusion-trace-id": recorder.trace_id},
+            start=lambda emit: runs.launch_work(
+                recorder, lambda: engine.take_step(chat, candidates, recorder, model_id=judge, emit=emit)
+            ),
+            keepalive_s=keepalive_s,
+        )
+
+    return router

@@ -1,0 +1,119 @@
+"""`fusionkit fuse`: with CliRunner for input handling, and as a real process against a real router."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+from click.testing import CliRunner
+
+from fusionkit_cli.main import cli
+from tests.livesrv import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "configs" / "examples" / "trajectories.json"
+DEMO = ROOT / "configs" / "demo.yaml"
+
+
+def test_fuses_the_shipped_example_offline(tmp_path: Path) -> None:
+    out = tmp_path / "answer.txt"
+    result = CliRunner().invoke(cli, ["fuse", str(EXAMPLE), "--config", str(DEMO), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "parse_date now raises InvalidDate" in result.stdout
+    assert "judging (careful)" in result.stderr and "synthesizing" in result.stderr
+    assert out.read_text().strip() == result.stdout.strip()
+
+
+def test_json_record_and_prompt_override(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps(json.loads(EXAMPLE.read_text())["trajectories"]))
+    result = CliRunner().invoke(
+        cli, ["fuse", str(bare), "--config", str(DEMO), "--prompt", "fix dates", "--json", "--judge-model", "fast"]
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["judge_synthesis_record"]["judge_model_id"] == "fast"
+    assert record["decision"]["type"] == "synthesize" and record["final_output"]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"prompt": "x", "trajectories": [{"final_output": "a"}, {"steps": []}]}', "trajectories[1].final_output"),
+        ('[{"final_output": "a"}]', "needs --prompt"),
+        ("not json", "not a JSON file"),
+    ],
+)
+def test_bad_input_exits_2_naming_index_and_field(tmp_path: Path, content: str, expected: str) -> None:
+    path = tmp_path / "in.json"
+    path.write_text(content)
+    result = CliRunner().invoke(cli, ["fuse", str(path), "--config", str(DEMO)])
+    assert result.exit_code == 2 and expected in result.output and "Traceback" not in result.output
+
+
+def test_needs_exactly_one_of_config_and_url() -> None:
+    result = CliRunner().invoke(cli, ["fuse", str(EXAMPLE)])
+    assert result.exit_code == 2 and "exactly one of --config" in result.output
+
+
+def test_unknown_judge_and_failing_models(tmp_path: Path) -> None:
+    unknown = CliRunner().invoke(cli, ["fuse", str(EXAMPLE), "--config", str(DEMO), "--judge-model", "ghost"])
+    assert unknown.exit_code == 2 and "ghost" in unknown.output
+    failing = tmp_path / "failing.yaml"
+    failing.write_text("endpoints:\n  - {id: a, provider: mock, model: m, mock: {fail_rate: 1.0}}\n")
+    result = CliRunner().invoke(cli, ["fuse", str(EXAMPLE), "--config", str(failing)])
+    # The judge and synthesizer both fail: the fallback is the verified trajectory, not an error.
+    assert result.exit_code == 0 and "parse_date now raises InvalidDate" in result.stdout
+
+
+@pytest.mark.slow
+def test_real_process_against_a_real_router(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "panel.yaml"
+    config.write_text(DEMO.read_text().replace(".fusionkit/runs.sqlite3", str(tmp_path / "runs.sqlite3")))
+    router = subprocess.Popen(
+        [sys.executable, "-m", "fusionkit_cli.main", "serve", "--config", str(config), "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx2.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
+                    break
+            except httpx2.HTTPError:
+                assert router.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        result = subprocess.run(
+            [sys.executable, "-m", "fusionkit_cli.main", "fuse", str(EXAMPLE), "--url", f"http://127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "parse_date now raises InvalidDate" in result.stdout and "sending 3 trajectories" in result.stderr
+        down = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fusionkit_cli.main",
+                "fuse",
+                str(EXAMPLE),
+                "--url",
+                f"http://127.0.0.1:{free_port()}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert down.returncode == 1 and "cannot reach the router" in down.stderr
+    finally:
+        router.terminate()
+        router.wait(timeout=10)
