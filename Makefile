@@ -30,5 +30,8 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
+fuzz: $(STAMP)
+	FUSIONKIT_FUZZ_EXAMPLES=3000 $(BIN)/pytest -q tests/test_fuzz.py
+
 clean:
 	rm -rf $(VENV) .fusionkit .pytest_cache .mypy_cache .ruff_cache
