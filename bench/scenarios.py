@@ -179,7 +179,12 @@ async def _first_token(url: str) -> tuple[float, float]:
         first = None
         async with client.stream("POST", url, json=body) as response:
             async for line in response.aiter_lines():
-                if first is None and line.startswith("data: {") and '"content":"tok' in line.replace(" ", ""):
+                if (
+                    first is None
+                    and line.startswith("data: {")
+                    and '"content":"' in line.replace(" ", "")
+                    and '"content":""' not in line.replace(" ", "")
+                ):
                     first = time.perf_counter() - started
         return (first or 0) * 1000, (time.perf_counter() - started) * 1000
 

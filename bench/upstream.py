@@ -2,7 +2,8 @@
 
     python -m bench.upstream --port 9000 --latency-ms 100 --tokens 200 --tokens-per-s 50
 
-A bare ASGI callable (no framework) with precomputed response bytes. Non-streaming answers
+A bare ASGI callable (no framework) with precomputed response bytes; each upstream's answer
+starts with its own label, so a panel over several of them never agrees by accident. Non-streaming answers
 after `latency_ms`; streaming sends `tokens` chunks paced at `tokens_per_s` (0 = at once). A
 request with a `response_format` gets a small valid judge-analysis JSON, so routers parse it.
 """
@@ -30,8 +31,9 @@ JUDGE = json.dumps(
 )
 
 
-def build(latency_ms: float, tokens: int, tokens_per_s: float) -> Any:
-    text = " ".join(f"tok{i}" for i in range(tokens))
+def build(latency_ms: float, tokens: int, tokens_per_s: float, label: str) -> Any:
+    # Each upstream answers differently (its label first), so a panel over them is never unanimous.
+    text = " ".join([label, *(f"tok{i}" for i in range(tokens - 1))])
 
     def completion(content: str) -> bytes:
         return json.dumps(
@@ -51,9 +53,9 @@ def build(latency_ms: float, tokens: int, tokens_per_s: float) -> Any:
     chunk_head = b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":0,"model":"bench","choices":'
     token_frames = [
         chunk_head
-        + json.dumps([{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}]).encode()
+        + json.dumps([{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]).encode()
         + b"}\n\n"
-        for i in range(tokens)
+        for word in text.split()
     ]
     tail = (
         chunk_head
@@ -114,7 +116,7 @@ def main() -> None:
     parser.add_argument("--tokens-per-s", type=float, default=0)
     args = parser.parse_args()
     uvicorn.run(
-        build(args.latency_ms, args.tokens, args.tokens_per_s),
+        build(args.latency_ms, args.tokens, args.tokens_per_s, f"upstream-{args.port}"),
         host="127.0.0.1",
         port=args.port,
         log_level="warning",
