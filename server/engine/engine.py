@@ -290,6 +290,9 @@ class FusionEngine:
                         text = acc.add(chunk)
                         if text:
                             await stream_to(TextDelta(text))
+                    if acc.finish_reason is None:
+                        # A stream that stops without saying it finished is a failure, not a short answer.
+                        raise upstream_failure(f"{role} {endpoint_id}: the stream ended before the answer was complete")
                     completion = acc.completion(model=endpoint_id)
         except TimeoutError:
             error = timed_out(f"{role} {endpoint_id} timed out after {timeout_s}s (panel.member_timeout_s)")

@@ -5,7 +5,8 @@ Answers are a pure function of the request, so tests can compute them: the text 
 `tool_choice` is "none" or the last message is a tool result) calls every tool in parallel
 with `{"q": <last user text>}`. `max_tokens` / `max_completion_tokens` cut the answer with
 finish_reason "length". Honours `state.answer`, `state.stream_fault`, `state.delay_s`, and
-scripted errors (answered with OpenAI's error body and the given headers).
+scripted errors (answered with OpenAI's error body and the given headers); `stream_fault =
+"malformed_json"` answers a non-streaming request with a cut-off JSON body.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def create_openai_standin(state: StandinState) -> FastAPI:
             if error is not None:
                 return JSONResponse(error.body, status_code=error.status, headers=error.headers)
             tokens, calls, finish = _plan(body, state)
+            if state.stream_fault == "malformed_json":
+                return Response(b'{"id": "chatcmpl-broken", "choices": [', media_type="application/json")
         base = {"id": "chatcmpl-standin", "created": int(time.time()), "model": body.get("model", "")}
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": "".join(tokens) if not calls else None}
