@@ -151,11 +151,11 @@ class GoogleAdapter:
 
     def _config(
         self, request: ChatRequest, ctx: CallContext
-    ) -> tuple[list[dict[str, Any]], types.GenerateContentConfig]:
+    ) -> tuple[list[types.Content], types.GenerateContentConfig]:
         contents, config = to_gemini_request(request)
         if ctx.trace_headers():
             config["http_options"] = {"headers": ctx.trace_headers()}
-        return contents, types.GenerateContentConfig.model_validate(config)
+        return [types.Content.model_validate(c) for c in contents], types.GenerateContentConfig.model_validate(config)
 
     async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
         contents, config = self._config(request, ctx)
