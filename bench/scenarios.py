@@ -254,20 +254,22 @@ def up_cold_start(quick: bool, directory: Path) -> dict[str, Any]:
                     }
                 )
             )
+            log = work / "up.out"
             started = time.perf_counter()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "fusionkit_cli.main", "up", str(config), "--no-color"],
-                cwd=work,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+            # Output to a file, not a pipe: nobody reads a pipe after the banner, and a full pipe blocks.
+            with log.open("w") as sink:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "fusionkit_cli.main", "up", str(config), "--no-color"],
+                    cwd=work,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                )
             try:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    if "FusionKit is ready" in line:
-                        times.append((time.perf_counter() - started) * 1000)
-                        break
+                while "FusionKit is ready" not in log.read_text():
+                    if proc.poll() is not None or time.perf_counter() - started > 60:
+                        raise RuntimeError(f"up did not become ready:\n{log.read_text()}")
+                    time.sleep(0.01)
+                times.append((time.perf_counter() - started) * 1000)
                 tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
                 memory.append({p.pid: round(rss_mb(p.pid), 1) for p in tree})
             finally:

@@ -69,6 +69,7 @@ class Supervisor:
         self.policies: dict[str, RestartPolicy] = {}
         self.pending_restarts: dict[str, float] = {}
         self.stop_requested = False
+        self.stop_signal: str | None = None
         self.started_at = time.time()
         self._death_read, self._death_write = os.pipe()
         self._http = httpx2.Client()
@@ -76,13 +77,13 @@ class Supervisor:
     # -- signals ----------------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, _: FrameType | None) -> None:
+        # Only flags here: the handler runs between any two bytecodes of the main thread, which may be
+        # holding the printer's lock, so printing from here could deadlock.
         if self.stop_requested:
-            # A second Ctrl-C: no more grace.
-            self.printer.say("second signal: killing everything now")
-            self.options.grace_s = 0
+            self.options.grace_s = 0  # a second Ctrl-C: no more grace
             raise KeyboardInterrupt
         self.stop_requested = True
-        self.printer.say(f"\n{signal.Signals(signum).name} received: stopping (router first, then bridges)")
+        self.stop_signal = signal.Signals(signum).name
 
     # -- start ------------------------------------------------------------------------------------
 
@@ -256,6 +257,8 @@ class Supervisor:
     # -- stop -------------------------------------------------------------------------------------
 
     def stop(self) -> None:
+        if self.stop_signal:
+            self.printer.say(f"\n{self.stop_signal} received: stopping (router first, then bridges)")
         for child in [*([self.router] if self.router else []), *self.bridges]:
             child.stop(self.options.grace_s)
         for child in self._children():
