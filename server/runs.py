@@ -1,8 +1,9 @@
 """Runs as the router records them: the engine's Recorder over the run store and the trace emitter.
 
-runs = RunService(store, tracer)
-recorder = await runs.start(mode="panel", request=body)
-result = await runs.execute(recorder, engine.run(...))   # completed / failed / cancelled recorded
+    runs = RunService(store, tracer)
+    recorder = await runs.start(mode="panel", request=body)
+    task = runs.launch(engine, recorder, chat_request, options)   # completed / failed / cancelled recorded
+    result = await task
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ class RunService:
         return RunRecorder(self.store, self.tracer, run_id, trace)
 
     async def _execute(
-        self, recorder: RunRecorder, work: Coroutine[Any, Any, FusionResult], cancel_reason: Any
+        self, recorder: RunRecorder, work: Coroutine[Any, Any, FusionResult], cancel_reason: Callable[[], str]
     ) -> FusionResult:
         try:
             result = await work
