@@ -13,6 +13,7 @@ __all__ = [
     "APIError",
     "bad_request",
     "error_body",
+    "from_openai_status",
     "key_path",
     "not_found",
     "not_ready",
@@ -102,3 +103,23 @@ def key_path(loc: tuple[int | str, ...] | list[int | str]) -> str:
         else:
             out = f"{out}.{part}" if out else str(part)
     return out
+
+
+def from_openai_status(status: int, body: object, retry_after: str | None, label: str = "upstream") -> APIError:
+    """An OpenAI-compatible upstream's error response as the error our client should see."""
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error if isinstance(error, dict) else (body if isinstance(body, dict) else {})
+    message = f"{label}: {details.get('message') or f'HTTP {status}'}"
+    if status == 400:
+        return bad_request(message, param=details.get("param"), code=details.get("code") or "upstream_bad_request")
+    if status in (401, 403):
+        return upstream_auth(message, status)
+    if status == 404:
+        return not_found(message)
+    if status == 408:
+        return timed_out(message, 504)
+    if status in (409, 413, 422):
+        return APIError(status, message, type="invalid_request_error", code=details.get("code"))
+    if status == 429:
+        return rate_limited(message, retry_after)
+    return upstream_failure(message, 502)

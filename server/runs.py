@@ -1,9 +1,9 @@
 """Runs as the router records them: the engine's Recorder over the run store and the trace emitter.
 
-    runs = RunService(store, tracer)
-    recorder = await runs.start(mode="panel", request=body)
-    task = runs.launch(engine, recorder, chat_request, options)   # completed / failed / cancelled recorded
-    result = await task
+runs = RunService(store, tracer)
+recorder = await runs.start(mode="panel", request=body)
+task = runs.launch(engine, recorder, chat_request, options)   # completed / failed / cancelled recorded
+result = await task
 """
 
 from __future__ import annotations

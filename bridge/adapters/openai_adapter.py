@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from bridge.adapters.base import CallContext
 from bridge.endpoint import EndpointConfig
-from bridge.errors import APIError, bad_request, not_found, rate_limited, timed_out, upstream_auth, upstream_failure
+from bridge.errors import APIError, from_openai_status, timed_out, upstream_failure
 from bridge.protocol import ChatCompletion, ChatCompletionChunk, ChatRequest
 
 __all__ = ["OpenAIAdapter", "map_openai_error"]
@@ -86,15 +86,6 @@ class OpenAIAdapter:
             raise upstream_failure("upstream sent a chunk that is not a chat.completion.chunk") from None
 
 
-def _upstream_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        message = body.get("message") or (body.get("error") or {}).get("message")
-        if message:
-            return str(message)
-    return exc.message
-
-
 def map_openai_error(exc: openai.OpenAIError, base_url: str) -> APIError:
     """An SDK exception as the status and OpenAI error body the client should see."""
     if isinstance(exc, openai.APITimeoutError):
@@ -104,19 +95,7 @@ def map_openai_error(exc: openai.OpenAIError, base_url: str) -> APIError:
     if not isinstance(exc, openai.APIStatusError):
         # Errors the SDK raises itself, e.g. an error frame in the middle of a stream.
         return upstream_failure(f"upstream failed: {getattr(exc, 'message', None) or type(exc).__name__}")
-    status = exc.status_code
-    message = f"upstream: {_upstream_message(exc)}"
-    body = exc.body if isinstance(exc.body, dict) else {}
-    if status == 400:
-        return bad_request(message, param=body.get("param"), code=body.get("code") or "upstream_bad_request")
-    if status in (401, 403):
-        return upstream_auth(message, status)
-    if status == 404:
-        return not_found(message)
-    if status == 408:
-        return timed_out(message, 504)
-    if status in (409, 413, 422):
-        return APIError(status, message, type="invalid_request_error", code=body.get("code"))
-    if status == 429:
-        return rate_limited(message, exc.response.headers.get("retry-after"))
-    return upstream_failure(message)
+    body = exc.body if isinstance(exc.body, dict) and exc.body else {"message": exc.message}
+    # The SDK hands over the error object itself, not the {"error": ...} envelope.
+    envelope = body if "error" in body else {"error": body}
+    return from_openai_status(exc.status_code, envelope, exc.response.headers.get("retry-after"))
