@@ -70,7 +70,7 @@ async def _fuse_direct(config_path: str, body: TrajectoryFuseRequest, progress: 
     from server.clients import build_clients
     from server.engine import FusionEngine, MemoryRecorder, Phase
     from server.engine.events import EngineEvent
-    from server.trajectories import best_verified, to_candidates
+    from server.trajectories import best_verified, synthesis_record, to_candidates
 
     config = load_config_or_exit(config_path)
     clients = build_clients(config)
@@ -97,20 +97,8 @@ async def _fuse_direct(config_path: str, body: TrajectoryFuseRequest, progress: 
         )
     finally:
         await asyncio.gather(*(c.aclose() for c in clients.values()))
-    meta = result.metadata
-    return {
-        "final_output": result.message.content or "",
-        "synthesis_id": None,
-        "decision": meta.decision.model_dump() if meta.decision else None,
-        "rationale": result.analysis.rationale if result.analysis else "",
-        "judge_synthesis_record": {
-            "judge_model_id": judge,
-            "synthesizer_model_id": synth,
-            "analysis": result.analysis.model_dump() if result.analysis else None,
-            "parse_error": meta.judge_parse_error,
-        },
-        "usage": result.usage.model_dump(),
-    }
+    trajectory_ids = [t.id or "" for t in body.trajectories]
+    return synthesis_record(result, judge=judge, synth=synth, synthesis_id=None, trajectory_ids=trajectory_ids)
 
 
 def _fuse_remote(url: str, body: TrajectoryFuseRequest, progress: _Progress) -> dict[str, Any]:

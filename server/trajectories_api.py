@@ -20,7 +20,7 @@ from bridge.protocol import ChatRequest
 from server.completions import respond
 from server.engine import FusionEngine
 from server.runs import RunService
-from server.trajectories import StepRequest, TrajectoryFuseRequest, best_verified, to_candidates
+from server.trajectories import StepRequest, TrajectoryFuseRequest, best_verified, synthesis_record, to_candidates
 
 __all__ = ["trajectories_router"]
 
@@ -60,23 +60,13 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
                 ),
             ),
         )
-        meta = result.metadata
-        return {
-            "object": "fusion.trajectory_synthesis",
-            "final_output": result.message.content or "",
-            "synthesis_id": recorder.run_id,
-            "decision": meta.decision.model_dump() if meta.decision else None,
-            "rationale": result.analysis.rationale if result.analysis else "",
-            "judge_synthesis_record": {
-                "judge_model_id": judge,
-                "synthesizer_model_id": synth,
-                "analysis": result.analysis.model_dump() if result.analysis else None,
-                "parse_error": meta.judge_parse_error,
-                "trajectory_ids": [c.candidate_id for c in candidates],
-            },
-            "usage": result.usage.model_dump(),
-            "fusionkit": meta.model_dump(),
-        }
+        return synthesis_record(
+            result,
+            judge=judge,
+            synth=synth,
+            synthesis_id=recorder.run_id,
+            trajectory_ids=[c.candidate_id for c in candidates],
+        )
 
     @router.post("/trajectory:step", response_model=None)
     async def step(request: Request) -> Response:

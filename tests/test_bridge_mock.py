@@ -6,13 +6,13 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from typing import Any
 
 import httpx2
 import openai
 import pytest
 
+from bench.procs import wait_healthy
 from bridge.app import create_app
 from bridge.endpoint import EndpointConfig
 from bridge.http import DEFAULT_MAX_BODY_BYTES
@@ -231,14 +231,7 @@ def test_serve_endpoint_as_a_real_process() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx2.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
         assert client.chat.completions.create(model="m", messages=ASK).choices[0].message.content
         assert list(client.chat.completions.create(model="m", messages=ASK, stream=True))

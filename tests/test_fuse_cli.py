@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx2
 import pytest
 from click.testing import CliRunner
 
+from bench.procs import wait_healthy
 from fusionkit_cli.main import cli
 from tests.livesrv import free_port
 
@@ -83,14 +82,7 @@ def test_real_process_against_a_real_router(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx2.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                assert router.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
+        wait_healthy(f"http://127.0.0.1:{port}", router)
         result = subprocess.run(
             [sys.executable, "-m", "fusionkit_cli.main", "fuse", str(EXAMPLE), "--url", f"http://127.0.0.1:{port}"],
             capture_output=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import httpx2
 import openai
 import pytest
 
+from bench.procs import wait_healthy
 from tests.livesrv import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,19 +28,6 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"process exited with {proc.returncode}"
-        try:
-            if httpx2.get(url + "/health", timeout=0.5).status_code == 200:
-                return
-        except httpx2.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url} never became healthy")
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[str, dict[str, subprocess.Popen[bytes]]]]:
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -54,7 +41,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[str, dict[str, subprocess.Popen[byte
             )
             bridges[endpoint] = f"http://127.0.0.1:{port}"
         for endpoint, url in bridges.items():
-            _wait_healthy(url, procs[endpoint])
+            wait_healthy(url, procs[endpoint])
         (tmp_path / "bridges.json").write_text(json.dumps(bridges))
         router_port = free_port()
         procs["router"] = _spawn(
@@ -62,7 +49,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[str, dict[str, subprocess.Popen[byte
             tmp_path / "router.log",
         )
         router = f"http://127.0.0.1:{router_port}"
-        _wait_healthy(router, procs["router"])
+        wait_healthy(router, procs["router"])
         yield router, procs
     finally:
         for proc in procs.values():

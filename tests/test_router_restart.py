@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from bench.procs import wait_healthy
 from tests.livesrv import free_port
 
 pytestmark = pytest.mark.slow
@@ -24,14 +25,8 @@ def _start(config: Path, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx2.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
-                return proc
-        except httpx2.HTTPError:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+    wait_healthy(f"http://127.0.0.1:{port}", proc)
+    return proc
 
 
 def test_sigkilled_router_leaves_an_expired_run_and_intact_completed_runs(tmp_path: Path) -> None:

@@ -345,17 +345,7 @@ class FusionEngine:
         except ToolRefused as refused:
             await self._drop(run, plan, f"{refused.code}: {refused}", None)
             return None
-        message = completion.message
-        candidate = Candidate(
-            candidate_id=plan.candidate_id,
-            endpoint_id=plan.endpoint_id,
-            model=self.clients[plan.endpoint_id].endpoint.model,
-            text=message.content or "",
-            tool_calls=message.tool_calls or [],
-            finish_reason=completion.choices[0].finish_reason,
-            usage=completion.usage or Usage(),
-            latency_ms=_ms_since(started),
-        )
+        candidate = self._candidate(plan, completion, _ms_since(started))
         if candidate.is_empty:
             await self._drop(run, plan, "returned an empty answer", None)
             return None
@@ -402,6 +392,19 @@ class FusionEngine:
             timeout_s=self.config.panel.member_timeout_s,
         )
 
+    def _candidate(self, plan: MemberPlan, completion: ChatCompletion, latency_ms: float) -> Candidate:
+        message = completion.message
+        return Candidate(
+            candidate_id=plan.candidate_id,
+            endpoint_id=plan.endpoint_id,
+            model=self.clients[plan.endpoint_id].endpoint.model,
+            text=message.content or "",
+            tool_calls=message.tool_calls or [],
+            finish_reason=completion.choices[0].finish_reason,
+            usage=completion.usage or Usage(),
+            latency_ms=latency_ms,
+        )
+
     async def _drop(self, run: _Run, plan: MemberPlan, reason: str, status: int | None) -> None:
         run.failed.append(
             FailedMember(endpoint_id=plan.endpoint_id, candidate_id=plan.candidate_id, reason=reason, status=status)
@@ -430,14 +433,7 @@ class FusionEngine:
         )
         run.latency_ms["single"] = _ms_since(started)
         message = completion.message
-        candidate = Candidate(
-            candidate_id=plan.candidate_id,
-            endpoint_id=plan.endpoint_id,
-            model=self.clients[plan.endpoint_id].endpoint.model,
-            text=message.content or "",
-            tool_calls=message.tool_calls or [],
-            usage=completion.usage or Usage(),
-        )
+        candidate = self._candidate(plan, completion, run.latency_ms["single"])
         decision = DecisionInfo(type="select_candidate", reason="single_mode", selected_candidate_id="c1")
         return await self._finish(
             run,

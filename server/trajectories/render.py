@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+from server.engine import FusionResult
 from server.engine.candidates import Candidate
 from server.engine.judge import JudgeAnalysis
 from server.trajectories.models import Trajectory
 
-__all__ = ["best_verified", "render", "to_candidates"]
+__all__ = ["best_verified", "render", "synthesis_record", "to_candidates"]
 
 FIELD_LIMIT = 2_000
 DIFF_LIMIT = 6_000
@@ -73,3 +75,26 @@ def best_verified(trajectories: list[Trajectory]) -> Callable[[list[Candidate], 
         raise AssertionError("there is at least one trajectory")
 
     return choose
+
+
+def synthesis_record(
+    result: FusionResult, *, judge: str, synth: str, synthesis_id: str | None, trajectory_ids: list[str]
+) -> dict[str, Any]:
+    """The `:fuse` answer (also what `fusionkit fuse --json` prints)."""
+    meta = result.metadata
+    return {
+        "object": "fusion.trajectory_synthesis",
+        "final_output": result.message.content or "",
+        "synthesis_id": synthesis_id,
+        "decision": meta.decision.model_dump() if meta.decision else None,
+        "rationale": result.analysis.rationale if result.analysis else "",
+        "judge_synthesis_record": {
+            "judge_model_id": judge,
+            "synthesizer_model_id": synth,
+            "analysis": result.analysis.model_dump() if result.analysis else None,
+            "parse_error": meta.judge_parse_error,
+            "trajectory_ids": trajectory_ids,
+        },
+        "usage": result.usage.model_dump(),
+        "fusionkit": meta.model_dump(),
+    }
