@@ -2,8 +2,9 @@
 
 The router reaches bridges and OpenAI-compatible servers with this rather than the openai SDK:
 profiling a fused request showed more than half of the router's CPU inside the SDK's request
-machinery (options, retries, response parsing), which the router does not need — it has its own
-retries and deadlines, and parses answers into `bridge.protocol` models anyway.
+machinery (options, retries, response parsing) and, below it, httpx — which the router does not
+need: it has its own retries and deadlines, and parses answers into `bridge.protocol` models.
+aiohttp's client does the same HTTP for a fraction of the CPU (see docs/benchmarks.md).
 
     client = OpenAIHTTPClient("http://127.0.0.1:9101/v1", model="fast", timeout_s=120)
     completion = await client.complete(request, ctx)
@@ -15,7 +16,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx2
+import aiohttp
 from pydantic import ValidationError
 
 from bridge.adapters.base import CallContext
@@ -32,19 +33,24 @@ class OpenAIHTTPClient:
 
     def __init__(self, base_url: str, *, model: str, timeout_s: float, api_key: str | None = None) -> None:
         self.model = model
-        self.base_url = base_url.rstrip("/")
-        headers = {"content-type": "application/json"}
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.base_url = base_url
+        self._headers = {"content-type": "application/json"}
         if api_key:
-            headers["authorization"] = f"Bearer {api_key}"
-        self._http = httpx2.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=timeout_s,
-            limits=httpx2.Limits(max_connections=256, max_keepalive_connections=64),
-        )
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        # Created on first use: a session belongs to the running event loop.
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=256, limit_per_host=256)
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers, timeout=self._timeout)
+        return self._session
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     def _body(self, request: ChatRequest, *, stream: bool) -> bytes:
         body: dict[str, Any] = {**request.upstream_dict(), "model": self.model, "stream": stream}
@@ -54,43 +60,43 @@ class OpenAIHTTPClient:
             body.pop("stream_options", None)
         return json.dumps(body).encode()
 
-    def _error(self, exc: httpx2.HTTPError) -> APIError:
-        if isinstance(exc, httpx2.TimeoutException):
+    def _error(self, exc: BaseException) -> APIError:
+        if isinstance(exc, TimeoutError):
             return timed_out(f"upstream at {self.base_url} did not answer in time")
         return upstream_failure(f"cannot reach upstream at {self.base_url}")
 
-    async def _raise_for(self, response: httpx2.Response) -> None:
-        if response.status_code == 200:
+    @staticmethod
+    async def _raise_for(response: aiohttp.ClientResponse) -> None:
+        if response.status == 200:
             return
-        await response.aread()
+        text = await response.text(errors="replace")
         try:
-            body = response.json()
+            body = json.loads(text)
         except ValueError:
-            body = {"error": {"message": response.text[:300]}}
-        raise from_openai_status(response.status_code, body, response.headers.get("retry-after"))
+            body = {"error": {"message": text[:300]}}
+        raise from_openai_status(response.status, body, response.headers.get("retry-after"))
 
     async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
         try:
-            response = await self._http.post(
-                "/chat/completions",
-                content=self._body(request, stream=False),
-                headers=ctx.trace_headers(),
-                timeout=ctx.timeout_s or httpx2.USE_CLIENT_DEFAULT,
-            )
-            await self._raise_for(response)
-            return ChatCompletion.model_validate_json(response.content)
-        except httpx2.HTTPError as exc:
+            async with self._http().post(
+                self.url, data=self._body(request, stream=False), headers=ctx.trace_headers()
+            ) as response:
+                await self._raise_for(response)
+                raw = await response.read()
+            return ChatCompletion.model_validate_json(raw)
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._error(exc) from None
         except ValidationError:
             raise upstream_failure("upstream answered with something that is not a chat.completion") from None
 
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
         try:
-            async with self._http.stream(
-                "POST", "/chat/completions", content=self._body(request, stream=True), headers=ctx.trace_headers()
+            async with self._http().post(
+                self.url, data=self._body(request, stream=True), headers=ctx.trace_headers()
             ) as response:
                 await self._raise_for(response)
-                async for line in response.aiter_lines():
+                async for raw in response.content:
+                    line = raw.decode("utf-8", "replace").strip()
                     if not line.startswith("data:"):
                         continue  # blank lines and SSE comments
                     data = line[5:].strip()
@@ -101,7 +107,7 @@ class OpenAIHTTPClient:
                         message = (payload["error"] or {}).get("message", "upstream stream failed")
                         raise upstream_failure(f"upstream: {message}")
                     yield ChatCompletionChunk.model_validate(payload)
-        except httpx2.HTTPError as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._error(exc) from None
         except (ValueError, ValidationError):
             raise upstream_failure("upstream sent a malformed stream frame") from None
