@@ -1,33 +1,48 @@
-"""The `fusionkit` command group. Each command lives in its own module; this file only lists them."""
+"""The `fusionkit` command group. Each command lives in its own module; this file only lists them.
+
+Commands are imported when they run, not when the group is built: a bridge process started by
+`fusionkit up` loads the bridge's modules only, which keeps its start-up and memory small.
+"""
 
 from __future__ import annotations
 
-import click
+import importlib
 
-from fusionkit_cli.cmd_bridge import serve_endpoint
-from fusionkit_cli.cmd_fuse import fuse
-from fusionkit_cli.cmd_runs import runs
-from fusionkit_cli.cmd_serve import serve
-from fusionkit_cli.cmd_up import down, status, up
-from fusionkit_cli.cmd_validate import validate
+import click
 
 __all__ = ["cli"]
 
+# name -> "module:attribute", in the order `fusionkit --help` lists them.
+COMMANDS = {
+    "up": "fusionkit_cli.cmd_up:up",
+    "status": "fusionkit_cli.cmd_up:status",
+    "down": "fusionkit_cli.cmd_up:down",
+    "serve": "fusionkit_cli.cmd_serve:serve",
+    "serve-endpoint": "fusionkit_cli.cmd_bridge:serve_endpoint",
+    "fuse": "fusionkit_cli.cmd_fuse:fuse",
+    "runs": "fusionkit_cli.cmd_runs:runs",
+    "validate": "fusionkit_cli.cmd_validate:validate",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fusionkit")
 def cli() -> None:
     """FusionKit: answer one chat request with several models and return one fused answer."""
 
-
-cli.add_command(validate)
-cli.add_command(serve_endpoint)
-cli.add_command(serve)
-cli.add_command(runs)
-cli.add_command(fuse)
-cli.add_command(up)
-cli.add_command(status)
-cli.add_command(down)
 
 if __name__ == "__main__":
     cli()
