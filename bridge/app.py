@@ -36,6 +36,7 @@ from bridge.protocol import (
     new_completion_id,
 )
 from bridge.stream import normalize_stream
+from bridge.tracing import TraceEmitter, new_span_id
 
 __all__ = ["create_app"]
 
@@ -45,6 +46,7 @@ log = logging.getLogger("fusionkit.bridge")
 def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, log_json: bool = False) -> FastAPI:
     """Build a bridge for `endpoint`. The adapter (one per process) is made here unless given."""
     chat: ChatAdapter = adapter or make_adapter(endpoint)
+    tracer = TraceEmitter.from_env()
     owned_by = f"fusionkit-bridge/{endpoint.provider}" + (" (offline mock)" if endpoint.is_mock else "")
 
     @asynccontextmanager
@@ -56,7 +58,9 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, 
             endpoint.model,
             " [MOCK: offline, not a real model]" if endpoint.is_mock else "",
         )
+        await tracer.start()
         yield
+        await tracer.aclose()
         await chat.aclose()
 
     app = FastAPI(title=f"fusionkit bridge: {endpoint.id}", lifespan=lifespan)
@@ -94,6 +98,17 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, 
         # The upstream gets the provider's model name whatever alias the client used.
         upstream = body.model_copy(update={"model": endpoint.model})
         ctx = context_of(request)
+        if ctx.trace_id and tracer.enabled:
+            tracer.emit(
+                trace_id=ctx.trace_id,
+                span_id=new_span_id(),
+                parent_span_id=ctx.span_id,
+                component="bridge",
+                event_type="bridge.request",
+                candidate_id=ctx.candidate_id,
+                model_id=endpoint.id,
+                payload={"provider": endpoint.provider, "model": endpoint.model, "stream": body.stream},
+            )
         if not body.stream:
             completion = await race_disconnect(request, chat.complete(upstream, ctx))
             completion.model = body.model

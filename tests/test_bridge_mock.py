@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 import httpx2
@@ -260,3 +261,28 @@ def test_serve_endpoint_flag_errors_exit_2() -> None:
         timeout=30,
     )
     assert result.returncode == 2 and "--id" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_trace_headers_become_bridge_trace_events(
+    live_server: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FUSION_TRACE_DIR", str(tmp_path))
+    bridge = live_server(create_app(mock()))
+    client = openai.OpenAI(base_url=bridge.url + "/v1", api_key="x", max_retries=0)
+    client.chat.completions.create(
+        model="m",
+        messages=ASK,
+        extra_headers={"x-fusion-trace-id": "trace-abc", "x-fusion-span-id": "span-1", "x-fusion-candidate-id": "c2"},
+    )
+    deadline = time.monotonic() + 5
+    while not (tmp_path / "trace-abc.jsonl").exists():
+        assert time.monotonic() < deadline, "no trace file"
+        time.sleep(0.02)
+    event = json.loads((tmp_path / "trace-abc.jsonl").read_text().splitlines()[0])
+    assert event["schema"] == "fusion-trace-event.v1" and event["component"] == "bridge"
+    assert (event["trace_id"], event["parent_span_id"], event["candidate_id"], event["model_id"]) == (
+        "trace-abc",
+        "span-1",
+        "c2",
+        "m",
+    )

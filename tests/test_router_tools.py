@@ -12,6 +12,8 @@ import openai
 from server.app import create_app
 from server.store import RunStore
 from tests.router_helpers import demo_endpoints, panel_config
+from tests.standins.openai_standin import create_openai_standin
+from tests.standins.recorder import StandinState
 
 TOOLS = [
     {
@@ -85,3 +87,21 @@ def test_tool_call_streams_in_openai_delta_shape(tmp_path: Path, live_server: An
     assert json.loads(args) == {"text": "count the words in hello world"}
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == ["tool_calls"]
+
+
+def test_a_member_proposing_a_tool_the_request_does_not_offer_is_dropped(tmp_path: Path, live_server: Any) -> None:
+    state = StandinState(rogue_tool="delete_everything")
+    upstream = live_server(create_openai_standin(state))
+    endpoints = [
+        *demo_endpoints(),
+        {"id": "rogue", "provider": "openai-compatible", "model": "m", "base_url": upstream.url + "/v1"},
+    ]
+    server = live_server(create_app(panel_config(tmp_path, endpoints)))
+    reply = client_for(server).chat.completions.create(
+        model="fusionkit/panel", messages=[{"role": "user", "content": "count: a b c"}], tools=TOOLS
+    )
+    meta = reply.model_extra["fusionkit"]
+    [dropped] = meta["failed_members"]
+    assert dropped["endpoint_id"] == "rogue"
+    assert "proposed tool 'delete_everything', which the request does not offer" in dropped["reason"]
+    assert reply.choices[0].message.tool_calls[0].function.name == "word_count"

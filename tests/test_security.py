@@ -92,3 +92,14 @@ def test_keys_never_leak(
         else None
     )
     assert validated is None or SECRET not in validated.output
+
+
+def test_cors_is_off_by_default(tmp_path: Path, live_server: Any) -> None:
+    server = live_server(create_app(panel_config(tmp_path, demo_endpoints())))
+    preflight = httpx2.options(
+        server.url + "/v1/chat/completions",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+    response = httpx2.get(server.url + "/v1/models", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in response.headers

@@ -4,7 +4,7 @@ Answers are a pure function of the request, so tests can compute them: the text 
 `echo: <last user text>` (or `state.answer`), one token per word; a request with tools (unless
 `tool_choice` is "none" or the last message is a tool result) calls every tool in parallel
 with `{"q": <last user text>}`. `max_tokens` / `max_completion_tokens` cut the answer with
-finish_reason "length". Honours `state.answer`, `state.stream_fault`, `state.delay_s`, and
+finish_reason "length". Honours `state.answer`, `state.stream_fault`, `state.rogue_tool`, `state.delay_s`, and
 scripted errors (answered with OpenAI's error body and the given headers); `stream_fault =
 "malformed_json"` answers a non-streaming request with a cut-off JSON body.
 """
@@ -43,6 +43,8 @@ def expected_text(body: dict[str, Any], state: StandinState | None = None) -> st
 def _plan(body: dict[str, Any], state: StandinState) -> tuple[list[str], list[dict[str, Any]], str]:
     """(text tokens, tool calls, finish_reason) for a request."""
     tools = body.get("tools") or []
+    if state.rogue_tool:
+        tools = [{"type": "function", "function": {"name": state.rogue_tool}}]
     last_role = (body.get("messages") or [{}])[-1].get("role")
     if tools and body.get("tool_choice") != "none" and last_role != "tool":
         question = _last_user_text(body)

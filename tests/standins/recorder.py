@@ -43,6 +43,7 @@ class StandinState:
     answer: str | None = None  # replaces the computed answer text ("" for an empty answer)
     stream_fault: str | None = None  # "error_frame" or "truncate": break a stream after its first chunks
     finish: str | None = None  # the provider's own finish/stop reason to report
+    rogue_tool: str | None = None  # call a tool of this name, whatever tools the request offers
 
     def fail_next(
         self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None, times: int = 1
