@@ -7,19 +7,29 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx2
 import openai
 import pytest
 
-from bench.procs import wait_healthy
+from bench.procs import spawn, wait_healthy
 from bridge.app import create_app
 from bridge.endpoint import EndpointConfig
 from bridge.http import DEFAULT_MAX_BODY_BYTES
 from tests.livesrv import free_port
 
 ASK = [{"role": "user", "content": "How do I choose a database?"}]
+WEATHER_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
 
 
 def mock(endpoint_id: str = "m", model: str = "mock-1", **settings: Any) -> EndpointConfig:
@@ -89,20 +99,16 @@ def test_async_client(bridge: Any) -> None:
 def test_models_and_health(bridge: Any, client: openai.OpenAI) -> None:
     models = client.models.list().data
     assert [(m.id, m.object) for m in models] == [("m", "model")] and "mock" in models[0].owned_by
+    listing = httpx2.get(bridge.url + "/v1/models").json()
+    assert listing["object"] == "list" and len(listing["data"]) == 1
+    assert set(listing["data"][0]) == {"id", "object", "created", "owned_by"}
+    assert isinstance(listing["data"][0]["created"], int)
     for path in ("/health", "/v1/health"):
         assert httpx2.get(bridge.url + path).json() == {"status": "ok", "model": "m", "provider": "mock", "mock": True}
 
 
 def test_tool_calls_in_both_shapes(client: openai.OpenAI) -> None:
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-            },
-        }
-    ]
+    tools = WEATHER_TOOLS
     reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Paris"}], tools=tools)
     assert reply.choices[0].finish_reason == "tool_calls" and reply.choices[0].message.content is None
     call = reply.choices[0].message.tool_calls[0]
@@ -129,6 +135,30 @@ def test_tool_calls_in_both_shapes(client: openai.OpenAI) -> None:
     assert "sunny" in follow.choices[0].message.content
 
 
+def test_streamed_tool_call_deltas_on_the_wire(bridge: Any, client: openai.OpenAI) -> None:
+    """What the SDK hides: later deltas omit id, type and name (not null), and one frame finishes."""
+    ask = [{"role": "user", "content": "Paris"}]
+    call = client.chat.completions.create(model="m", messages=ask, tools=WEATHER_TOOLS).choices[0].message.tool_calls[0]
+    body = {"model": "m", "messages": ask, "tools": WEATHER_TOOLS, "stream": True}
+    with httpx2.stream("POST", bridge.url + "/v1/chat/completions", json=body) as response:
+        payloads = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert payloads[-1] == "[DONE]"
+    frames = [json.loads(p) for p in payloads[:-1]]
+    deltas = [d for f in frames for d in f["choices"][0]["delta"].get("tool_calls", [])]
+    head, rest = deltas[0], deltas[1:]
+    assert head == {
+        "index": 0,
+        "id": call.id,
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
+    assert rest and all(set(d) == {"index", "function"} and set(d["function"]) == {"arguments"} for d in rest)
+    assert {d["index"] for d in rest} == {0}
+    assert "".join(d["function"]["arguments"] for d in rest) == call.function.arguments
+    finishes = [f["choices"][0]["finish_reason"] for f in frames]
+    assert [f for f in finishes if f is not None] == ["tool_calls"] and finishes[-1] == "tool_calls"
+
+
 def test_max_tokens_gives_length(client: openai.OpenAI) -> None:
     for limit in ({"max_tokens": 3}, {"max_completion_tokens": 3}):
         reply = client.chat.completions.create(model="m", messages=ASK, **limit)  # type: ignore[arg-type]
@@ -136,8 +166,12 @@ def test_max_tokens_gives_length(client: openai.OpenAI) -> None:
 
 
 def test_mock_is_deterministic_and_models_differ(live_server: Any) -> None:
-    a = openai.OpenAI(base_url=live_server(create_app(mock("a", "mock-concise"))).url + "/v1", api_key="x")
-    b = openai.OpenAI(base_url=live_server(create_app(mock("b", "mock-cautious"))).url + "/v1", api_key="x")
+    a = openai.OpenAI(
+        base_url=live_server(create_app(mock("a", "mock-concise"))).url + "/v1", api_key="x", max_retries=0
+    )
+    b = openai.OpenAI(
+        base_url=live_server(create_app(mock("b", "mock-cautious"))).url + "/v1", api_key="x", max_retries=0
+    )
     first = a.chat.completions.create(model="a", messages=ASK, temperature=0).choices[0].message.content
     assert a.chat.completions.create(model="a", messages=ASK, temperature=0).choices[0].message.content == first
     assert b.chat.completions.create(model="b", messages=ASK, temperature=0).choices[0].message.content != first
@@ -162,6 +196,7 @@ def test_mock_failures_are_502s(live_server: Any) -> None:
     with pytest.raises(openai.InternalServerError) as caught:
         client.chat.completions.create(model="m", messages=ASK)
     assert caught.value.status_code == 502 and caught.value.body["code"] == "upstream_failure"
+    assert set(caught.value.body) == {"message", "type", "param", "code"} and "mock" in caught.value.body["message"]
 
 
 @pytest.mark.parametrize(
@@ -201,6 +236,22 @@ def test_bad_requests_are_400_in_openai_shape(bridge: Any, body: bytes, param: s
     assert response.headers["x-should-retry"] == "false"
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"temperature": "hot"},
+        {"messages": [{"role": "wizard", "content": "x"}]},
+        {"stream": False, "stream_options": {"include_usage": True}},
+        {"tools": WEATHER_TOOLS, "tool_choice": {"type": "function", "function": {"name": "undefined_tool"}}},
+    ],
+)
+def test_bad_requests_raise_bad_request_error_in_the_sdk(client: openai.OpenAI, bad: dict[str, Any]) -> None:
+    arguments: dict[str, Any] = {"model": "m", "messages": ASK, **bad}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(**arguments)
+    assert caught.value.status_code == 400 and caught.value.body["type"] == "invalid_request_error"
+
+
 def test_unknown_model_is_404_and_oversized_body_413(bridge: Any, client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-nope", messages=ASK)
@@ -210,36 +261,32 @@ def test_unknown_model_is_404_and_oversized_body_413(bridge: Any, client: openai
     )
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
 
+    def chunked() -> Iterator[bytes]:
+        # No Content-Length: the limit must hold while the body is being read, too.
+        yield b'{"model": "m", "messages": [{"role": "user", "content": "'
+        for _ in range(DEFAULT_MAX_BODY_BYTES // 65536 + 1):
+            yield b"x" * 65536
+        yield b'"}]}'
+
+    response = httpx2.post(
+        bridge.url + "/v1/chat/completions", content=chunked(), headers={"content-type": "application/json"}
+    )
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    assert client.chat.completions.create(model="m", messages=ASK).choices[0].message.content  # still serving
+
 
 def test_serve_endpoint_as_a_real_process() -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fusionkit_cli.main",
-            "serve-endpoint",
-            "--id",
-            "m",
-            "--provider",
-            "mock",
-            "--model",
-            "mock-1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    args = ["-m", "fusionkit_cli.main", "serve-endpoint", "--id", "m", "--provider", "mock", "--model", "mock-1"]
+    with spawn([*args, "--port", str(port)]) as proc:  # terminated (then killed) on the way out, always
         wait_healthy(f"http://127.0.0.1:{port}", proc)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
-        assert client.chat.completions.create(model="m", messages=ASK).choices[0].message.content
-        assert list(client.chat.completions.create(model="m", messages=ASK, stream=True))
+        whole = client.chat.completions.create(model="m", messages=ASK).choices[0].message.content
+        streamed = client.chat.completions.create(model="m", messages=ASK, stream=True)
+        assert whole and "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == whole
         assert [m.id for m in client.models.list()] == ["m"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    assert proc.returncode is not None
 
 
 def test_serve_endpoint_flag_errors_exit_2() -> None:
@@ -274,11 +321,13 @@ def test_trace_headers_become_bridge_trace_events(
         messages=ASK,
         extra_headers={"x-fusion-trace-id": "trace-abc", "x-fusion-span-id": "span-1", "x-fusion-candidate-id": "c2"},
     )
+    trace_file = tmp_path / "trace-abc.jsonl"
     deadline = time.monotonic() + 5
-    while not (tmp_path / "trace-abc.jsonl").exists():
-        assert time.monotonic() < deadline, "no trace file"
+    # The writer creates the file before the line is complete; wait for a whole line, not the file.
+    while not (trace_file.exists() and trace_file.read_text().endswith("\n")):
+        assert time.monotonic() < deadline, "no trace event written"
         time.sleep(0.02)
-    event = json.loads((tmp_path / "trace-abc.jsonl").read_text().splitlines()[0])
+    event = json.loads(trace_file.read_text().splitlines()[0])
     assert event["schema"] == "fusion-trace-event.v1" and event["component"] == "bridge"
     assert (event["trace_id"], event["parent_span_id"], event["candidate_id"], event["model_id"]) == (
         "trace-abc",

@@ -1,12 +1,25 @@
 """A stand-in OpenAI Chat Completions server (`POST /v1/chat/completions`, `GET /v1/models`).
 
+    state = StandinState()
+    upstream = live_server(create_openai_standin(state))   # base_url = upstream.url + "/v1"
+
 Answers are a pure function of the request, so tests can compute them: the text is
 `echo: <last user text>` (or `state.answer`), one token per word; a request with tools (unless
 `tool_choice` is "none" or the last message is a tool result) calls every tool in parallel
-with `{"q": <last user text>}`. `max_tokens` / `max_completion_tokens` cut the answer with
-finish_reason "length". Honours `state.answer`, `state.stream_fault`, `state.rogue_tool`, `state.delay_s`, and
-scripted errors (answered with OpenAI's error body and the given headers); `stream_fault =
-"malformed_json"` answers a non-streaming request with a cut-off JSON body.
+(call ids `call_<index>_<name>`) with `{"q": <last user text>}`. `max_tokens` /
+`max_completion_tokens` cut the answer with finish_reason "length". Streams send each tool call
+as OpenAI does (a head, then the arguments in two pieces) and the usage chunk only when asked.
+Like OpenAI, `stream_options` without `stream: true` is a 400.
+
+Honours `state.delay_s`, scripted errors (answered with OpenAI's error body and the given
+headers), `state.answer`, `state.rogue_tool`, `state.finish` (the finish_reason to report, e.g.
+"content_filter", or "stop" beside tool calls as some servers do) and `state.stream_fault`:
+- "error_frame": after two tokens, `data: {"error": {...}}` and the end of the stream;
+- "truncate": after two tokens, a clean end with no finish_reason and no `[DONE]`;
+- "reset": after two tokens, the connection is dropped mid-body;
+- "compact_tool_calls": each tool call in one delta, arguments whole and no index (as some
+  OpenAI-compatible servers send them);
+- "malformed_json": the answer is a cut-off JSON body (streamed: one `data:` frame of cut-off JSON).
 """
 
 from __future__ import annotations
@@ -56,13 +69,13 @@ def _plan(body: dict[str, Any], state: StandinState) -> tuple[list[str], list[di
             }
             for i, t in enumerate(tools)
         ]
-        return [], calls, "tool_calls"
+        return [], calls, state.finish or "tool_calls"
     words = expected_text(body, state).split(" ")
     tokens = [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words) if w or len(words) == 1]
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     if limit is not None and len(tokens) > limit:
         return tokens[:limit], [], "length"
-    return tokens, [], "stop"
+    return tokens, [], state.finish or "stop"
 
 
 def _usage(body: dict[str, Any], completion: int) -> dict[str, int]:
@@ -87,8 +100,14 @@ def create_openai_standin(state: StandinState) -> FastAPI:
         async with state.handling(request.url.path, body, dict(request.headers)) as error:
             if error is not None:
                 return JSONResponse(error.body, status_code=error.status, headers=error.headers)
+            if body.get("stream_options") is not None and not body.get("stream"):
+                detail = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+                problem = {"message": detail, "type": "invalid_request_error", "param": "stream_options", "code": None}
+                return JSONResponse({"error": problem}, status_code=400)
             tokens, calls, finish = _plan(body, state)
             if state.stream_fault == "malformed_json":
+                if body.get("stream"):
+                    return Response(b'data: {"id": "chatcmpl-broken", "choices": [\n\n', media_type="text/event-stream")
                 return Response(b'{"id": "chatcmpl-broken", "choices": [', media_type="application/json")
         base = {"id": "chatcmpl-standin", "created": int(time.time()), "model": body.get("model", "")}
         if not body.get("stream"):
@@ -127,7 +146,9 @@ async def _stream(
 
     yield delta({"role": "assistant", "content": ""})
     for i, token in enumerate(tokens):
-        if state.stream_fault and i == 2:
+        if i == 2 and state.stream_fault in ("error_frame", "truncate", "reset"):
+            if state.stream_fault == "reset":
+                raise ConnectionAbortedError("stand-in drops the connection mid-stream (stream_fault='reset')")
             if state.stream_fault == "error_frame":
                 yield _sse(
                     {
@@ -142,6 +163,9 @@ async def _stream(
             return  # "truncate": the connection ends with no finish and no [DONE]
         yield delta({"content": token})
     for index, call in enumerate(calls):
+        if state.stream_fault == "compact_tool_calls":
+            yield delta({"tool_calls": [call]})
+            continue
         head = {
             "index": index,
             "id": call["id"],
