@@ -1,19 +1,20 @@
 """The `anthropic` provider: OpenAI Chat Completions translated to and from the Messages API.
 
-System messages become the top-level `system`; turns alternate (neighbours merged); assistant
-tool calls become `tool_use` blocks and tool messages `tool_result` blocks in a user turn;
-`stop_reason` maps to `finish_reason`; usage is reported in OpenAI terms.
+System and developer messages become the top-level `system`; turns alternate (neighbours
+merged); image parts become image blocks; assistant tool calls become `tool_use` blocks and tool
+messages `tool_result` blocks in a user turn; `stop_reason` maps to `finish_reason`; usage and
+errors are reported in OpenAI terms. Streams are translated event by event from the SDK's raw
+event stream, so tokens reach the client as Anthropic produces them.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
+import httpx2
 
 from bridge.adapters.base import CallContext
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
@@ -31,26 +32,43 @@ from bridge.protocol import (
     Usage,
 )
 
-__all__ = ["STOP_REASONS", "AnthropicAdapter"]
+__all__ = ["DEFAULT_MAX_TOKENS", "STOP_REASONS", "AnthropicAdapter", "map_anthropic_error", "to_messages_request"]
 
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+# The Messages API requires max_tokens; every current Claude model can produce at least this many.
 DEFAULT_MAX_TOKENS = 4096
 STOP_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
-    "pause_turn": "stop",
+    "pause_turn": "stop",  # a server tool paused the turn; OpenAI has no word closer than stop
     "max_tokens": "length",
     "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+# The HTTP status each Anthropic error type comes with, for errors that arrive inside a 200 stream.
+ERROR_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "timeout_error": 504,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
 
 
 def _image_block(url: str) -> dict[str, Any]:
-    if url.startswith("data:") and ";base64," in url:
-        media_type, data = url[5:].split(";base64,", 1)
-        base64.b64decode(data[:64] + "=" * (-len(data[:64]) % 4))  # fail early on garbage
-        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
-    return {"type": "image", "source": {"type": "url", "url": url}}
+    if not url.startswith("data:"):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    media_type, base64_marker, data = url[5:].partition(";base64,")
+    if not base64_marker or not data:
+        raise bad_request("image data URLs must be base64: data:<media type>;base64,<data>", param="messages")
+    # The upstream judges the media type and the data; it names what it refuses.
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 
 def _block(part: Part) -> dict[str, Any]:
@@ -60,20 +78,29 @@ def _block(part: Part) -> dict[str, Any]:
         return _image_block(part.image_url)
     if part.kind == "tool_call":
         return {"type": "tool_use", "id": part.call_id, "name": part.name, "input": part.arguments}
-    return {"type": "tool_result", "tool_use_id": part.call_id, "content": part.text}
+    result: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.call_id}
+    if part.text:
+        result["content"] = part.text
+    return result
 
 
 def _tool_choice(request: ChatRequest) -> dict[str, Any] | None:
     choice = request.tool_choice
-    if choice is None:
-        return None
     if isinstance(choice, str):
-        return {"type": {"auto": "auto", "required": "any", "none": "none"}[choice]}
-    return {"type": "tool", "name": choice.function.name}
+        translated: dict[str, Any] = {"type": {"auto": "auto", "required": "any", "none": "none"}[choice]}
+    elif choice is not None:
+        translated = {"type": "tool", "name": choice.function.name}
+    elif request.parallel_tool_calls is False:
+        translated = {"type": "auto"}
+    else:
+        return None
+    if request.parallel_tool_calls is False and translated["type"] != "none":
+        translated["disable_parallel_tool_use"] = True
+    return translated
 
 
 def to_messages_request(request: ChatRequest, model: str) -> dict[str, Any]:
-    """The Messages API body for an OpenAI request."""
+    """The Messages API body for an OpenAI request (sampling fields apart: see `_sampling`)."""
     system, turns = split_conversation(request.messages)
     if not turns:
         raise bad_request("the conversation needs at least one user or assistant message", param="messages")
@@ -86,7 +113,8 @@ def to_messages_request(request: ChatRequest, model: str) -> dict[str, Any]:
         body["system"] = system
     if request.stop_list:
         body["stop_sequences"] = request.stop_list
-    if request.tools and request.tool_choice != "none":
+    if request.tools:
+        # Sent even with tool_choice "none": Anthropic refuses tool_use/tool_result blocks without tools.
         body["tools"] = [
             {
                 "name": t.function.name,
@@ -95,14 +123,18 @@ def to_messages_request(request: ChatRequest, model: str) -> dict[str, Any]:
             }
             for t in request.tools
         ]
-        choice = _tool_choice(request)
-        if choice is not None:
-            body["tool_choice"] = choice
+    choice = _tool_choice(request)
+    if choice is not None and request.tools:
+        body["tool_choice"] = choice
     return body
 
 
 def _sampling(request: ChatRequest) -> dict[str, Any]:
-    """Sampling fields the SDK takes only as extra body; 0 stays 0."""
+    """temperature and top_p, which this SDK's `create` no longer names, so they ride in extra_body.
+
+    OpenAI allows temperature up to 2, Anthropic up to 1: higher values are clamped rather than
+    refused, so a panel's sampling settings work on every provider. 0 stays 0.
+    """
     extra: dict[str, Any] = {}
     if request.temperature is not None:
         extra["temperature"] = min(request.temperature, 1.0)
@@ -111,17 +143,50 @@ def _sampling(request: ChatRequest) -> dict[str, Any]:
     return extra
 
 
+def _usage(usage: Any) -> tuple[int, int]:
+    """(prompt, completion) tokens; OpenAI's prompt count includes what Anthropic counts as cached."""
+    prompt = (
+        (usage.input_tokens or 0)
+        + (getattr(usage, "cache_creation_input_tokens", None) or 0)
+        + (getattr(usage, "cache_read_input_tokens", None) or 0)
+    )
+    return prompt, usage.output_tokens or 0
+
+
+class _Client(anthropic.AsyncAnthropic):
+    """The SDK's client, sending the key as `x-api-key`.
+
+    This SDK sends an api_key as a bearer token; the Messages API documents `x-api-key`, which
+    Anthropic and the Anthropic-compatible servers all accept. The key lives in the client's own
+    auth headers, never in per-request options, which the SDK writes to its debug log.
+    """
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"x-api-key": self.api_key} if self.api_key else {}
+
+
 class AnthropicAdapter:
+    """One Claude model behind the ChatAdapter contract, called through the official `anthropic` SDK.
+
+    adapter = AnthropicAdapter(EndpointConfig(id="c", provider="anthropic", model="claude-x", api_key_env="KEY"))
+    completion = await adapter.complete(request, CallContext())
+    async for chunk in adapter.stream(request, CallContext()): ...
+
+    One `AsyncAnthropic` client (one connection pool) per adapter; SDK retries are off, as for
+    every adapter: the router retries within its own deadline.
+    """
+
     provider = "anthropic"
 
     def __init__(self, endpoint: EndpointConfig) -> None:
         self.model = endpoint.model
-        self.base_url = endpoint.base_url or "https://api.anthropic.com"
-        self._client = anthropic.AsyncAnthropic(
-            api_key=endpoint.api_key() or "unused",
-            base_url=self.base_url,
-            timeout=endpoint.timeout_s,
-            max_retries=0,
+        # Explicit, so neither ANTHROPIC_BASE_URL nor a profile on disk silently redirects the endpoint.
+        self.base_url = (endpoint.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._secret = endpoint.api_key()
+        # A key is always passed, so the SDK never goes looking for ANTHROPIC_API_KEY or profile credentials.
+        self._client = _Client(
+            api_key=self._secret or "unused", base_url=self.base_url, timeout=endpoint.timeout_s, max_retries=0
         )
 
     async def aclose(self) -> None:
@@ -137,11 +202,14 @@ class AnthropicAdapter:
             arguments["timeout"] = ctx.timeout_s
         return arguments
 
+    def _error(self, exc: Exception, *, mid_stream: bool = False) -> APIError:
+        return map_anthropic_error(exc, self.base_url, secret=self._secret, mid_stream=mid_stream)
+
     async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
         try:
             message = await self._client.messages.create(**self._arguments(request, ctx))
         except anthropic.AnthropicError as exc:
-            raise map_anthropic_error(exc, self.base_url) from None
+            raise self._error(exc) from None
         text: list[str] = []
         calls: list[ToolCall] = []
         for block in message.content:
@@ -151,64 +219,119 @@ class AnthropicAdapter:
                 calls.append(
                     ToolCall(id=block.id, function=FunctionCall(name=block.name, arguments=json.dumps(block.input)))
                 )
-        finish = "tool_calls" if calls else STOP_REASONS.get(str(message.stop_reason), "stop")
-        usage = Usage.of(message.usage.input_tokens, message.usage.output_tokens)
+        # Text Claude writes before a tool call is kept: it is part of the answer, streamed or not.
         reply = AssistantMessage(content="".join(text) if text or not calls else None, tool_calls=calls or None)
         return ChatCompletion(
             model=self.model,
-            choices=[Choice(message=reply, finish_reason=finish)],
-            usage=usage,
+            choices=[Choice(message=reply, finish_reason=_finish(message.stop_reason, bool(calls)))],
+            usage=Usage.of(*_usage(message.usage)),
         )
 
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
-        tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool-call index
+        tools = _ToolCalls()
         prompt_tokens = output_tokens = 0
         stop_reason: str | None = None
+        started = False
         try:
             events = await self._client.messages.create(stream=True, **self._arguments(request, ctx))
-            async for event in events:
-                if event.type == "message_start":
-                    prompt_tokens = event.message.usage.input_tokens
-                    output_tokens = event.message.usage.output_tokens
-                elif event.type == "content_block_start" and event.content_block.type == "tool_use":
-                    tool_index[event.index] = len(tool_index)
-                    block = event.content_block
-                    yield tool_head_chunk(
-                        tool_index[event.index], block.id or f"call_{uuid.uuid4().hex[:12]}", block.name
-                    )
-                elif event.type == "content_block_delta":
-                    if event.delta.type == "text_delta" and event.delta.text:
-                        yield text_chunk(event.delta.text)
-                    elif event.delta.type == "input_json_delta" and event.delta.partial_json:
-                        yield tool_arguments_chunk(tool_index[event.index], event.delta.partial_json)
-                elif event.type == "message_delta":
-                    stop_reason = event.delta.stop_reason
-                    output_tokens = event.usage.output_tokens  # cumulative
-        except anthropic.AnthropicError as exc:
-            raise map_anthropic_error(exc, self.base_url) from None
+            started = True
+            # `async with`: a client that goes away closes the upstream response instead of leaving it to the GC.
+            async with events:
+                async for event in events:
+                    if event.type == "message_start":
+                        prompt_tokens, output_tokens = _usage(event.message.usage)
+                    elif event.type == "content_block_start":
+                        block = event.content_block
+                        if block.type == "text" and block.text:
+                            yield text_chunk(block.text)
+                        elif block.type == "tool_use":
+                            for chunk in tools.start(event.index, block.id, block.name, block.input):
+                                yield chunk
+                    elif event.type == "content_block_delta":
+                        if event.delta.type == "text_delta" and event.delta.text:
+                            yield text_chunk(event.delta.text)
+                        elif event.delta.type == "input_json_delta" and event.delta.partial_json:
+                            yield tools.arguments(event.index, event.delta.partial_json)
+                    elif event.type == "content_block_stop":
+                        for chunk in tools.stop(event.index):
+                            yield chunk
+                    elif event.type == "message_delta":
+                        stop_reason = event.delta.stop_reason
+                        output_tokens = event.usage.output_tokens  # cumulative, not an increment
+                        if event.usage.input_tokens is not None:
+                            prompt_tokens = _usage(event.usage)[0]
+        except (anthropic.AnthropicError, httpx2.HTTPError) as exc:
+            raise self._error(exc, mid_stream=started) from None
         if stop_reason is None:
-            raise upstream_failure("the Anthropic stream ended without a stop reason")
-        yield finish_chunk("tool_calls" if tool_index else STOP_REASONS.get(stop_reason, "stop"))
+            raise upstream_failure(f"the stream from Anthropic at {self.base_url} ended without a stop reason")
+        yield finish_chunk(_finish(stop_reason, tools.count > 0))
         yield usage_chunk(Usage.of(prompt_tokens, output_tokens))
 
 
-def _message(exc: anthropic.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-    return exc.message
+class _ToolCalls:
+    """Anthropic content-block indexes to OpenAI tool-call indexes (0, 1, ... over tool_use blocks only)."""
+
+    def __init__(self) -> None:
+        self._index: dict[int, int] = {}
+        self._has_arguments: set[int] = set()
+
+    @property
+    def count(self) -> int:
+        return len(self._index)
+
+    def start(self, block: int, call_id: str, name: str, given: object) -> list[ChatCompletionChunk]:
+        index = self._index[block] = len(self._index)
+        chunks = [tool_head_chunk(index, call_id, name)]
+        if given:
+            # Anthropic streams the input as deltas after an empty `{}`; some compatible servers send it whole here.
+            chunks.append(self.arguments(block, json.dumps(given)))
+        return chunks
+
+    def arguments(self, block: int, piece: str) -> ChatCompletionChunk:
+        index = self._index[block]
+        self._has_arguments.add(index)
+        return tool_arguments_chunk(index, piece)
+
+    def stop(self, block: int) -> list[ChatCompletionChunk]:
+        index = self._index.get(block)
+        if index is None or index in self._has_arguments:
+            return []
+        # A call without arguments gets no input_json_delta; OpenAI clients must still be able to parse them.
+        return [self.arguments(block, "{}")]
 
 
-def map_anthropic_error(exc: anthropic.AnthropicError, base_url: str) -> APIError:
-    if isinstance(exc, anthropic.APITimeoutError):
+def _finish(stop_reason: str | None, called: bool) -> str:
+    # A turn that called a tool ends with tool_calls, whatever Anthropic said (CONFORMANCE 9).
+    return "tool_calls" if called else STOP_REASONS.get(str(stop_reason), "stop")
+
+
+def map_anthropic_error(
+    exc: Exception, base_url: str, *, secret: str | None = None, mid_stream: bool = False
+) -> APIError:
+    """An SDK (or transport) exception as the status and OpenAI error body the client should see.
+
+    Statuses are kept faithful (SPEC §4), except: 5xx become 502, and 529 overloaded becomes 503,
+    which says "temporarily unavailable, retry" to any OpenAI client. An error event inside a
+    stream arrives with status 200; its error type says which status it stands for. `secret` is
+    scrubbed from everything the upstream said.
+    """
+
+    def scrub(text: str) -> str:
+        return text.replace(secret, "[redacted]") if secret else text
+
+    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
         return timed_out(f"Anthropic at {base_url} did not answer in time")
-    if isinstance(exc, anthropic.APIConnectionError):
+    if isinstance(exc, anthropic.APIConnectionError | httpx2.HTTPError):
+        if mid_stream:
+            return upstream_failure(f"the connection to Anthropic at {base_url} broke in the middle of the stream")
         return upstream_failure(f"cannot reach Anthropic at {base_url}")
     if not isinstance(exc, anthropic.APIStatusError):
-        return upstream_failure(f"Anthropic stream failed: {getattr(exc, 'message', None) or type(exc).__name__}")
-    status, message = exc.status_code, f"anthropic: {_message(exc)}"
+        detail = getattr(exc, "message", None) or type(exc).__name__
+        return upstream_failure(scrub(f"Anthropic at {base_url} failed: {detail}"))
+    kind, detail = _error_fields(exc)
+    status = exc.status_code if exc.status_code >= 300 else ERROR_TYPE_STATUS.get(str(kind), 500)
+    message = scrub(f"anthropic: {(detail or f'HTTP {status}')[:500]}")
+    retry_after = exc.response.headers.get("retry-after") if exc.status_code >= 300 else None
     if status == 400:
         return bad_request(message, code="upstream_bad_request")
     if status in (401, 403):
@@ -218,14 +341,23 @@ def map_anthropic_error(exc: anthropic.AnthropicError, base_url: str) -> APIErro
     if status == 413:
         return APIError(413, message, type="invalid_request_error", code="request_too_large")
     if status == 429:
-        return rate_limited(message, exc.response.headers.get("retry-after"))
+        return rate_limited(message, retry_after)
+    if status in (408, 504):
+        return timed_out(message)
     if status == 529:
-        # Overloaded: retryable, and a 503 says so to any OpenAI client.
-        return APIError(
-            503,
-            message,
-            type="upstream_error",
-            code="upstream_overloaded",
-            retry_after=exc.response.headers.get("retry-after"),
-        )
+        return APIError(503, message, type="upstream_error", code="upstream_overloaded", retry_after=retry_after)
+    if status < 500:
+        # Billing, conflicts and the like: the client's problem, not retryable, kept as they are.
+        return APIError(status, message, type="invalid_request_error", code=f"upstream_{kind or 'error'}")
     return upstream_failure(message)
+
+
+def _error_fields(exc: anthropic.APIStatusError) -> tuple[str | None, str | None]:
+    """(error.type, error.message) of Anthropic's body `{"type": "error", "error": {"type", "message"}}`."""
+    body = exc.body
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        kind, message = error.get("type"), error.get("message")
+        return (str(kind) if kind else None), (str(message) if message else None)
+    # Not Anthropic's shape (a proxy's HTML page, say): the SDK's own summary of the response.
+    return None, exc.message
