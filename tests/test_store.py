@@ -1,0 +1,326 @@
+"""The run store (SPEC §7) on real SQLite files: schema and migrations, events and their seqs under
+concurrency, idempotency, artifacts, expiry at start, pruning, and a writer killed mid-transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.store import (
+    SCHEMA_VERSION,
+    TERMINAL_STATES,
+    DuplicateRun,
+    IdempotencyConflict,
+    RunStore,
+    SchemaTooNew,
+    StoreClosed,
+    UnknownArtifact,
+    UnknownRun,
+    is_valid_run_id,
+    new_run_id,
+)
+from server.store.schema import MIGRATIONS, migrate
+
+REPO = Path(__file__).resolve().parents[1]
+LONG_AGO = "2000-01-01T00:00:00.000+00:00"
+REQUEST = {"model": "fusionkit/panel", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[RunStore]:
+    async with RunStore(tmp_path / "runs.sqlite3") as opened:
+        yield opened
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    """A second, plain connection to the file: what another process (or a forensic look) would see."""
+    conn = sqlite3.connect(path, timeout=5)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+async def new_run(store: RunStore, **fields: Any) -> str:
+    run_id = new_run_id()
+    await store.create_run(run_id, mode="panel", request=REQUEST, trace_id="trace-1", **fields)
+    return run_id
+
+
+async def test_schema_is_created_in_a_new_directory_and_versioned(tmp_path: Path) -> None:
+    path = tmp_path / "not" / "yet" / "runs.sqlite3"
+    async with RunStore(path):
+        pass
+    with raw(path) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+    assert {"schema_version", "runs", "events", "artifacts", "run_artifacts"} <= tables
+
+
+async def test_an_older_schema_is_migrated_and_keeps_its_runs(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, str(path), MIGRATIONS[:1])
+    conn.execute(
+        "INSERT INTO runs (run_id, created_at, updated_at, state, request_json) VALUES (?, ?, ?, 'completed', '{}')",
+        ("run_" + "a" * 24, LONG_AGO, LONG_AGO),
+    )
+    conn.close()
+    async with RunStore(path) as store:
+        old = await store.get_run("run_" + "a" * 24)
+    assert old is not None and old.state == "completed"
+    with raw(path) as check:
+        assert check.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+        indexes = {r[0] for r in check.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"runs_state", "run_artifacts_sha256"} <= indexes
+
+
+async def test_a_schema_from_a_newer_fusionkit_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite3"
+    async with RunStore(path):
+        pass
+    with raw(path) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (?, ?)", (SCHEMA_VERSION + 1, LONG_AGO))
+    with pytest.raises(SchemaTooNew, match=f"version {SCHEMA_VERSION + 1}"):
+        RunStore(path)
+
+
+async def test_reopening_keeps_runs_events_and_artifacts(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite3"
+    odd = {"messages": [{"role": "user", "content": "caf\u00e9 \ud800 lone surrogate"}]}  # valid JSON, not UTF-8
+    async with RunStore(path) as store:
+        run_id = await new_run(store)
+        odd_id = new_run_id()
+        await store.create_run(odd_id, mode="single", request=odd, trace_id=None)
+        await store.append_event(run_id, "model_call.started", {"endpoint_id": "fast"})
+        sha = await store.put_artifact("a candidate", run_id=run_id)
+    async with RunStore(path) as again:
+        record = await again.get_run(run_id)
+        odd_record = await again.get_run(odd_id)
+        events = await again.events(run_id)
+        artifact = await again.get_artifact(sha)
+    assert record is not None and record.request == REQUEST and record.trace_id == "trace-1"
+    assert [(e.seq, e.type) for e in events] == [(1, "run.created"), (2, "model_call.started")]
+    assert artifact is not None and artifact.text() == "a candidate"
+    assert odd_record is not None and odd_record.request == odd
+
+
+async def test_create_append_and_transition(store: RunStore) -> None:
+    run_id = new_run_id()
+    created = await store.create_run(run_id, mode="panel", request=REQUEST, trace_id="t", request_hash="h1")
+    assert (created.state, created.mode, created.request_hash, created.summary) == ("queued", "panel", "h1", {})
+    assert await store.append_event(run_id, "model_call.started", {"endpoint_id": "fast"}) == 2
+    assert await store.transition(run_id, "generating", summary_update={"models": ["fast"]}) == 3
+    seq = await store.transition(
+        run_id, "completed", payload={"decision": "select"}, summary_update={"latency_ms": 12}, terminal_reason="done"
+    )
+    assert seq == 4
+    record = await store.get_run(run_id)
+    assert record is not None and record.finished
+    assert (record.state, record.terminal_reason) == ("completed", "done")
+    assert record.summary == {"models": ["fast"], "latency_ms": 12}
+    assert record.updated_at >= record.created_at
+    events = await store.events(run_id)
+    assert [(e.seq, e.type) for e in events] == [
+        (1, "run.created"),
+        (2, "model_call.started"),
+        (3, "run.state"),
+        (4, "run.state"),
+    ]
+    assert events[0].payload == {"state": "queued", "mode": "panel"}
+    assert events[3].payload == {"state": "completed", "decision": "select"}
+    assert [e.seq for e in await store.events(run_id, after=1, limit=2)] == [2, 3]
+
+
+async def test_bad_input_is_refused_by_name(store: RunStore) -> None:
+    run_id = await new_run(store)
+    with pytest.raises(DuplicateRun):
+        await store.create_run(run_id, mode="panel", request=REQUEST, trace_id=None)
+    with pytest.raises(ValueError, match="not a run id"):
+        await store.create_run("../../etc/passwd", mode="panel", request=REQUEST, trace_id=None)
+    with pytest.raises(ValueError, match="unknown run state"):
+        await store.transition(run_id, "finished")
+    missing = new_run_id()
+    with pytest.raises(UnknownRun):
+        await store.append_event(missing, "x", {})
+    with pytest.raises(UnknownRun):
+        await store.transition(missing, "failed")
+    assert await store.get_run(missing) is None
+    assert await store.events(missing) == []
+
+
+def test_run_ids_have_one_strict_shape() -> None:
+    run_id = new_run_id()
+    assert is_valid_run_id(run_id) and run_id != new_run_id()
+    for bad in ("run_" + "a" * 23, "run_" + "A" * 24, run_id + "\n", "../" + run_id, run_id[4:], None, 7):
+        assert not is_valid_run_id(bad), bad
+
+
+async def test_concurrent_appenders_never_lose_or_duplicate_a_seq(store: RunStore) -> None:
+    run_ids = [await new_run(store) for _ in range(20)]
+
+    async def appender(run_id: str, n: int) -> list[int]:
+        return [await store.append_event(run_id, "tick", {"appender": n, "i": i}) for i in range(3)]
+
+    results = await asyncio.gather(*(appender(run_ids[n % 20], n) for n in range(200)))
+    returned: dict[str, list[int]] = {run_id: [] for run_id in run_ids}
+    for n, seqs in enumerate(results):
+        returned[run_ids[n % 20]].extend(seqs)
+    for run_id in run_ids:
+        stored = [e.seq for e in await store.events(run_id, limit=1000)]
+        assert stored == list(range(1, 32))  # run.created, then 10 appenders x 3 events
+        assert sorted(returned[run_id]) == list(range(2, 32))
+
+
+async def test_idempotency_keys_find_their_run_and_conflict_on_reuse(store: RunStore) -> None:
+    first = await new_run(store, idempotency_key="key-1", request_hash="body-a")
+    found = await store.find_by_idempotency_key("key-1")
+    assert found is not None and (found.run_id, found.request_hash) == (first, "body-a")
+    assert await store.find_by_idempotency_key("key-2") is None
+    with pytest.raises(IdempotencyConflict) as caught:
+        await new_run(store, idempotency_key="key-1", request_hash="body-b")
+    assert caught.value.run_id == first
+    assert len(await store.list_runs()) == 1
+    await new_run(store)  # runs without a key never conflict with each other
+    await new_run(store)
+    assert len(await store.list_runs()) == 3
+
+
+async def test_artifacts_are_stored_once_by_content_hash(tmp_path: Path, store: RunStore) -> None:
+    run_id = await new_run(store)
+    sha = await store.put_artifact("same text", run_id=run_id)
+    assert sha == hashlib.sha256(b"same text").hexdigest()
+    assert await store.put_artifact(b"same text", "application/json") == sha
+    artifact = await store.get_artifact(sha)
+    assert artifact is not None
+    assert (artifact.content, artifact.size, artifact.media_type) == (b"same text", 9, "text/plain")
+    with raw(tmp_path / "runs.sqlite3") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM artifacts").fetchone()[0] == 1
+    assert await store.get_artifact("0" * 64) is None
+    with pytest.raises(UnknownArtifact):
+        await store.link_artifact(run_id, "0" * 64)
+    with pytest.raises(UnknownRun):
+        await store.put_artifact("orphan", run_id=new_run_id())
+    with raw(tmp_path / "runs.sqlite3") as conn:  # the refused put left nothing behind
+        assert conn.execute("SELECT COUNT(*) FROM artifacts").fetchone()[0] == 1
+
+
+async def test_list_runs_pages_newest_first(store: RunStore) -> None:
+    made = [await new_run(store) for _ in range(5)]
+    page = await store.list_runs(limit=2)
+    assert [r.run_id for r in page] == made[:2:-1]
+    following = await store.list_runs(limit=2, before=page[-1].run_id)
+    assert [r.run_id for r in following] == made[2:0:-1]
+    assert [r.run_id for r in await store.list_runs(limit=10, before=following[-1].run_id)] == made[:1]
+    assert await store.list_runs(before=new_run_id()) == []
+
+
+async def test_expire_unfinished_touches_only_unfinished_runs(store: RunStore) -> None:
+    runs: dict[str, str] = {}
+    for state in ("queued", "generating", "requires_action", "completed", "failed", "cancelled"):
+        runs[state] = await new_run(store)
+        if state != "queued":
+            await store.transition(runs[state], state, terminal_reason=state if state in TERMINAL_STATES else None)
+    before = {s: await store.events(r) for s, r in runs.items()}
+
+    assert await store.expire_unfinished() == 3
+    for state, run_id in runs.items():
+        record = await store.get_run(run_id)
+        events = await store.events(run_id)
+        assert record is not None
+        if state in TERMINAL_STATES:
+            assert (record.state, record.terminal_reason) == (state, state)
+            assert events == before[state]
+        else:
+            assert (record.state, record.terminal_reason) == ("expired", "router_restarted")
+            assert events[:-1] == before[state]
+            assert (events[-1].seq, events[-1].type) == (len(before[state]) + 1, "run.expired")
+            assert events[-1].payload == {"state": "expired", "reason": "router_restarted"}
+    assert await store.expire_unfinished() == 0
+
+
+async def test_prune_removes_old_finished_runs_and_the_artifacts_only_they_used(
+    tmp_path: Path, store: RunStore
+) -> None:
+    old_done, new_done, old_running = await new_run(store), await new_run(store), await new_run(store)
+    for run_id in (old_done, new_done):
+        await store.transition(run_id, "completed")
+    await store.transition(old_running, "generating")
+    only_old = await store.put_artifact("only the old run", run_id=old_done)
+    shared = await store.put_artifact("shared", run_id=old_done)
+    await store.link_artifact(new_done, shared)
+    running = await store.put_artifact("the unfinished run's", run_id=old_running)
+    stray_old = await store.put_artifact("never linked, long ago")
+    stray_new = await store.put_artifact("never linked, just now")
+    with raw(tmp_path / "runs.sqlite3") as conn:
+        conn.execute("UPDATE runs SET updated_at = ? WHERE run_id IN (?, ?)", (LONG_AGO, old_done, old_running))
+        conn.execute("UPDATE artifacts SET created_at = ? WHERE sha256 = ?", (LONG_AGO, stray_old))
+
+    assert await store.prune(older_than_days=1) == 1
+    assert await store.get_run(old_done) is None and await store.events(old_done) == []
+    assert await store.get_run(new_done) is not None and await store.get_run(old_running) is not None
+    kept = {sha: await store.get_artifact(sha) is not None for sha in (only_old, shared, running, stray_old, stray_new)}
+    assert kept == {only_old: False, shared: True, running: True, stray_old: False, stray_new: True}
+    with raw(tmp_path / "runs.sqlite3") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM run_artifacts WHERE run_id = ?", (old_done,)).fetchone()[0] == 0
+    assert await store.prune(older_than_days=1) == 0
+
+
+async def test_a_closed_store_says_so(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.sqlite3")
+    await store.close()
+    await store.close()
+    with pytest.raises(StoreClosed):
+        await store.list_runs()
+
+
+CRASHING_WRITER = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from server.store import RunStore
+
+    class Exploder:
+        # json.dumps(default=str) calls this inside the transaction, after the run row was updated.
+        def __str__(self):
+            os._exit(1)
+
+    async def main(path, run_id):
+        store = RunStore(path)
+        await store.create_run(run_id, mode="panel", request={"messages": []}, trace_id="t")
+        await store.transition(run_id, "generating")
+        for i in range(5):
+            await store.append_event(run_id, "model_call.started", {"i": i})
+        await store.transition(run_id, "judging", payload={"boom": Exploder()})
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+async def test_a_writer_killed_mid_transaction_leaves_a_consistent_store(tmp_path: Path) -> None:
+    path, run_id = tmp_path / "runs.sqlite3", new_run_id()
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHING_WRITER, str(path), run_id, cwd=REPO, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(writer.communicate(), timeout=60)
+    assert writer.returncode == 1, stderr.decode()
+    async with RunStore(path) as store:
+        with raw(path) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        record = await store.get_run(run_id)
+        # The half-done transition left nothing: neither its state nor its event.
+        assert record is not None and record.state == "generating"
+        assert [e.seq for e in await store.events(run_id)] == list(range(1, 8))
+        assert await store.expire_unfinished() == 1
+        record = await store.get_run(run_id)
+        events = await store.events(run_id)
+    assert record is not None and (record.state, record.terminal_reason) == ("expired", "router_restarted")
+    assert (events[-1].seq, events[-1].type) == (8, "run.expired")
