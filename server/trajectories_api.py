@@ -1,9 +1,9 @@
 """`POST /v1/fusion/trajectories:fuse` and `POST /v1/fusion/trajectory:step` (SPEC §5).
 
-`:fuse` has the judge compare agent trajectories and the synthesizer write the final output
-(the best verified trajectory's output when the synthesizer gives nothing); `:step` has the
-judge model take the next agent step itself, the trajectories as reference. Both are recorded
-as runs; the synthesis id is the run id.
+`:fuse` has the judge compare agent trajectories and the synthesizer write the final output;
+`:step` has the judge model take the next agent step itself, the trajectories as reference.
+When the model writing the answer gives nothing, either answers with the best verified
+trajectory's output. Both are recorded as runs; the synthesis id is the run id.
 """
 
 from __future__ import annotations
@@ -91,7 +91,10 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
             include_usage=chat.wants_usage_chunk,
             headers={"x-fusion-run-id": recorder.run_id, "x-fusion-trace-id": recorder.trace_id},
             start=lambda emit: runs.launch_work(
-                recorder, lambda: engine.take_step(chat, candidates, recorder, model_id=judge, emit=emit)
+                recorder,
+                lambda: engine.take_step(
+                    chat, candidates, recorder, model_id=judge, best=best_verified(body.trajectories), emit=emit
+                ),
             ),
             keepalive_s=keepalive_s,
         )

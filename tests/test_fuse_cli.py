@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from bench.procs import wait_healthy
@@ -70,42 +72,62 @@ def test_unknown_judge_and_failing_models(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "parse_date now raises InvalidDate" in result.stdout
 
 
+def test_a_run_over_its_wall_clock_budget_exits_1(tmp_path: Path) -> None:
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(
+        "endpoints:\n  - {id: a, provider: mock, model: m, mock: {latency_ms: 20000}}\nbudget: {wall_clock_s: 0.2}\n"
+    )
+    result = CliRunner().invoke(cli, ["fuse", str(EXAMPLE), "--config", str(slow)])
+    assert result.exit_code == 1, result.output
+    assert "budget.wall_clock_s=0.2" in result.stderr and "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def _fuse_process(url: str, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "FUSIONKIT_API_KEY"}
+    if key is not None:
+        env["FUSIONKIT_API_KEY"] = key
+    return subprocess.run(
+        [sys.executable, "-m", "fusionkit_cli.main", "fuse", str(EXAMPLE), "--url", url, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
 @pytest.mark.slow
 def test_real_process_against_a_real_router(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "panel.yaml"
-    config.write_text(DEMO.read_text().replace(".fusionkit/runs.sqlite3", str(tmp_path / "runs.sqlite3")))
+    panel = yaml.safe_load(DEMO.read_text())
+    panel["server"].update({"run_store": str(tmp_path / "runs.sqlite3"), "api_key_env": "FK_TEST_ROUTER_KEY"})
+    config.write_text(yaml.safe_dump(panel))
     router = subprocess.Popen(
         [sys.executable, "-m", "fusionkit_cli.main", "serve", "--config", str(config), "--port", str(port)],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "FK_TEST_ROUTER_KEY": "test-key"},
     )
+    url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(f"http://127.0.0.1:{port}", router)
-        result = subprocess.run(
-            [sys.executable, "-m", "fusionkit_cli.main", "fuse", str(EXAMPLE), "--url", f"http://127.0.0.1:{port}"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        wait_healthy(url, router)
+        result = _fuse_process(url, "--json", key="test-key")
         assert result.returncode == 0, result.stderr
-        assert "parse_date now raises InvalidDate" in result.stdout and "sending 3 trajectories" in result.stderr
-        down = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fusionkit_cli.main",
-                "fuse",
-                str(EXAMPLE),
-                "--url",
-                f"http://127.0.0.1:{free_port()}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert down.returncode == 1 and "cannot reach the router" in down.stderr
+        record = json.loads(result.stdout)
+        assert "parse_date now raises InvalidDate" in record["final_output"]
+        assert "sending 3 trajectories" in result.stderr
+        # The fusion was recorded as a run of the router, under its synthesis id.
+        runs = CliRunner().invoke(cli, ["runs", "show", record["synthesis_id"], "--config", str(config)])
+        assert runs.exit_code == 0 and record["synthesis_id"] in runs.output, runs.output
+
+        unauthorised = _fuse_process(url, key="wrong-key")
+        assert unauthorised.returncode == 1 and "401" in unauthorised.stderr and not unauthorised.stdout
+        bad = _fuse_process(url, "--judge-model", "ghost", key="test-key")
+        assert bad.returncode == 2 and "judge_model 'ghost'" in bad.stderr and "careful" in bad.stderr
+        down = _fuse_process(f"http://127.0.0.1:{free_port()}", key="test-key")
+        assert down.returncode == 1 and "cannot reach the router" in down.stderr and "Traceback" not in down.stderr
     finally:
         router.terminate()
         router.wait(timeout=10)

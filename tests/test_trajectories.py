@@ -9,9 +9,12 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
 from server.app import create_app
-from tests.router_helpers import demo_endpoints, panel_config
+from server.engine.judge import JudgeAnalysis
+from server.trajectories import Trajectory, best_verified, to_candidates
+from tests.router_helpers import demo_endpoints, mock_endpoint, panel_config
 from tests.standins.openai_standin import create_openai_standin
 from tests.standins.recorder import StandinState
 
@@ -22,6 +25,30 @@ EXAMPLE = json.loads((ROOT / "configs" / "examples" / "trajectories.json").read_
 @pytest.fixture
 def router(tmp_path: Path, live_server: Any) -> Any:
     return live_server(create_app(panel_config(tmp_path, demo_endpoints(), judge_model="careful")))
+
+
+@pytest.fixture
+def silent_router(tmp_path: Path, live_server: Any) -> Any:
+    """The demo mocks plus `silent`, an OpenAI-compatible endpoint that answers with empty content."""
+    upstream = live_server(create_openai_standin(StandinState(answer="")))
+    endpoints = [
+        *demo_endpoints(),
+        {"id": "silent", "provider": "openai-compatible", "model": "standin-1", "base_url": upstream.url + "/v1"},
+    ]
+    config = panel_config(
+        tmp_path,
+        endpoints,
+        judge_model="careful",
+        synthesizer_model="silent",
+        panel_models=["fast", "careful", "structured"],
+    )
+    return live_server(create_app(config))
+
+
+def _with_verified_last() -> dict[str, Any]:
+    """The example with the one verified trajectory (agent-a) given last, so "first" is not "verified"."""
+    first, second, third = EXAMPLE["trajectories"]
+    return {**EXAMPLE, "trajectories": [third, second, first]}
 
 
 def test_fuse_judges_and_synthesizes(router: Any) -> None:
@@ -78,32 +105,69 @@ def test_fuse_bad_input_names_the_trajectory_and_field(router: Any, body: dict[s
         assert error["param"] == param
 
 
-def test_empty_synthesis_falls_back_to_the_best_verified_trajectory(tmp_path: Path, live_server: Any) -> None:
-    state = StandinState(answer="")  # an OpenAI-compatible synthesizer that answers nothing
-    upstream = live_server(create_openai_standin(state))
-    endpoints = [
-        *demo_endpoints(),
-        {"id": "silent", "provider": "openai-compatible", "model": "standin-1", "base_url": upstream.url + "/v1"},
-    ]
-    config = panel_config(
-        tmp_path,
-        endpoints,
-        judge_model="careful",
-        synthesizer_model="silent",
-        panel_models=["fast", "careful", "structured"],
-    )
-    server = live_server(create_app(config))
-    body = {
-        **EXAMPLE,
-        "trajectories": [EXAMPLE["trajectories"][2], EXAMPLE["trajectories"][1], EXAMPLE["trajectories"][0]],
-    }
-    data = httpx2.post(f"{server.url}/v1/fusion/trajectories:fuse", json=body).json()
+def test_empty_synthesis_falls_back_to_the_best_verified_trajectory(silent_router: Any) -> None:
+    data = httpx2.post(f"{silent_router.url}/v1/fusion/trajectories:fuse", json=_with_verified_last()).json()
     assert data["decision"] == {
         "type": "select_candidate",
         "reason": "empty_synthesis",
         "selected_candidate_id": "agent-a",
     }
     assert data["final_output"] == EXAMPLE["trajectories"][0]["final_output"]
+    assert data["judge_synthesis_record"]["synthesizer_model_id"] == "silent"
+
+
+def _trajectory(tid: str, status: str | None) -> Trajectory:
+    verification = {"status": status} if status else None
+    return Trajectory.model_validate({"id": tid, "final_output": f"answer of {tid}", "verification": verification})
+
+
+@pytest.mark.parametrize(
+    ("statuses", "ranking", "best", "chosen"),
+    [
+        # The judge's ranking decides among the verified ones.
+        ({"a": "passed", "b": "failed", "c": "passed"}, ["b", "c", "a"], "b", "c"),
+        # Without an analysis: the first verified one.
+        ({"a": "partial", "b": "passed", "c": "passed"}, None, None, "b"),
+        # Nothing verified: the judge's best.
+        ({"a": "failed", "b": None, "c": "unknown"}, ["a", "c", "b"], "c", "c"),
+        # Nothing verified and no analysis: the first.
+        ({"a": "failed", "b": None}, None, None, "a"),
+    ],
+)
+def test_fallback_order(
+    statuses: dict[str, str | None], ranking: list[str] | None, best: str | None, chosen: str
+) -> None:
+    trajectories = [_trajectory(tid, status) for tid, status in statuses.items()]
+    analysis = JudgeAnalysis(ranking=ranking, best_candidate_id=best) if ranking is not None else None
+    picked = best_verified(trajectories)(to_candidates(trajectories), analysis)
+    assert (picked.candidate_id, picked.text) == (chosen, f"answer of {chosen}")
+
+
+def test_fuse_paths_are_matched_literally(router: Any) -> None:
+    body = {"prompt": "x", "trajectories": [{"final_output": "a"}, {"final_output": "b"}]}
+    encoded = httpx2.post(f"{router.url}/v1/fusion/trajectories%3Afuse", json=body)
+    assert encoded.status_code == 200 and encoded.json()["final_output"]
+    for wrong in ("trajectories/fuse", "trajectories", "trajectoriesXfuse", "trajectories:fuse/x"):
+        assert httpx2.post(f"{router.url}/v1/fusion/{wrong}", json=body).status_code == 404, wrong
+    assert httpx2.get(f"{router.url}/v1/fusion/trajectories:fuse").status_code == 405
+
+
+def test_unknown_synthesizer_names_the_allowed_ids(router: Any) -> None:
+    body = {"prompt": "x", "trajectories": [{"final_output": "a"}], "synthesizer_model": "ghost"}
+    response = httpx2.post(f"{router.url}/v1/fusion/trajectories:fuse", json=body)
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == "synthesizer_model"
+    assert "ghost" in error["message"] and "fast, careful, structured" in error["message"]
+
+
+def test_fuse_over_the_wall_clock_budget_times_out(tmp_path: Path, live_server: Any) -> None:
+    endpoints = [mock_endpoint("slow", latency_ms=20_000), mock_endpoint("fast")]
+    config = panel_config(tmp_path, endpoints, judge_model="slow", budget={"wall_clock_s": 0.3})
+    server = live_server(create_app(config))
+    body = {"prompt": "x", "trajectories": [{"final_output": "a"}, {"final_output": "b"}]}
+    response = httpx2.post(f"{server.url}/v1/fusion/trajectories:fuse", json=body, timeout=30)
+    assert response.status_code == 504, response.text
+    assert "budget.wall_clock_s=0.3" in response.json()["error"]["message"]
 
 
 def test_step_answers_as_an_openai_completion(router: Any) -> None:
@@ -155,3 +219,66 @@ def test_step_bad_input_is_400(router: Any) -> None:
         json={"messages": [{"role": "user", "content": "x"}], "trajectories": [{}]},
     )
     assert response.status_code == 400 and response.json()["error"]["param"] == "trajectories[0].final_output"
+
+
+def test_step_streams_text_and_usage_through_the_openai_client(router: Any) -> None:
+    client = openai.OpenAI(base_url=router.url + "/v1", api_key="x", max_retries=0)
+    body = {"messages": [{"role": "user", "content": "Fix the date bug."}], "trajectories": EXAMPLE["trajectories"]}
+    whole = client.post("/fusion/trajectory:step", body=body, cast_to=httpx2.Response).json()
+    stream = client.post(
+        "/fusion/trajectory:step",
+        body={**body, "stream": True, "stream_options": {"include_usage": True}},
+        cast_to=ChatCompletionChunk,
+        stream=True,
+        stream_cls=openai.Stream[ChatCompletionChunk],
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert len({(c.id, c.model) for c in chunks}) == 1
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 3  # token by token
+    assert text == whole["choices"][0]["message"]["content"]
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == whole["usage"]["total_tokens"] > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_empty_step_falls_back_to_the_best_verified_output(silent_router: Any, stream: bool) -> None:
+    body = {
+        **_with_verified_last(),
+        "messages": [{"role": "user", "content": "Fix the date bug."}],
+        "judge_model": "silent",
+        "stream": stream,
+    }
+    del body["prompt"]
+    url = f"{silent_router.url}/v1/fusion/trajectory:step"
+    if stream:
+        with httpx2.stream("POST", url, json=body) as response:
+            frames = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+        text = "".join(f["choices"][0]["delta"].get("content") or "" for f in frames if f["choices"])
+        meta = frames[-1]["fusionkit"]
+    else:
+        data = httpx2.post(url, json=body).json()
+        text, meta = data["choices"][0]["message"]["content"], data["fusionkit"]
+    assert text == EXAMPLE["trajectories"][0]["final_output"]
+    assert meta["decision"] == {
+        "type": "select_candidate",
+        "reason": "empty_synthesis",
+        "selected_candidate_id": "agent-a",
+    }
+    run = httpx2.get(f"{silent_router.url}/v1/fusion/runs/{meta['run_id']}/inspect").json()
+    assert [c["candidate_id"] for c in run["candidates"]] == ["agent-c", "agent-b", "agent-a"]
+
+
+def test_step_tool_choice_must_name_an_offered_tool(router: Any) -> None:
+    body = {
+        "messages": [{"role": "user", "content": "x"}],
+        "trajectories": [{"final_output": "a"}],
+        "tools": [{"name": "run_tests"}],
+        "tool_choice": {"type": "function", "function": {"name": "delete_repo"}},
+    }
+    response = httpx2.post(f"{router.url}/v1/fusion/trajectory:step", json=body)
+    assert response.status_code == 400, response.text
+    assert "'tool_choice' names undefined tool 'delete_repo'" in response.json()["error"]["message"]

@@ -13,8 +13,9 @@ synthesizer's tokens as they arrive (or the single model's), so the HTTP layer c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,16 +85,9 @@ class FusionEngine:
         pauses: ToolPauses | None = None,
     ) -> FusionResult:
         """Execute one run. With `pauses`, members' tool calls pause the run for external results."""
-        budget = self.config.budget
-        deadline = time.monotonic() + budget.wall_clock_s if budget.wall_clock_s else None
-        run = _Run(recorder=recorder, emit=emit, deadline=deadline, pauses=pauses)
-        try:
-            async with asyncio.timeout(budget.wall_clock_s):
-                return await self._run(request, options, run)
-        except TimeoutError:
-            raise timed_out(
-                f"the run exceeded budget.wall_clock_s={budget.wall_clock_s}; outstanding calls were cancelled"
-            ) from None
+        run = _Run(recorder=recorder, emit=emit, deadline=self._deadline(), pauses=pauses)
+        async with self._wall_clock():
+            return await self._run(request, options, run)
 
     async def fuse_answers(
         self,
@@ -107,14 +101,9 @@ class FusionEngine:
         emit: Emit | None = None,
     ) -> FusionResult:
         """Fuse answers produced elsewhere (agent trajectories): judge, synthesize, else fall back to `best`."""
-        run = _Run(recorder=recorder, emit=emit, deadline=None)
-        for candidate in candidates:
-            candidate.artifact_sha256 = await recorder.artifact(candidate.text)
-            await recorder.event(
-                "candidate.recorded",
-                candidate.model_dump(include={"candidate_id", "endpoint_id", "model", "artifact_sha256"}),
-            )
-        async with asyncio.timeout(self.config.budget.wall_clock_s):
+        run = _Run(recorder=recorder, emit=emit, deadline=self._deadline())
+        await self._record_given(recorder, candidates)
+        async with self._wall_clock():
             decision, message, meta = await self._judge_and_synthesize(
                 request, candidates, run, judge_id, synth_id, best
             )
@@ -138,15 +127,44 @@ class FusionEngine:
         recorder: Recorder,
         *,
         model_id: str,
+        best: Callable[[list[Candidate], JudgeAnalysis | None], Candidate] | None = None,
         emit: Emit | None = None,
     ) -> FusionResult:
-        """`model_id` takes the next agent step (text or tool calls) with `candidates` as reference."""
-        run = _Run(recorder=recorder, emit=emit, deadline=None)
-        async with asyncio.timeout(self.config.budget.wall_clock_s):
-            decision, message, meta = await self._agent_step(request, candidates, run, model_id)
+        """`model_id` takes the next agent step (text or tool calls) with `candidates` as reference.
+
+        If it answers nothing, the step is `best`'s answer (default: the first candidate).
+        """
+        run = _Run(recorder=recorder, emit=emit, deadline=self._deadline())
+        await self._record_given(recorder, candidates)
+        async with self._wall_clock():
+            decision, message, meta = await self._agent_step(request, candidates, run, model_id, best)
         return await self._finish(
             run, "step", "step", ["agent step with trajectories as reference"], candidates, decision, message, meta
         )
+
+    def _deadline(self) -> float | None:
+        limit = self.config.budget.wall_clock_s
+        return time.monotonic() + limit if limit else None
+
+    @contextlib.asynccontextmanager
+    async def _wall_clock(self) -> AsyncIterator[None]:
+        """`budget.wall_clock_s` over a whole run: outstanding calls are cancelled and the run times out."""
+        limit = self.config.budget.wall_clock_s
+        try:
+            async with asyncio.timeout(limit):
+                yield
+        except TimeoutError:
+            raise timed_out(f"the run exceeded budget.wall_clock_s={limit}; outstanding calls were cancelled") from None
+
+    @staticmethod
+    async def _record_given(recorder: Recorder, candidates: list[Candidate]) -> None:
+        """Candidates the client gave (trajectories) are recorded like panel answers, so a run shows them."""
+        for candidate in candidates:
+            candidate.artifact_sha256 = await recorder.artifact(candidate.text)
+            await recorder.event(
+                "candidate.recorded",
+                candidate.model_dump(include={"candidate_id", "endpoint_id", "model", "artifact_sha256"}),
+            )
 
     def check(self, request: ChatRequest, options: FusionOptions) -> tuple[str, str, list[str], list[MemberPlan]]:
         """Plan a run without calling anything: (mode, route, route reasons, member plans).
@@ -544,7 +562,12 @@ class FusionEngine:
         return decision, AssistantMessage(content=text), meta
 
     async def _agent_step(
-        self, request: ChatRequest, candidates: list[Candidate], run: _Run, model_id: str
+        self,
+        request: ChatRequest,
+        candidates: list[Candidate],
+        run: _Run,
+        model_id: str,
+        best: Callable[[list[Candidate], JudgeAnalysis | None], Candidate] | None = None,
     ) -> tuple[DecisionInfo, AssistantMessage, dict[str, Any]]:
         """With tools, `model_id` takes the turn itself (text or calls), the candidates as reference."""
         await run.recorder.transition(
@@ -563,8 +586,9 @@ class FusionEngine:
         run.latency_ms["synthesis"] = _ms_since(started)
         message = answered.message
         if not (message.content or "").strip() and not message.tool_calls:
-            await run.recorder.event("synthesis.empty", {"fallback_candidate_id": candidates[0].candidate_id})
-            decision, message, _ = await self._select(run, candidates[0], "empty_synthesis")
+            fallback = best(candidates, None) if best is not None else candidates[0]
+            await run.recorder.event("synthesis.empty", {"fallback_candidate_id": fallback.candidate_id})
+            decision, message, _ = await self._select(run, fallback, "empty_synthesis")
             return decision, message, {"synthesizer_model_id": synth_id}
         await run.recorder.event(
             "synthesis.completed",
