@@ -73,7 +73,11 @@ async def inspect_run(store: RunStore, record: RunRecord, *, pending: dict[str, 
         judge = {**judge, "raw": await _text(store, judge.get("raw_artifact_sha256"))}
     decision = next((e.payload for e in reversed(events) if e.type == "decision"), None)
     verification = next((e.payload for e in events if e.type == "verification.completed"), None)
-    phases = [{"state": e.payload.get("state"), "seq": e.seq, "ts": e.ts} for e in events if e.type == "run.state"]
+    phases = [
+        {"state": e.payload.get("state"), "seq": e.seq, "ts": e.ts}
+        for e in events
+        if e.type in ("run.state", "run.expired")
+    ]
     return {
         **run_summary(record),
         "object": "fusion.run.inspection",
