@@ -1,5 +1,7 @@
 """`fusionkit up`: a small supervisor for one router and its bridges.
 
-Shaped like honcho: `Supervisor` owns the loop; each `Child` runs one process and reports its
-output lines to the `Printer`; time goes through a `Clock` so tests can drive the restart policy.
+Shaped like honcho: `supervisor.Supervisor` owns the loop; each `child.Child` runs one process
+and hands its output lines to the `printer.Printer`; time, signals, spawning, probes and kills go
+through an `env.Env`, so tests drive start-up, crashes, back-off and signals on a fake clock.
+`procs` stops whole process trees, `watchdog` runs inside each child, `state` is `up.json`.
 """

@@ -1,4 +1,10 @@
-"""Ports: free ones for endpoints without a port, and a clear report when a configured one is taken."""
+"""Ports: free ones for endpoints without a port, and a clear report when a configured one is taken.
+
+Configured ports are checked before anything is spawned:
+
+    check_free("127.0.0.1", 8080, "the router (server.port / --port)")   # raises PortInUse, naming the holder
+    port = free_port()
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ __all__ = ["PortInUse", "check_free", "free_port"]
 
 
 class PortInUse(Exception):
-    pass
+    """A configured port is taken; the message names the port, what wanted it and (if psutil can tell) who holds it."""
 
 
 def free_port() -> int:

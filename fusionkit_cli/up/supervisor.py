@@ -1,13 +1,18 @@
 """The `fusionkit up` supervisor: start the bridges, gate on health, start the router, watch, stop.
 
-    supervisor = Supervisor(config, config_path, options)
-    code = supervisor.run()        # blocks until Ctrl-C / SIGTERM / `fusionkit down` or a failure
+    supervisor = Supervisor(config, "panel.yaml", UpOptions(ready_timeout_s=30))
+    code = supervisor.run()   # blocks until Ctrl-C, SIGTERM or `fusionkit down` (0), or a failure (1)
 
-Start: configured ports are checked before anything is spawned; bridges start together; each
-must answer /health before its deadline (a bridge that exits fails the start at once, with its
-last log lines); then the router starts, pointed at the bridges. Watch: a child that dies is
-restarted with exponential backoff; too many restarts in the window and everything stops.
-Stop: the router first, then the bridges, each group SIGTERM, then SIGKILL after a grace period.
+Start: configured ports are checked before anything is spawned; the bridges start together and
+each must answer /health before its deadline (one that exits fails the start at once, with its
+last log lines; one whose automatic port was taken meanwhile moves to another port); then the
+router starts, pointed at the bridges. Watch: a child that dies is restarted after 1 s, 2 s,
+4 s ...; too many restarts in the window and everything stops. Stop: the router first, then the
+bridges, each tree SIGTERM, then SIGKILL after a grace period; a second signal kills at once.
+
+Every spawn happens on the thread that calls `run()` (the main thread under the CLI), because
+PR_SET_PDEATHSIG fires when the spawning *thread* exits. Time, signals, processes and probes go
+through `env`, so tests can drive all of this on a fake clock.
 """
 
 from __future__ import annotations
@@ -17,75 +22,115 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
+from typing import IO
 
-import httpx2
-import psutil
-
+from fusionkit_cli.up import procs
+from fusionkit_cli.up.banner import ready_banner
 from fusionkit_cli.up.child import Child
-from fusionkit_cli.up.clock import Clock, SystemClock
+from fusionkit_cli.up.env import Env, SystemEnv
 from fusionkit_cli.up.policy import RestartPolicy
 from fusionkit_cli.up.ports import PortInUse, check_free, free_port
 from fusionkit_cli.up.printer import LogFile, Printer
-from fusionkit_cli.up.state import ProcessEntry, UpState, remove_state, write_state
+from fusionkit_cli.up.state import STATE_PATH, ProcessEntry, UpState, remove_state, write_state
 from server.config import PanelConfig
 
-__all__ = ["StartFailed", "Supervisor", "UpOptions"]
+__all__ = ["Failure", "Supervisor", "UpOptions"]
 
-POLL_S = 0.05
-STATE_DIR = Path(".fusionkit")
+POLL_S = 0.05  # health polling during start-up: the banner should follow readiness closely
+TICK_S = 0.2  # the supervision loop: how soon a death or a due restart is noticed
+PROGRESS_EVERY_S = 2.0
+PORT_MOVES = 3  # an automatic port taken between choosing and binding it: try this many others
+BRIDGES_PATH = STATE_PATH.parent / "bridges.json"
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
-class StartFailed(Exception):
-    """The stack could not start; the message says which child and why."""
+class Failure(Exception):
+    """The stack could not start, or could not be kept running; the message says which child and why."""
+
+
+class _Stopped(Exception):
+    """A stop was requested while starting."""
 
 
 @dataclass
 class UpOptions:
     host: str = "127.0.0.1"
     port: int | None = None
-    log_dir: Path = STATE_DIR / "logs"
-    colour: bool | None = None
+    log_dir: Path = STATE_PATH.parent / "logs"
+    colour: bool = False
     ready_timeout_s: float = 30.0
     grace_s: float = 5.0
+    insecure_no_auth: bool = False  # passed to the router, which otherwise refuses a non-loopback bind without a key
+    restart_policy: Callable[[], RestartPolicy] = field(default=RestartPolicy)
 
 
 class Supervisor:
-    def __init__(self, config: PanelConfig, config_path: str, options: UpOptions, clock: Clock | None = None) -> None:
+    """Owns one stack's life: plans ports, starts and gates children, restarts the fallen, stops all."""
+
+    def __init__(
+        self,
+        config: PanelConfig,
+        config_path: str,
+        options: UpOptions,
+        env: Env | None = None,
+        out: IO[str] | None = None,
+    ) -> None:
         self.config = config
         self.config_path = str(Path(config_path).resolve())
         self.options = options
-        self.clock = clock or SystemClock()
-        names = [e.id for e in config.endpoints] + ["router"]
-        self.printer = Printer(max(len(n) for n in names), colour=options.colour)
+        self.env: Env = env or SystemEnv()
+        width = max(len(name) for name in [*(e.id for e in config.endpoints), "router"])
+        self.printer = Printer(width, colour=options.colour, out=out)
         self.router_port = options.port or config.server.port
-        self.base_url = (
-            f"http://{'127.0.0.1' if options.host in ('0.0.0.0', '::') else options.host}:{self.router_port}"
-        )
+        self._reach = "127.0.0.1" if options.host in WILDCARD_HOSTS else options.host  # where clients find it
         self.bridges: list[Child] = []
         self.router: Child | None = None
         self.policies: dict[str, RestartPolicy] = {}
-        self.pending_restarts: dict[str, float] = {}
+        self.restart_due: dict[str, float] = {}
         self.stop_requested = False
         self.stop_signal: str | None = None
+        self.hurry = False
         self.started_at = time.time()
-        self._death_read, self._death_write = os.pipe()
-        self._http = httpx2.Client()
+        self._ports_taken: set[int] = {self.router_port}
+        self._death_read, self._death_write = os.pipe()  # the write end is ours alone (not inheritable)
+
+    @property
+    def base_url(self) -> str:
+        assert self.router is not None, "known once the ports are planned"
+        return self.router.url
 
     # -- signals ----------------------------------------------------------------------------------
 
-    def _on_signal(self, signum: int, _: FrameType | None) -> None:
-        # Only flags here: the handler runs between any two bytecodes of the main thread, which may be
-        # holding the printer's lock, so printing from here could deadlock.
+    def _on_signal(self, signum: int) -> None:
+        # Flags and kill syscalls only: the handler runs between two bytecodes of the main thread,
+        # which may hold the printer's lock, so printing from here could deadlock.
         if self.stop_requested:
-            self.options.grace_s = 0  # a second Ctrl-C: no more grace
-            raise KeyboardInterrupt
+            self.hurry = True  # a second Ctrl-C: no more grace
+            live = [c.proc.pid for c in self._children() if c.proc is not None and c.proc.returncode is None]
+            self.env.kill_now(live)
+            return
         self.stop_requested = True
         self.stop_signal = signal.Signals(signum).name
 
     # -- start ------------------------------------------------------------------------------------
+
+    def _free_port(self) -> int:
+        port = free_port()
+        while port in self._ports_taken:
+            port = free_port()
+        self._ports_taken.add(port)
+        return port
+
+    def _child(
+        self, name: str, kind: str, command: list[str], port: int, description: str, *, auto_port: bool = False
+    ) -> Child:
+        self.policies[name] = self.options.restart_policy()
+        log = LogFile(self.options.log_dir / f"{name}.log")
+        host = self._reach if kind == "router" else "127.0.0.1"
+        return Child(name, kind, command, port, self.printer, log, description, host=host, auto_port=auto_port)
 
     def _plan(self) -> None:
         """Ports first: a configured port in use is reported before anything is spawned."""
@@ -93,208 +138,193 @@ class Supervisor:
         for endpoint in self.config.endpoints:
             if endpoint.port is not None:
                 check_free("127.0.0.1", endpoint.port, f"endpoint '{endpoint.id}' (endpoints[].port)")
+                self._ports_taken.add(endpoint.port)
+        python = [sys.executable, "-m", "fusionkit_cli.main"]
         for endpoint in self.config.endpoints:
-            port = endpoint.port or free_port()
-            args = [
-                sys.executable,
-                "-m",
-                "fusionkit_cli.main",
-                "serve-endpoint",
-                "--config",
-                self.config_path,
-                "--endpoint",
-                endpoint.id,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ]
-            self.bridges.append(self._child(endpoint.id, args, port, "bridge", f"{endpoint.provider}/{endpoint.model}"))
-        bridges_file = STATE_DIR / "bridges.json"
-        bridges_file.parent.mkdir(parents=True, exist_ok=True)
-        bridges_file.write_text(json.dumps({c.name: c.url for c in self.bridges}, indent=2))
-        args = [
-            sys.executable,
-            "-m",
-            "fusionkit_cli.main",
-            "serve",
-            "--config",
-            self.config_path,
-            "--bridges",
-            str(bridges_file.resolve()),
-            "--host",
-            self.options.host,
-            "--port",
-            str(self.router_port),
-        ]
-        self.router = self._child("router", args, self.router_port, "router", "fusion router")
-        self.router.url = self.base_url
-
-    def _child(self, name: str, args: list[str], port: int, kind: str, description: str) -> Child:
-        log = LogFile(self.options.log_dir / f"{name}.log")
-        self.policies[name] = RestartPolicy()
-        return Child(
-            name=name,
-            args=args,
-            url=f"http://127.0.0.1:{port}",
-            printer=self.printer,
-            log=log,
-            death_fd=self._death_read,
-            kind=kind,
-            port=port,
-            description=description,
-        )
-
-    def _await_healthy(self, children: list[Child]) -> None:
-        started = self.clock.now()
-        waiting = list(children)
-        while waiting:
-            if self.stop_requested:
-                raise StartFailed("stopped during start-up")
-            for child in list(waiting):
-                code = child.exit_code()
-                if code is not None:
-                    raise StartFailed(self._failure(child, f"exited with status {code} during start-up"))
-                if child.healthy(self._http):
-                    waiting.remove(child)
-                    elapsed = self.clock.now() - started
-                    self.printer.say(
-                        f"  ready  {child.name:<{self.printer.width}}  {child.description:<28} "
-                        f"port {child.port}  in {elapsed:.2f}s"
-                    )
-            if self.clock.now() - started > self.options.ready_timeout_s:
-                child = waiting[0]
-                raise StartFailed(
-                    self._failure(child, f"not healthy after {self.options.ready_timeout_s:.0f}s (--ready-timeout)")
+            command = [*python, "serve-endpoint", "--config", self.config_path, "--endpoint", endpoint.id]
+            self.bridges.append(
+                self._child(
+                    endpoint.id,
+                    "bridge",
+                    [*command, "--host", "127.0.0.1"],
+                    endpoint.port or self._free_port(),
+                    f"{endpoint.provider}/{endpoint.model}",
+                    auto_port=endpoint.port is None,
                 )
-            self.clock.sleep(POLL_S)
-
-    @staticmethod
-    def _failure(child: Child, what: str) -> str:
-        lines = "\n".join(f"    {line}" for line in child.log.tail(20)) or "    (no output)"
-        return f"{child.kind} '{child.name}' {what}. Last log lines ({child.log.path}):\n{lines}"
+            )
+        bridges = str(BRIDGES_PATH.resolve())
+        command = [*python, "serve", "--config", self.config_path, "--bridges", bridges, "--host", self.options.host]
+        if self.options.insecure_no_auth:
+            command.append("--insecure-no-auth")
+        self.router = self._child("router", "router", command, self.router_port, "fusion router")
 
     def start(self) -> None:
         self._plan()
+        assert self.router is not None
         self.printer.say(f"fusionkit up: {len(self.bridges)} bridges for {self.config_path}")
         for child in self.bridges:
-            child.spawn()
+            child.spawn(self.env, self._death_read)
         self._write_state()
         self._await_healthy(self.bridges)
-        assert self.router is not None
-        self.router.spawn()
+        BRIDGES_PATH.write_text(json.dumps({child.name: child.url for child in self.bridges}, indent=2))
+        self.router.spawn(self.env, self._death_read)
         self._write_state()
         self._await_healthy([self.router])
-        self.printer.say(self._banner())
+        self.printer.say(ready_banner(self.base_url, self.config, self.options.log_dir))
 
-    def _banner(self) -> str:
-        models = [
-            "fusionkit/panel",
-            "fusionkit/router",
-            "fusionkit/self",
-            "fusionkit/single",
-            *(e.id for e in self.config.endpoints),
-        ]
-        mocks = [e.id for e in self.config.endpoints if e.is_mock]
-        lines = [
-            "",
-            f"FusionKit is ready at {self.base_url}/v1",
-            f"  models: {', '.join(models)}",
-        ]
-        if mocks:
-            lines.append(f"  note: {', '.join(mocks)} are OFFLINE MOCK models (provider 'mock')")
-        lines += [
-            "",
-            "  curl:",
-            f"    curl -s {self.base_url}/v1/chat/completions -H 'Content-Type: application/json' \\",
-            '      -d \'{"model": "fusionkit/panel", "messages": [{"role": "user", "content": "Hello"}]}\'',
-            "",
-            "  python:",
-            "    from openai import OpenAI",
-            f'    client = OpenAI(base_url="{self.base_url}/v1", api_key="unused")',
-            '    client.chat.completions.create(model="fusionkit/panel", '
-            'messages=[{"role": "user", "content": "Hello"}])',
-            "",
-            f"  logs: {self.options.log_dir}/<name>.log    status: fusionkit status    stop: Ctrl-C or fusionkit down",
-            "",
-        ]
-        return "\n".join(lines)
+    def _await_healthy(self, children: list[Child]) -> None:
+        waiting = list(children)
+        next_progress = self.env.now() + PROGRESS_EVERY_S
+        while waiting:
+            if self.stop_requested:
+                raise _Stopped
+            now = self.env.now()
+            for child in list(waiting):
+                code = child.exit_code()
+                if code is not None:
+                    if self._moved_port(child):
+                        continue
+                    what = f"exited with status {code} during start-up"
+                    raise Failure(f"{child.kind} '{child.name}' {what}; {child.tail()}")
+                if self.env.probe(child.url):
+                    waiting.remove(child)
+                    child.healthy_at = now
+                    self.printer.say(
+                        f"  ready    {child.name:<{self.printer.width}}  {child.description:<28}  "
+                        f"port {child.port:<5}  in {now - child.spawned_at:.2f}s"
+                    )
+                elif now - child.spawned_at > self.options.ready_timeout_s:
+                    raise Failure(
+                        f"{child.kind} '{child.name}' was not healthy after {self.options.ready_timeout_s:g}s "
+                        f"(--ready-timeout; it was still running, and was stopped); {child.tail()}"
+                    )
+            if waiting and now >= next_progress:
+                next_progress = now + PROGRESS_EVERY_S
+                for child in waiting:
+                    self.printer.say(
+                        f"  waiting  {child.name:<{self.printer.width}}  {now - child.spawned_at:.1f}s  "
+                        f"{child.last_line[-100:] or '(no output yet)'}"
+                    )
+            if waiting:
+                self.env.sleep(POLL_S)
+
+    def _moved_port(self, child: Child) -> bool:
+        """An automatic port someone took between our choosing it and the child binding it: move."""
+        child.drain()
+        if not child.auto_port or child.restarts >= PORT_MOVES:
+            return False
+        if not any("address already in use" in line.lower() for line in child.recent):
+            return False
+        old, child.port = child.port, self._free_port()
+        child.restarts += 1
+        self.printer.say(f"  port {old} for {child.name} was taken meanwhile; trying port {child.port}")
+        child.spawn(self.env, self._death_read)
+        self._write_state()
+        return True
 
     # -- watch ------------------------------------------------------------------------------------
 
     def _children(self) -> list[Child]:
-        return [*self.bridges, *([self.router] if self.router else [])]
+        return [*self.bridges, *([self.router] if self.router is not None else [])]
 
     def watch(self) -> None:
         while not self.stop_requested:
-            now = self.clock.now()
+            now = self.env.now()
             for child in self._children():
-                if child.name in self.pending_restarts:
-                    if now >= self.pending_restarts[child.name]:
-                        del self.pending_restarts[child.name]
-                        child.restarts += 1
-                        self.printer.say(f"restarting {child.name} (restart {child.restarts})")
-                        child.spawn()
-                        self._write_state()
-                    continue
-                code = child.exit_code()
-                if code is None or child.expected_exit:
-                    continue
-                delay = self.policies[child.name].next_delay(now)
-                if delay is None:
-                    policy = self.policies[child.name]
-                    raise StartFailed(
-                        self._failure(
-                            child,
-                            f"exited with status {code} and was restarted {policy.max_restarts} times in "
-                            f"{policy.window_s:.0f}s; giving up",
-                        )
-                    )
-                self.printer.say(f"{child.kind} '{child.name}' exited with status {code}; restarting in {delay:.0f}s")
-                self.pending_restarts[child.name] = now + delay
-            self.clock.sleep(0.2)
+                self._check(child, now)
+            self.env.sleep(TICK_S)
+
+    def _check(self, child: Child, now: float) -> None:
+        due = self.restart_due.get(child.name)
+        if due is not None:
+            if now >= due:
+                del self.restart_due[child.name]
+                child.restarts += 1
+                self.printer.say(f"restarting {child.name} (restart {child.restarts})")
+                child.spawn(self.env, self._death_read)
+                self._write_state()
+            return
+        code = child.exit_code()
+        if code is not None:
+            self._schedule_restart(child, now, f"exited with status {code}")
+            return
+        policy = self.policies[child.name]
+        if child.healthy_at is None:
+            if self.env.probe(child.url):
+                child.healthy_at = now
+                self.printer.say(
+                    f"{child.kind} '{child.name}' is healthy again ({now - child.spawned_at:.1f}s after restart "
+                    f"{child.restarts})"
+                )
+            elif now - child.spawned_at > self.options.ready_timeout_s:
+                assert child.pid is not None
+                self.env.stop([child.pid], self.options.grace_s)
+                child.exit_code()  # reap it
+                self._schedule_restart(child, now, f"was not healthy {self.options.ready_timeout_s:g}s after a restart")
+        elif policy.step and now - child.healthy_at >= policy.stable_s:
+            policy.stable()
+            self.printer.say(f"{child.name} stayed healthy for {policy.stable_s:g}s; its restart back-off starts over")
+
+    def _schedule_restart(self, child: Child, now: float, why: str) -> None:
+        policy = self.policies[child.name]
+        delay = policy.next_delay(now)
+        if delay is None:
+            raise Failure(
+                f"{child.kind} '{child.name}' {why}; restarted {policy.max_restarts} times in "
+                f"{policy.window_s:g}s; giving up and stopping everything; {child.tail()}"
+            )
+        self.printer.say(f"{child.kind} '{child.name}' {why}; restarting in {delay:g}s")
+        self.restart_due[child.name] = now + delay
 
     # -- stop -------------------------------------------------------------------------------------
 
+    def _live_pids(self, children: list[Child]) -> list[int]:
+        return [child.proc.pid for child in children if child.proc is not None and child.exit_code() is None]
+
     def stop(self) -> None:
         if self.stop_signal:
-            self.printer.say(f"\n{self.stop_signal} received: stopping (router first, then bridges)")
-        for child in [*([self.router] if self.router else []), *self.bridges]:
-            child.stop(self.options.grace_s)
+            self.printer.say(f"{self.stop_signal} received: stopping the router, then the bridges")
+        for group in ([self.router] if self.router is not None else [], self.bridges):
+            pids = self._live_pids(group)
+            if pids:
+                self.env.stop(pids, 0 if self.hurry else self.options.grace_s)
         for child in self._children():
+            child.exit_code()  # reap
+            child.drain()
             child.log.close()
         remove_state()
         os.close(self._death_write)
         os.close(self._death_read)
-        self._http.close()
 
     def _write_state(self) -> None:
-        me = psutil.Process()
         entries = []
         for child in self._children():
-            if child.proc is None or child.pid is None:
-                continue
-            try:
-                created = psutil.Process(child.pid).create_time()
-            except psutil.NoSuchProcess:
+            # A child waiting for its restart stays listed: `status` shows it down, by its last pid.
+            if child.proc is None or child.identity is None:
                 continue
             entries.append(
                 ProcessEntry(
                     name=child.name,
                     kind=child.kind,
-                    pid=child.pid,
-                    create_time=created,
+                    pid=child.proc.pid,
+                    pgid=child.identity[1],
+                    create_time=child.identity[0],
                     port=child.port,
                     url=child.url,
                     restarts=child.restarts,
                 )
             )
+        me = procs.identity(os.getpid())
+        assert me is not None
         write_state(
             UpState(
                 config=self.config_path,
                 started_at=self.started_at,
                 base_url=self.base_url,
-                supervisor=ProcessEntry(name="supervisor", kind="supervisor", pid=me.pid, create_time=me.create_time()),
+                log_dir=str(self.options.log_dir),
+                supervisor=ProcessEntry(
+                    name="supervisor", kind="supervisor", pid=os.getpid(), pgid=me[1], create_time=me[0]
+                ),
                 children=entries,
             )
         )
@@ -303,26 +333,21 @@ class Supervisor:
 
     def run(self) -> int:
         """0 after a requested stop, 1 after a failure; everything started is stopped either way."""
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        code = 0
+        restore = self.env.on_signals(self._on_signal)
+        code = 1  # until proven otherwise: an unexpected error is a failure too
         try:
             self.start()
             self.watch()
-        except PortInUse as exc:
-            self.printer.say(f"error: {exc}")
-            code = 1
-        except StartFailed as exc:
-            if not self.stop_requested:
-                self.printer.say(f"error: {exc}")
-                code = 1
-        except KeyboardInterrupt:
             code = 0
+        except _Stopped:
+            code = 0
+        except (PortInUse, Failure) as exc:
+            self.printer.say(f"error: {exc}")
         finally:
             try:
                 self.stop()
             finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-        if code == 0:
-            self.printer.say("fusionkit up: stopped")
+                restore()
+                self.printer.say("fusionkit up: stopped" if code == 0 else "fusionkit up: stopped after a failure")
+                self.printer.close()
         return code
