@@ -71,7 +71,10 @@ def run_server(app: Any, host: str, port: int) -> None:
     from fusionkit_cli.up.watchdog import start_watchdog
 
     start_watchdog()  # a no-op unless started by `fusionkit up`
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    # A bounded graceful stop: an open stream must not hold SIGTERM up until the supervisor SIGKILLs.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3
+    )
     server = uvicorn.Server(config)
     server.run()
     if not server.started:
