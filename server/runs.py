@@ -26,7 +26,7 @@ from server.engine import FusionEngine, FusionResult
 from server.engine.engine import Emit
 from server.engine.pauses import ToolPauses, ToolResult
 from server.protocol import FusionOptions
-from server.store import IdempotencyConflict, RunRecord, RunStore, new_run_id
+from server.store import TERMINAL_STATES, IdempotencyConflict, RunRecord, RunStore, new_run_id
 
 __all__ = ["RunRecorder", "RunService"]
 
@@ -43,7 +43,13 @@ _COMPONENT: dict[str, Component] = {
 
 
 class RunRecorder:
-    """Records one run: every call appends to the store and, when tracing is on, emits a trace event."""
+    """Records one run in the store and, when tracing is on, as trace events.
+
+    The recorder owns its run's event numbering (seq 1 is the store's `run.created`), so events and
+    intermediate states are queued without waiting: they are written in order with the store's next
+    batch, and the engine never waits on SQLite between model calls. Ending states are awaited: a
+    run is not reported finished before its end is on disk.
+    """
 
     def __init__(self, store: RunStore, tracer: TraceEmitter, run_id: str, trace_id: str) -> None:
         self.store = store
@@ -51,7 +57,7 @@ class RunRecorder:
         self.run_id = run_id
         self.trace_id = trace_id
         self.root_span = new_span_id()
-        self.cursor = 1
+        self.seq = 1
 
     async def transition(
         self,
@@ -60,19 +66,29 @@ class RunRecorder:
         summary: dict[str, Any] | None = None,
         terminal_reason: str | None = None,
     ) -> int:
-        self.cursor = await self.store.transition(
-            self.run_id, state, payload=payload, summary_update=summary, terminal_reason=terminal_reason
-        )
+        self.seq += 1
+        if state in TERMINAL_STATES or summary is not None or terminal_reason is not None:
+            await self.store.transition(
+                self.run_id,
+                state,
+                payload=payload,
+                summary_update=summary,
+                terminal_reason=terminal_reason,
+                seq=self.seq,
+            )
+        else:
+            self.store.record_transition(self.run_id, self.seq, state, payload)
         self._trace("run.state", {"state": state, **(payload or {})})
-        return self.cursor
+        return self.seq
 
     async def event(self, type: str, payload: dict[str, Any]) -> int:
-        self.cursor = await self.store.append_event(self.run_id, type, payload)
+        self.seq += 1
+        self.store.record_event(self.run_id, self.seq, type, payload)
         self._trace(type, payload)
-        return self.cursor
+        return self.seq
 
     async def artifact(self, content: str, media_type: str = "text/plain") -> str:
-        return await self.store.put_artifact(content, media_type, run_id=self.run_id)
+        return self.store.record_artifact(content, media_type, self.run_id)
 
     def _trace(self, type: str, payload: dict[str, Any]) -> None:
         if not self.tracer.enabled:

@@ -274,6 +274,71 @@ async def test_prune_removes_old_finished_runs_and_the_artifacts_only_they_used(
     assert await store.prune(older_than_days=1) == 0
 
 
+async def test_queued_writes_keep_their_order_and_reads_see_them(store: RunStore) -> None:
+    run_id = await new_run(store)
+    payload = {"i": 0}
+    store.record_event(run_id, 2, "model_call.started", payload)
+    payload["i"] = 99  # recorded as it was when queued, not as it is when written
+    sha = store.record_artifact("candidate text", "text/plain", run_id)
+    store.record_transition(run_id, 3, "judging", {"candidates": 1})
+    store.record_event(run_id, 4, "judge.completed", {"artifact_sha256": sha})
+    # Nothing awaited yet: this read queues behind the writes and sees every one of them.
+    events = await store.events(run_id)
+    assert [(e.seq, e.type) for e in events] == [
+        (1, "run.created"),
+        (2, "model_call.started"),
+        (3, "run.state"),
+        (4, "judge.completed"),
+    ]
+    assert events[1].payload == {"i": 0}
+    assert events[2].payload == {"state": "judging", "candidates": 1}
+    record = await store.get_run(run_id)
+    artifact = await store.get_artifact(sha)
+    assert record is not None and record.state == "judging"
+    assert artifact is not None and artifact.content == b"candidate text"
+
+
+async def test_a_failing_queued_write_undoes_only_itself_and_is_logged(
+    store: RunStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_id, stranger = await new_run(store), new_run_id()
+    # Queued in one turn of the event loop, so written as one batch in one transaction.
+    store.record_event(run_id, 2, "first", {})
+    store.record_event(stranger, 2, "lost", {})  # no such run
+    store.record_event(run_id, 2, "duplicate", {})  # seq 2 is taken by then
+    store.record_transition(run_id, 3, "judging")
+    store.record_transition(run_id, 3, "cancelled")  # its state change goes with its refused event
+    awaited = store.append_event(stranger, "awaited", {})
+    with pytest.raises(UnknownRun):
+        await awaited
+    assert [(e.seq, e.type) for e in await store.events(run_id)] == [(1, "run.created"), (2, "first"), (3, "run.state")]
+    record = await store.get_run(run_id)
+    assert record is not None and record.state == "judging"
+    logged = [r.getMessage() for r in caplog.records if r.name == "fusionkit.store"]
+    assert len(logged) == 3, logged
+    assert f"event 2 of {stranger} was not recorded: UnknownRun" in logged[0]
+    assert f"event 2 of {run_id} was not recorded: IntegrityError" in logged[1]
+    assert f"state 'cancelled' (event 3) of {run_id} was not recorded: IntegrityError" in logged[2]
+
+
+async def test_closing_writes_what_was_queued_and_a_cancelled_caller_does_not_undo_its_write(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite3"
+    store = RunStore(path)
+    run_id = await new_run(store)
+    store.record_event(run_id, 2, "queued", {})
+    cancelled = asyncio.ensure_future(store.transition(run_id, "completed", terminal_reason="completed"))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await store.close()
+    with pytest.raises(StoreClosed):
+        store.record_event(run_id, 4, "too late", {})
+    async with RunStore(path) as reopened:
+        record = await reopened.get_run(run_id)
+        assert [e.type for e in await reopened.events(run_id)] == ["run.created", "queued", "run.state"]
+    assert cancelled.cancelled()
+    assert record is not None and record.state == "completed"
+
+
 async def test_a_closed_store_says_so(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "runs.sqlite3")
     await store.close()
@@ -288,7 +353,7 @@ CRASHING_WRITER = textwrap.dedent(
     from server.store import RunStore
 
     class Exploder:
-        # json.dumps(default=str) calls this inside the transaction, after the run row was updated.
+        # json.dumps(default=str) calls this inside the transaction, after the batch's first writes.
         def __str__(self):
             os._exit(1)
 
@@ -298,7 +363,10 @@ CRASHING_WRITER = textwrap.dedent(
         await store.transition(run_id, "generating")
         for i in range(5):
             await store.append_event(run_id, "model_call.started", {"i": i})
-        await store.transition(run_id, "judging", payload={"boom": Exploder()})
+        # One batch: two queued events are written, then the summary's encoding kills the process.
+        store.record_event(run_id, 8, "model_call.completed", {"i": 0})
+        store.record_event(run_id, 9, "model_call.completed", {"i": 1})
+        await store.transition(run_id, "judging", summary_update={"boom": Exploder()})
 
     asyncio.run(main(sys.argv[1], sys.argv[2]))
     """
@@ -316,7 +384,7 @@ async def test_a_writer_killed_mid_transaction_leaves_a_consistent_store(tmp_pat
         with raw(path) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         record = await store.get_run(run_id)
-        # The half-done transition left nothing: neither its state nor its event.
+        # The half-done batch left nothing: neither the queued events nor the transition's state and event.
         assert record is not None and record.state == "generating"
         assert [e.seq for e in await store.events(run_id)] == list(range(1, 8))
         assert await store.expire_unfinished() == 1
