@@ -6,6 +6,11 @@
 
 One `AsyncOpenAI` client (one connection pool) per adapter. The SDK's own retries are off: the
 router retries with its own deadline, and a bridge must report an upstream failure as it is.
+The request body is already OpenAI's wire format, so it goes out through the SDK's generic
+`client.post("/chat/completions", body=...)`, which sends it as it is: `chat.completions.create`
+would first walk every message against the SDK's TypedDicts, about half of a bridge's CPU per
+request (docs/benchmarks.md). Auth, base URL, timeouts, the SSE reader and the error types are
+the SDK's either way.
 OpenAI-compatible servers (vLLM, llama.cpp, Ollama, ...) differ in small ways, so their answers
 are brought to the ChatAdapter contract here: tool-call deltas re-shaped, finish reasons mapped,
 usage totals computed. Nothing is invented: a stream without a finish reason stays one.
@@ -29,9 +34,6 @@ from bridge.errors import APIError, from_openai_status, timed_out, upstream_fail
 from bridge.protocol import ChatCompletion, ChatCompletionChunk, ChatRequest, Usage
 
 __all__ = ["OpenAIAdapter", "map_openai_error"]
-
-# `model`, `messages` and `stream` are named arguments of the SDK call; everything else rides in extra_body.
-_NAMED = {"model", "messages", "stream"}
 
 # Finish reasons OpenAI-compatible servers send, in OpenAI's four words. Anything else (vLLM's
 # "abort", for one) means the generation did not end normally and is reported as a failure.
@@ -69,10 +71,10 @@ class OpenAIAdapter:
 
     async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(
-                **self._arguments(request, ctx, stream=False)
+            # cast_to=object: the SDK hands back the decoded JSON, checked here against the contract.
+            data = await self._client.post(
+                "/chat/completions", cast_to=object, body=self._body(request, stream=False), options=_options(ctx)
             )
-            data = raw.http_response.json()
         except openai.OpenAIError as exc:
             raise map_openai_error(exc, self.base_url, secret=self._secret) from None
         except ValueError:
@@ -83,36 +85,45 @@ class OpenAIAdapter:
         shaper = _ChunkShaper()
         started = False
         try:
-            upstream = await self._client.chat.completions.create(
-                stream=True, **self._arguments(request, ctx, stream=True)
+            upstream = await self._client.post(
+                "/chat/completions",
+                cast_to=object,
+                body=self._body(request, stream=True),
+                options=_options(ctx),
+                stream=True,
+                stream_cls=openai.AsyncStream[object],
             )
             started = True
             async with upstream:
                 async for chunk in upstream:
-                    for out in shaper.translate(chunk.to_dict()):
+                    for out in shaper.translate(chunk):
                         yield out
         except openai.OpenAIError as exc:
             raise map_openai_error(exc, self.base_url, secret=self._secret, mid_stream=started) from None
         except ValueError:  # a frame that is not JSON (from the SDK) or not a chunk (ValidationError)
             raise upstream_failure(f"upstream at {self.base_url} sent a malformed stream chunk") from None
 
-    def _arguments(self, request: ChatRequest, ctx: CallContext, *, stream: bool) -> dict[str, Any]:
-        body = request.upstream_dict()
-        extra = {k: v for k, v in body.items() if k not in _NAMED}
+    def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        body = {**request.upstream_dict(), "model": self.model}
         if stream:
+            body["stream"] = True
             # Always ask for usage upstream; the bridge decides whether the client sees it.
-            extra["stream_options"] = {**extra.get("stream_options", {}), "include_usage": True}
+            body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
         else:
-            extra.pop("stream_options", None)
-        arguments: dict[str, Any] = {
-            "model": self.model,
-            "messages": body["messages"],
-            "extra_body": extra,
-            "extra_headers": ctx.trace_headers() or None,
-        }
-        if ctx.timeout_s is not None:
-            arguments["timeout"] = ctx.timeout_s
-        return arguments
+            # As the SDK's create() does: a non-streaming request does not mention streaming at all.
+            body.pop("stream", None)
+            body.pop("stream_options", None)
+        return body
+
+
+def _options(ctx: CallContext) -> openai.RequestOptions:
+    options: openai.RequestOptions = {}
+    headers = ctx.trace_headers()
+    if headers:
+        options["headers"] = headers
+    if ctx.timeout_s is not None:
+        options["timeout"] = ctx.timeout_s
+    return options
 
 
 def _completion(data: object, base_url: str) -> ChatCompletion:
@@ -185,7 +196,7 @@ class _ChunkShaper:
     def __init__(self) -> None:
         self._ids: dict[int, str] = {}  # index -> call id, for every call whose head was sent
 
-    def translate(self, data: dict[str, Any]) -> Iterator[ChatCompletionChunk]:
+    def translate(self, data: object) -> Iterator[ChatCompletionChunk]:
         """The contract's chunks for one upstream chunk; raises ValidationError for one of the wrong shape."""
         chunk = _UpstreamChunk.model_validate(data)
         for choice in chunk.choices:
