@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.errors import APIError, bad_request, error_body, key_path
+from bridge.protocol import InvalidParam
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -50,7 +51,9 @@ def validation_error(exc: ValidationError | RequestValidationError) -> APIError:
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     loc = tuple(p for p in first.get("loc", ()) if p not in ("body", "function-after[_check_role_fields()]"))
-    param = key_path(loc) or None
+    ctx = first.get("ctx")
+    cause = ctx.get("error") if isinstance(ctx, dict) else None
+    param = key_path(loc) or (cause.param if isinstance(cause, InvalidParam) else None)
     msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return bad_request(f"{param + ': ' if param else ''}{msg}{more}", param=param, code="invalid_request")

@@ -26,6 +26,7 @@ __all__ = [
     "FunctionCall",
     "FunctionCallDelta",
     "FunctionDefinition",
+    "InvalidParam",
     "ModelCard",
     "ModelList",
     "ResponseFormat",
@@ -50,6 +51,14 @@ def new_completion_id() -> str:
 
 def now() -> int:
     return int(time.time())
+
+
+class InvalidParam(ValueError):
+    """A check across fields that names the request field at fault, for the error's `param`."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class _Wire(BaseModel):
@@ -158,13 +167,15 @@ class ChatRequest(_Wire):
     @model_validator(mode="after")
     def _check_consistency(self) -> ChatRequest:
         if self.stream_options is not None and not self.stream:
-            raise ValueError("'stream_options' is only allowed when 'stream' is true")
+            raise InvalidParam("stream_options", "'stream_options' is only allowed when 'stream' is true")
         if self.tool_choice is not None and self.tool_choice != "none" and not self.tools:
-            raise ValueError("'tool_choice' needs 'tools'")
+            raise InvalidParam("tool_choice", "'tool_choice' needs 'tools'")
         if isinstance(self.tool_choice, NamedToolChoice):
             names = {tool.function.name for tool in self.tools or []}
             if self.tool_choice.function.name not in names:
-                raise ValueError(f"'tool_choice' names undefined tool '{self.tool_choice.function.name}'")
+                raise InvalidParam(
+                    "tool_choice", f"'tool_choice' names undefined tool '{self.tool_choice.function.name}'"
+                )
         return self
 
     @property

@@ -9,9 +9,9 @@ import click
 
 from fusionkit_cli.common import (
     BadInput,
-    is_loopback,
     load_config_or_exit,
     log_format_option,
+    refuse_open_bind,
     run_server,
     setup_logging,
 )
@@ -42,8 +42,7 @@ def serve(
     """Run the fusion router (OpenAI-compatible) for the panel in CONFIG."""
     config = load_config_or_exit(config_path)
     host = host or config.server.host
-    if not is_loopback(host) and not config.server.api_key_env and not insecure_no_auth:
-        raise BadInput(f"refusing to bind {host} without auth: set server.api_key_env, or pass --insecure-no-auth")
+    refuse_open_bind(host, config, insecure_no_auth)
     bridges = _read_bridges(bridges_path, [e.id for e in config.endpoints]) if bridges_path else None
     setup_logging(log_format)
     from server.app import create_app

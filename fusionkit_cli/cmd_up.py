@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from fusionkit_cli.common import load_config_or_exit
+from fusionkit_cli.common import load_config_or_exit, refuse_open_bind
 from fusionkit_cli.up.env import probe_health
 from fusionkit_cli.up.printer import use_colour
 from fusionkit_cli.up.state import UpState, is_ours, read_state, remove_state, stop_leftovers
@@ -44,9 +44,12 @@ def up(
 ) -> None:
     """Start one bridge per endpoint of CONFIG and the fusion router; supervise until Ctrl-C."""
     config = load_config_or_exit(config_path)
+    host = host or config.server.host
+    # The router would refuse too, but only after every bridge had started: say it before anything does.
+    refuse_open_bind(host, config, insecure_no_auth)
     _clear_previous(read_state())
     options = UpOptions(
-        host=host or config.server.host,
+        host=host,
         port=port,
         log_dir=Path(log_dir),
         colour=use_colour(sys.stdout, no_color),

@@ -13,7 +13,15 @@ import click
 from fusionkit_cli.config_loader import ConfigError, load_config
 from server.config import PanelConfig
 
-__all__ = ["BadInput", "is_loopback", "load_config_or_exit", "log_format_option", "run_server", "setup_logging"]
+__all__ = [
+    "BadInput",
+    "is_loopback",
+    "load_config_or_exit",
+    "log_format_option",
+    "refuse_open_bind",
+    "run_server",
+    "setup_logging",
+]
 
 
 class BadInput(click.ClickException):
@@ -23,6 +31,12 @@ class BadInput(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
+
+
+def refuse_open_bind(host: str, config: PanelConfig, insecure_no_auth: bool) -> None:
+    """A router on a non-loopback address needs a key (server.api_key_env) or an explicit opt-out."""
+    if not is_loopback(host) and not config.server.api_key_env and not insecure_no_auth:
+        raise BadInput(f"refusing to bind {host} without auth: set server.api_key_env, or pass --insecure-no-auth")
 
 
 def load_config_or_exit(path: str | Path) -> PanelConfig:

@@ -209,8 +209,11 @@ def test_mock_failures_are_502s(live_server: Any) -> None:
         (json.dumps({"model": "m"}).encode(), "messages"),
         (json.dumps({"model": "m", "messages": []}).encode(), "messages"),
         (json.dumps({"model": "m", "messages": [{"role": "tool", "content": "x"}]}).encode(), "messages[0]"),
-        (json.dumps({"model": "m", "messages": ASK, "stream_options": {"include_usage": True}}).encode(), None),
-        (json.dumps({"model": "m", "messages": ASK, "tool_choice": "auto"}).encode(), None),
+        (
+            json.dumps({"model": "m", "messages": ASK, "stream_options": {"include_usage": True}}).encode(),
+            "stream_options",
+        ),
+        (json.dumps({"model": "m", "messages": ASK, "tool_choice": "auto"}).encode(), "tool_choice"),
         (
             json.dumps(
                 {
@@ -220,7 +223,7 @@ def test_mock_failures_are_502s(live_server: Any) -> None:
                     "tool_choice": {"type": "function", "function": {"name": "b"}},
                 }
             ).encode(),
-            None,
+            "tool_choice",
         ),
     ],
 )

@@ -308,6 +308,17 @@ def test_bad_config_exits_2_naming_the_key_path(tmp_path: Path) -> None:
     assert "endpoints[0].mock.latency_ms" in result.output and "Traceback" not in result.output
 
 
+def test_a_non_loopback_router_without_a_key_is_refused_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["up", str(write_config(tmp_path, free_port())), "--host", "0.0.0.0"])
+    assert result.exit_code == 2
+    assert "refusing to bind 0.0.0.0 without auth" in result.output and "server.api_key_env" in result.output
+    assert "bridges for" not in result.output and "Traceback" not in result.output
+    assert not (tmp_path / ".fusionkit").exists()
+
+
 def test_restart_policy_backs_off_gives_up_within_its_window_and_starts_over_once_stable() -> None:
     policy = RestartPolicy(base_s=1, cap_s=8, max_restarts=5, window_s=300)
     delays = [policy.next_delay(now=t) for t in (0, 1, 2, 3, 4)]

@@ -7,6 +7,7 @@ them apart.
 
 from __future__ import annotations
 
+import html
 import json
 
 from bridge.protocol import ChatMessage, ChatRequest, ResponseFormat, message_text
@@ -82,7 +83,9 @@ def _candidates_text(candidates: list[Candidate]) -> str:
         if c.tool_calls:
             calls = "\n".join(f"[proposes tool call {t.function.name}({t.function.arguments})]" for t in c.tool_calls)
             body = f"{body}\n{calls}".strip()
-        blocks.append(f'<candidate id="{c.candidate_id}" model="{c.endpoint_id}">\n{body}\n</candidate>')
+        # A trajectory's model label is the caller's text: quoted, it cannot break out of its attribute.
+        label = html.escape(c.endpoint_id, quote=True)
+        blocks.append(f'<candidate id="{c.candidate_id}" model="{label}">\n{body}\n</candidate>')
     return "\n\n".join(blocks)
 
 
