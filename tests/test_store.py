@@ -321,6 +321,24 @@ async def test_a_failing_queued_write_undoes_only_itself_and_is_logged(
     assert f"state 'cancelled' (event 3) of {run_id} was not recorded: IntegrityError" in logged[2]
 
 
+async def test_a_batch_that_cannot_begin_fails_every_caller_and_the_store_goes_on(
+    tmp_path: Path, store: RunStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_id = await new_run(store)
+    # Another process holds the write lock for longer than the store waits for it (shortened from 5 s here).
+    await store._reading(lambda conn: conn.execute("PRAGMA busy_timeout = 50"))
+    with raw(tmp_path / "runs.sqlite3") as other:
+        other.execute("BEGIN IMMEDIATE")
+        store.record_event(run_id, 2, "queued", {})
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await asyncio.wait_for(store.transition(run_id, "judging"), timeout=10)
+        other.execute("ROLLBACK")
+    assert any(f"event 2 of {run_id} was not recorded: OperationalError" in r.getMessage() for r in caplog.records)
+    assert await store.append_event(run_id, "after", {}) == 2
+    record = await store.get_run(run_id)
+    assert record is not None and record.state == "queued"
+
+
 async def test_closing_writes_what_was_queued_and_a_cancelled_caller_does_not_undo_its_write(tmp_path: Path) -> None:
     path = tmp_path / "runs.sqlite3"
     store = RunStore(path)

@@ -141,18 +141,19 @@ class RunStore:
         return self._conn
 
     def _run_batch(self, batch: list[_Job]) -> list[tuple[bool, Any]]:
-        """Run a batch in order, its writes in one transaction; each job's (ok, result or exception)."""
-        try:
-            conn = self._connection()
-        except StoreClosed as exc:
-            return [(False, exc)] * len(batch)
+        """Run a batch in order, its writes in one transaction; each job's (ok, result or exception).
+
+        Never raises: whatever fails, every job gets an outcome, so no caller waits forever.
+        """
+        conn: sqlite3.Connection | None = None
         writes = any(job.writes for job in batch)
         outcomes: list[tuple[bool, Any]] = []
-        if writes:
-            # IMMEDIATE takes the write lock up front: another process cannot slip in between a read of
-            # max(seq) and the insert, and a busy database waits (busy_timeout) instead of failing mid-way.
-            conn.execute("BEGIN IMMEDIATE")
         try:
+            conn = self._connection()
+            if writes:
+                # IMMEDIATE takes the write lock up front: another process cannot slip in between a read of
+                # max(seq) and the insert, and a busy database waits (busy_timeout) instead of failing mid-way.
+                conn.execute("BEGIN IMMEDIATE")
             for job in batch:
                 if job.writes:
                     conn.execute("SAVEPOINT job")
@@ -167,7 +168,7 @@ class RunStore:
             if writes:
                 conn.execute("COMMIT")
         except BaseException as exc:
-            if conn.in_transaction:
+            if conn is not None and conn.in_transaction:
                 conn.execute("ROLLBACK")
             # Nothing of the batch was kept: every job failed, the ones that had succeeded too.
             return [(False, exc)] * len(batch)
@@ -201,10 +202,9 @@ class RunStore:
 
     def _settle(self, batch: list[_Job], finished: asyncio.Future[list[tuple[bool, Any]]]) -> None:
         self._in_flight = False
-        if finished.cancelled():  # the loop is going away with the executor
-            outcomes: list[tuple[bool, Any]] = [(False, StoreClosed(f"the run store {self.path} is closed"))] * len(
-                batch
-            )
+        if finished.cancelled() or finished.exception() is not None:  # the executor went away under it
+            closed = StoreClosed(f"the run store {self.path} is closed")
+            outcomes: list[tuple[bool, Any]] = [(False, closed)] * len(batch)
         else:
             outcomes = finished.result()
         for job, (ok, value) in zip(batch, outcomes, strict=True):
