@@ -5,6 +5,10 @@ runs without bridges) or over HTTP with `OpenAIHTTPClient`: to its bridge (under
 or, for `openai-compatible` endpoints, to the server itself. Either way the engine sees an
 `EndpointClient`, which adds what a fan-out needs: a per-call timeout, retries on 429/5xx that
 honour `Retry-After` without outliving the run's deadline, and a readiness probe.
+
+The run's deadline itself is the engine's to enforce (`budget.wall_clock_s` cancels the whole
+run): a call is not cut short by it here, or whichever of two timers fired first would decide
+whether the run times out (504) or goes on without that call.
 """
 
 from __future__ import annotations
@@ -61,20 +65,12 @@ class EndpointClient:
     def id(self) -> str:
         return self.endpoint.id
 
-    def _call_timeout(self, deadline: float | None) -> float:
-        timeout = self.endpoint.timeout_s
-        if deadline is not None:
-            timeout = min(timeout, deadline - time.monotonic())
-        if timeout <= 0:
-            raise timed_out(f"endpoint {self.id}: no time left in the run's deadline")
-        return timeout
-
     async def complete(
         self, request: ChatRequest, ctx: CallContext, *, deadline: float | None = None
     ) -> ChatCompletion:
         for attempt in range(MAX_ATTEMPTS):
             try:
-                async with asyncio.timeout(self._call_timeout(deadline)):
+                async with asyncio.timeout(self.endpoint.timeout_s):
                     return await self.adapter.complete(request, ctx)
             except TimeoutError:
                 raise timed_out(f"endpoint {self.id} did not answer within its timeout") from None
@@ -89,7 +85,7 @@ class EndpointClient:
         for attempt in range(MAX_ATTEMPTS):
             started = False
             try:
-                async with asyncio.timeout(self._call_timeout(deadline)):
+                async with asyncio.timeout(self.endpoint.timeout_s):
                     async for chunk in self.adapter.stream(request, ctx):
                         started = True
                         yield chunk

@@ -245,7 +245,9 @@ class RunService:
             "final_output": result.message.model_dump(exclude_none=True),
             "failed_members": [f.model_dump() for f in meta.failed_members],
         }
-        meta.event_cursor = await recorder.transition("completed", {"decision": summary["decision"]}, summary=summary)
+        meta.event_cursor = await recorder.transition(
+            "completed", {"decision": summary["decision"]}, summary=summary, terminal_reason="completed"
+        )
         return result
 
     async def _end(self, recorder: RunRecorder, state: str, payload: dict[str, Any], reason: str | None = None) -> None:

@@ -33,7 +33,7 @@ def test_create_waits_for_the_run_and_replays_by_idempotency_key(tmp_path: Path,
     first = httpx2.post(f"{server.url}/v1/fusion/runs", json=body, headers={"Idempotency-Key": "k-1"})
     assert first.status_code == 201 and first.json()["outcome"] == "created"
     run = first.json()["run"]
-    assert run["state"] == "completed" and run["final_output"]["content"]
+    assert run["state"] == "completed" and run["terminal_reason"] == "completed" and run["final_output"]["content"]
 
     again = httpx2.post(f"{server.url}/v1/fusion/runs", json=body, headers={"Idempotency-Key": "k-1"})
     assert again.status_code == 200 and again.json()["outcome"] == "replayed"
