@@ -231,8 +231,10 @@ class RunStore:
     # -- helpers that run inside a transaction --------------------------------------------------
 
     @staticmethod
-    def _require_run(conn: sqlite3.Connection, run_id: str) -> sqlite3.Row:
-        row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    def _require_run(conn: sqlite3.Connection, run_id: str, columns: str = "run_id") -> sqlite3.Row:
+        """The run's row, only `columns` of it: most callers just check that it exists, on every event,
+        and the whole row carries the request and summary JSON."""
+        row = conn.execute(f"SELECT {columns} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise UnknownRun(run_id)
         return row
@@ -285,7 +287,7 @@ class RunStore:
                 (run_id, stamp, stamp, state, mode, trace_id, idempotency_key, request_hash, _dumps(request)),
             )
             self._append(conn, run_id, "run.created", _dumps({"state": state, "mode": mode}))
-            return _run_record(self._require_run(conn, run_id))
+            return _run_record(self._require_run(conn, run_id, "*"))
 
         return await self._writing(work)
 
@@ -325,7 +327,7 @@ class RunStore:
         payload_json = _dumps({"state": state, **(payload or {})})
 
         def work(conn: sqlite3.Connection) -> int:
-            row = self._require_run(conn, run_id)
+            row = self._require_run(conn, run_id, "summary_json")
             summary = {**json.loads(row["summary_json"]), **(summary_update or {})}
             conn.execute(
                 "UPDATE runs SET state = ?, updated_at = ?, summary_json = ?, "
