@@ -18,6 +18,7 @@ __all__ = [
     "not_found",
     "not_ready",
     "rate_limited",
+    "redact",
     "timed_out",
     "upstream_auth",
     "upstream_failure",
@@ -92,6 +93,14 @@ def upstream_failure(message: str, status: int = 502) -> APIError:
 
 def not_ready(message: str) -> APIError:
     return APIError(503, message, type="service_unavailable", code="not_ready")
+
+
+REDACTED = "[redacted]"
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` with every occurrence of `secret` (an API key an upstream echoed back) replaced."""
+    return text.replace(secret, REDACTED) if secret else text
 
 
 def key_path(loc: tuple[int | str, ...] | list[int | str]) -> str:

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bridge.errors import REDACTED
+
 if TYPE_CHECKING:
     import httpx2
 
@@ -51,7 +53,6 @@ Component = Literal["router", "panel-model", "judge", "synthesis", "bridge"]
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _SECRET_KEYS = frozenset({"authorization", "proxy-authorization", "x-api-key", "x-goog-api-key", "api-key", "api_key"})
-_REDACTED = "[redacted]"
 _BATCH = 256
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
@@ -96,7 +97,7 @@ def trace_file_name(trace_id: str) -> str:
 def _scrub(value: Any) -> Any:
     """Payloads come from callers; credentials must not leave the process even if a header dict slips in."""
     if isinstance(value, dict):
-        return {k: (_REDACTED if str(k).lower() in _SECRET_KEYS else _scrub(v)) for k, v in value.items()}
+        return {k: (REDACTED if str(k).lower() in _SECRET_KEYS else _scrub(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
     return value

@@ -20,7 +20,16 @@ from bridge.adapters.base import CallContext
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
 from bridge.adapters.turns import Part, split_conversation
 from bridge.endpoint import EndpointConfig
-from bridge.errors import APIError, bad_request, not_found, rate_limited, timed_out, upstream_auth, upstream_failure
+from bridge.errors import (
+    APIError,
+    bad_request,
+    not_found,
+    rate_limited,
+    redact,
+    timed_out,
+    upstream_auth,
+    upstream_failure,
+)
 from bridge.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -316,9 +325,6 @@ def map_anthropic_error(
     scrubbed from everything the upstream said.
     """
 
-    def scrub(text: str) -> str:
-        return text.replace(secret, "[redacted]") if secret else text
-
     if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
         return timed_out(f"Anthropic at {base_url} did not answer in time")
     if isinstance(exc, anthropic.APIConnectionError | httpx2.HTTPError):
@@ -327,10 +333,10 @@ def map_anthropic_error(
         return upstream_failure(f"cannot reach Anthropic at {base_url}")
     if not isinstance(exc, anthropic.APIStatusError):
         detail = getattr(exc, "message", None) or type(exc).__name__
-        return upstream_failure(scrub(f"Anthropic at {base_url} failed: {detail}"))
+        return upstream_failure(redact(f"Anthropic at {base_url} failed: {detail}", secret))
     kind, detail = _error_fields(exc)
     status = exc.status_code if exc.status_code >= 300 else ERROR_TYPE_STATUS.get(str(kind), 500)
-    message = scrub(f"anthropic: {(detail or f'HTTP {status}')[:500]}")
+    message = redact(f"anthropic: {(detail or f'HTTP {status}')[:500]}", secret)
     retry_after = exc.response.headers.get("retry-after") if exc.status_code >= 300 else None
     if status == 400:
         return bad_request(message, code="upstream_bad_request")

@@ -32,7 +32,16 @@ from bridge.adapters.base import CallContext
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
 from bridge.adapters.turns import Part, split_conversation
 from bridge.endpoint import EndpointConfig
-from bridge.errors import APIError, bad_request, not_found, rate_limited, timed_out, upstream_auth, upstream_failure
+from bridge.errors import (
+    APIError,
+    bad_request,
+    not_found,
+    rate_limited,
+    redact,
+    timed_out,
+    upstream_auth,
+    upstream_failure,
+)
 from bridge.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -341,9 +350,7 @@ def map_google_error(exc: Exception, base_url: str, key: str | None = None) -> A
         return upstream_failure(f"the connection to Gemini at {base_url} failed")
     if not isinstance(exc, genai_errors.APIError):
         return upstream_failure(f"Gemini at {base_url} sent a malformed answer")
-    message = f"google: {exc.message or exc.status or 'error'}"
-    if key:
-        message = message.replace(key, "[redacted]")
+    message = redact(f"google: {exc.message or exc.status or 'error'}", key)
     status = int(exc.code or 502)
     if status == 400 and "API_KEY_INVALID" in _reasons(exc.details):
         # Google answers a bad key with 400 INVALID_ARGUMENT; the request itself was fine.

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field, ValidationError
 from bridge.adapters.base import CallContext
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
 from bridge.endpoint import EndpointConfig
-from bridge.errors import APIError, from_openai_status, timed_out, upstream_failure
+from bridge.errors import APIError, from_openai_status, redact, timed_out, upstream_failure
 from bridge.protocol import ChatCompletion, ChatCompletionChunk, ChatRequest, Usage
 
 __all__ = ["OpenAIAdapter", "map_openai_error"]
@@ -257,9 +257,6 @@ def map_openai_error(
 ) -> APIError:
     """An SDK exception as the status and OpenAI error body the client should see; `secret` is scrubbed."""
 
-    def scrub(text: str) -> str:
-        return text.replace(secret, "[redacted]") if secret else text
-
     if isinstance(exc, openai.APITimeoutError):
         return timed_out(f"upstream at {base_url} did not answer in time")
     if isinstance(exc, openai.APIConnectionError):
@@ -269,12 +266,12 @@ def map_openai_error(
     if not isinstance(exc, openai.APIStatusError):
         # Errors the SDK raises itself, e.g. an error frame in the middle of a stream.
         message = getattr(exc, "message", None) or type(exc).__name__
-        return upstream_failure(scrub(f"upstream at {base_url} failed in the middle of the stream: {message}"))
+        return upstream_failure(redact(f"upstream at {base_url} failed in the middle of the stream: {message}", secret))
     status = exc.status_code
     # The SDK hands over the error object itself, not the {"error": ...} envelope; Ollama's is a bare string.
     body = exc.body
     details = body if isinstance(body, dict) else {"message": body} if isinstance(body, str) and body else {}
-    clean = {**details, "message": scrub(str(details.get("message") or exc.message or f"HTTP {status}"))}
+    clean = {**details, "message": redact(str(details.get("message") or exc.message or f"HTTP {status}"), secret)}
     headers = exc.response.headers
     retry_after = headers.get("retry-after") or _seconds(headers.get("retry-after-ms"))
     error = from_openai_status(status, {"error": clean}, retry_after, label=f"upstream at {base_url} answered {status}")
