@@ -347,14 +347,7 @@ class FusionEngine:
         # Its own message list: tool rounds extend this member's conversation only.
         member_request = request.model_copy(update={**update, "messages": list(request.messages)})
         try:
-            completion = await self._call(
-                run,
-                "panel",
-                plan.endpoint_id,
-                member_request,
-                candidate_id=plan.candidate_id,
-                timeout_s=self.config.panel.member_timeout_s,
-            )
+            completion = await self._ask_member(run, plan, member_request)
             while run.pauses is not None and completion.message.tool_calls:
                 completion = await self._resume_after_tools(run, plan, member_request, completion)
         except APIError as error:
@@ -401,11 +394,15 @@ class FusionEngine:
             *(ChatMessage(role="tool", tool_call_id=c.id, content=out) for c, out in zip(calls, outputs, strict=True)),
         ]
         member_request.messages.extend(turn)
+        return await self._ask_member(run, plan, member_request)
+
+    async def _ask_member(self, run: _Run, plan: MemberPlan, request: ChatRequest) -> ChatCompletion:
+        """One call of a panel member, first or after tool results, under `panel.member_timeout_s`."""
         return await self._call(
             run,
             "panel",
             plan.endpoint_id,
-            member_request,
+            request,
             candidate_id=plan.candidate_id,
             timeout_s=self.config.panel.member_timeout_s,
         )
