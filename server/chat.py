@@ -14,7 +14,7 @@ from bridge.errors import bad_request, not_found
 from bridge.http import log_context
 from server.completions import respond
 from server.engine import FusionEngine
-from server.protocol import FUSION_MODELS, FusionChatRequest, FusionOptions
+from server.protocol import FUSION_MODELS, FusionChatRequest, FusionOptions, mode_of_model
 from server.runs import RunService
 
 __all__ = ["ChatHandler"]
@@ -29,14 +29,13 @@ class ChatHandler:
         self.keepalive_s = keepalive_s
 
     def resolve(self, body: FusionChatRequest) -> FusionOptions:
-        """The run's options: `fusion.mode`, else the model suffix; an endpoint id means single on it."""
+        """The run's options: `fusion.mode`, else the model suffix (SPEC §5); an endpoint id means single on it."""
         if body.n not in (None, 1):
             raise bad_request("'n' must be 1: a fused run returns one answer", param="n", code="unsupported_n")
         options = body.fusion or FusionOptions()
-        if body.model in FUSION_MODELS:
-            if options.mode is None and body.model != "fusionkit/router":
-                options = options.model_copy(update={"mode": body.model.removeprefix("fusionkit/")})
-            return options
+        mode = mode_of_model(body.model)
+        if mode is not None:
+            return options if options.mode is not None else options.model_copy(update={"mode": mode})
         if body.model in self.engine.clients:
             return options.model_copy(update={"mode": "single", "panel_models": [body.model]})
         allowed = ", ".join([*FUSION_MODELS, *self.engine.clients])
