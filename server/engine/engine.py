@@ -32,6 +32,7 @@ from server.engine.pauses import ToolPauses, ToolRefused
 from server.engine.prompts import agent_request, judge_request, parse_verdict, synthesis_request, verifier_request
 from server.engine.recorder import Recorder
 from server.engine.routing import choose_route
+from server.engine.stops import StopCutter, cut_at_stop
 from server.protocol import DecisionInfo, FailedMember, FusionMetadata, FusionOptions
 
 __all__ = ["FusionEngine", "FusionResult"]
@@ -63,10 +64,19 @@ class _Run:
     failed: list[FailedMember] = field(default_factory=list)
     calls: int = 0
     pauses: ToolPauses | None = None
+    stops: StopCutter = field(default_factory=lambda: StopCutter([]))
+    mock_used: bool = False
 
     async def send(self, event: EngineEvent) -> None:
-        if self.emit is not None:
-            await self.emit(event)
+        """Tell the caller; the answer's text is cut at the client's stop sequences on its way out."""
+        if self.emit is None:
+            return
+        if isinstance(event, TextDelta):
+            text = self.stops.feed(event.text)
+            if not text:
+                return
+            event = TextDelta(text)
+        await self.emit(event)
 
 
 class FusionEngine:
@@ -85,7 +95,13 @@ class FusionEngine:
         pauses: ToolPauses | None = None,
     ) -> FusionResult:
         """Execute one run. With `pauses`, members' tool calls pause the run for external results."""
-        run = _Run(recorder=recorder, emit=emit, deadline=self._deadline(), pauses=pauses)
+        run = _Run(
+            recorder=recorder,
+            emit=emit,
+            deadline=self._deadline(),
+            pauses=pauses,
+            stops=StopCutter(request.stop_list),
+        )
         async with self._wall_clock():
             return await self._run(request, options, run)
 
@@ -287,6 +303,7 @@ class FusionEngine:
     ) -> ChatCompletion:
         """One recorded model call; with `stream_to`, its text deltas are forwarded as they arrive."""
         client = self.clients[endpoint_id]
+        run.mock_used = run.mock_used or client.endpoint.is_mock
         run.calls += 1
         call = {"call": run.calls, "role": role, "endpoint_id": endpoint_id, "candidate_id": candidate_id}
         await run.recorder.event("model_call.started", call)
@@ -365,6 +382,11 @@ class FusionEngine:
         if foreign:
             await self._drop(run, plan, f"proposed tool '{foreign[0]}', which the request does not offer", None)
             return None
+        await self._record_candidate(run, candidate)
+        return candidate
+
+    @staticmethod
+    async def _record_candidate(run: _Run, candidate: Candidate) -> None:
         candidate.artifact_sha256 = await run.recorder.artifact(candidate.text or candidate.model_dump_json())
         await run.recorder.event(
             "candidate.recorded",
@@ -380,7 +402,6 @@ class FusionEngine:
                 }
             ),
         )
-        return candidate
 
     async def _resume_after_tools(
         self, run: _Run, plan: MemberPlan, member_request: ChatRequest, completion: ChatCompletion
@@ -449,6 +470,7 @@ class FusionEngine:
         run.latency_ms["single"] = _ms_since(started)
         message = completion.message
         candidate = self._candidate(plan, completion, run.latency_ms["single"])
+        await self._record_candidate(run, candidate)
         decision = DecisionInfo(type="select_candidate", reason="single_mode", selected_candidate_id="c1")
         return await self._finish(
             run,
@@ -498,7 +520,16 @@ class FusionEngine:
         try:
             judged_text = (
                 await self._call(
-                    run, "judge", judge_id, judge_request(judge_id, request, candidates, structured=structured)
+                    run,
+                    "judge",
+                    judge_id,
+                    judge_request(
+                        judge_id,
+                        request,
+                        candidates,
+                        structured=structured,
+                        max_tokens=self.config.sampling.judge_max_tokens,
+                    ),
                 )
             ).text
             analysis, parse_error = parse_analysis(judged_text)
@@ -532,9 +563,11 @@ class FusionEngine:
 
         meta["synthesizer_model_id"] = synth_id
         try:
-            text = (
-                await self._call(run, "synthesizer", synth_id, synth, stream_to=forward if request.stream else None)
-            ).text
+            written = await self._call(
+                run, "synthesizer", synth_id, synth, stream_to=forward if request.stream else None
+            )
+            text = written.text
+            meta["finish_reason"] = written.choices[0].finish_reason
         except APIError as error:
             if streamed:
                 raise  # part of an answer is already with the client: nothing else can follow it
@@ -605,7 +638,7 @@ class FusionEngine:
         return (
             DecisionInfo(type="select_candidate", reason=reason, selected_candidate_id=candidate.candidate_id),
             message,
-            {},
+            {"finish_reason": candidate.finish_reason},
         )
 
     async def _verify(self, request: ChatRequest, message: AssistantMessage, run: _Run) -> dict[str, Any]:
@@ -614,7 +647,12 @@ class FusionEngine:
         judge_id = self.config.judge
         started = time.perf_counter()
         checked = await self._call(
-            run, "verifier", judge_id, verifier_request(judge_id, request, message.content or "")
+            run,
+            "verifier",
+            judge_id,
+            verifier_request(
+                judge_id, request, message.content or "", max_tokens=self.config.sampling.judge_max_tokens
+            ),
         )
         run.latency_ms["verify"] = _ms_since(started)
         verdict = parse_verdict(checked.text)
@@ -635,7 +673,13 @@ class FusionEngine:
     ) -> FusionResult:
         await run.recorder.event("decision", decision.model_dump())
         run.latency_ms["total"] = _ms_since(run.started)
-        finish = finish_reason or ("tool_calls" if message.tool_calls else "stop")
+        tail = run.stops.flush()
+        if tail and run.emit is not None:
+            await run.emit(TextDelta(tail))
+        finish = _finish_reason(message, finish_reason or meta.get("finish_reason"))
+        if message.content is not None:
+            message.content, stopped = cut_at_stop(message.content, run.stops.stops)
+            finish = "stop" if stopped else finish
         metadata = FusionMetadata(
             run_id=run.recorder.run_id,
             trace_id=run.recorder.trace_id,
@@ -653,13 +697,19 @@ class FusionEngine:
             synthesizer_model_id=meta.get("synthesizer_model_id"),
             judge_parse_error=meta.get("judge_parse_error"),
             verification=meta.get("verification"),
-            cost_estimate={"amount": round(run.cost, 6), "currency": "USD", "complete": run.cost_known},
+            cost_estimate={"amount": round(run.cost, 6), "currency": self.config.currency, "complete": run.cost_known},
             latency_ms=run.latency_ms,
-            mock=any(
-                c.endpoint_id in self.clients and self.clients[c.endpoint_id].endpoint.is_mock for c in candidates
-            ),
+            # Anything a mock wrote is labelled: a candidate, or the judge's or synthesizer's text.
+            mock=run.mock_used,
         )
         return FusionResult(message=message, finish_reason=finish, usage=run.usage, metadata=metadata)
+
+
+def _finish_reason(message: AssistantMessage, written: str | None) -> str:
+    """The answer's finish reason: tool_calls when it calls tools, length when its writer ran out of tokens."""
+    if message.tool_calls:
+        return "tool_calls"
+    return written if written in ("length", "content_filter") else "stop"
 
 
 def _best(candidates: list[Candidate], analysis: JudgeAnalysis | None) -> Candidate:
