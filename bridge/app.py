@@ -33,6 +33,7 @@ from bridge.protocol import (
     ModelCard,
     ModelList,
     chunk_to_dict,
+    completion_to_dict,
     new_completion_id,
 )
 from bridge.stream import normalize_stream
@@ -82,9 +83,17 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, 
     async def health() -> dict[str, object]:
         return {"status": "ok", "model": endpoint.id, "provider": endpoint.provider, "mock": endpoint.is_mock}
 
+    card = ModelCard(id=endpoint.id, owned_by=owned_by)
+
     @app.get("/v1/models")
     async def models() -> ModelList:
-        return ModelList(data=[ModelCard(id=endpoint.id, owned_by=owned_by)])
+        return ModelList(data=[card])
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> ModelCard:
+        if model_id not in (endpoint.id, endpoint.model):
+            raise not_found(f"model '{model_id[:80]}' is not served here; this bridge serves '{endpoint.id}'")
+        return card
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Response:
@@ -95,6 +104,7 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, 
                 f"({endpoint.provider}/{endpoint.model})"
             )
         log_context(request)["model"] = endpoint.id
+        body.require_one_choice()
         # The upstream gets the provider's model name whatever alias the client used.
         upstream = body.model_copy(update={"model": endpoint.model})
         ctx = context_of(request)
@@ -112,9 +122,7 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, 
         if not body.stream:
             completion = await race_disconnect(request, chat.complete(upstream, ctx))
             completion.model = body.model
-            return JSONResponse(
-                completion.model_dump(exclude_none=True, exclude={"choices": {"__all__": {"logprobs"}}})
-            )
+            return JSONResponse(completion_to_dict(completion))
         return await _stream_response(chat.stream(upstream, ctx), body)
 
     return app

@@ -20,6 +20,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
+from bridge.errors import not_found
 from bridge.http import AccessLogMiddleware, install_error_handlers, parse_body
 from bridge.protocol import ModelCard, ModelList
 from bridge.tracing import TraceEmitter
@@ -87,15 +88,21 @@ def create_app(
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
 
+    cards = [ModelCard(id=m, owned_by="fusionkit") for m in FUSION_MODELS]
+    for client in endpoint_clients.values():
+        label = f"fusionkit-endpoint/{client.endpoint.provider}"
+        cards.append(ModelCard(id=client.id, owned_by=label + (" (offline mock)" if client.endpoint.is_mock else "")))
+
     @v1.get("/models")
     async def models() -> ModelList:
-        cards = [ModelCard(id=m, owned_by="fusionkit") for m in FUSION_MODELS]
-        for client in endpoint_clients.values():
-            label = f"fusionkit-endpoint/{client.endpoint.provider}"
-            cards.append(
-                ModelCard(id=client.id, owned_by=label + (" (offline mock)" if client.endpoint.is_mock else ""))
-            )
         return ModelList(data=cards)
+
+    @v1.get("/models/{model_id:path}")
+    async def model(model_id: str) -> ModelCard:
+        card = next((c for c in cards if c.id == model_id), None)
+        if card is None:
+            raise not_found(f"model '{model_id[:80]}' does not exist here; see GET /v1/models")
+        return card
 
     @v1.post("/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Response:

@@ -30,11 +30,16 @@ class ChatHandler:
 
     def resolve(self, body: FusionChatRequest) -> FusionOptions:
         """The run's options: `fusion.mode`, else the model suffix (SPEC §5); an endpoint id means single on it."""
-        if body.n not in (None, 1):
-            raise bad_request("'n' must be 1: a fused run returns one answer", param="n", code="unsupported_n")
+        body.require_one_choice()
         options = body.fusion or FusionOptions()
         mode = mode_of_model(body.model)
         if mode is not None:
+            if body.logprobs or body.top_logprobs:
+                raise bad_request(
+                    "a fused answer has no logprobs; ask an endpoint id (a model of /v1/models) for them",
+                    param="logprobs",
+                    code="unsupported_parameter",
+                )
             return options if options.mode is not None else options.model_copy(update={"mode": mode})
         if body.model in self.engine.clients:
             return options.model_copy(update={"mode": "single", "panel_models": [body.model]})
@@ -57,6 +62,7 @@ class ChatHandler:
             model=body.model,
             stream=body.stream,
             include_usage=body.wants_usage_chunk,
+            run_id=recorder.run_id,
             headers=headers,
             start=lambda emit: self.runs.launch(self.engine, recorder, chat, options, emit),
             keepalive_s=self.keepalive_s,

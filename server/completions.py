@@ -1,12 +1,13 @@
 """A run's task as an OpenAI answer: one chat.completion, or an SSE stream of chunks.
 
-    return await respond(request, model=body.model, stream=body.stream, include_usage=...,
+    return await respond(request, model=body.model, stream=body.stream, include_usage=..., run_id=recorder.run_id,
                          start=lambda emit: runs.launch(engine, recorder, chat, options, emit), headers=...)
 
 Streaming sends the role chunk at once, an SSE comment for each phase and as a keep-alive
 while nothing else is happening, the answer's tokens as the engine emits them, tool calls at the
-end, then the last chunk with `finish_reason` and the `fusionkit` metadata. A client that goes
-away cancels the task.
+end, then the last chunk with `finish_reason` and the `fusionkit` metadata. Every chunk of one
+answer carries the same id, created and model. A failure, before or during the stream, names
+the run (`error.run_id`), so the client can look it up. A client that goes away cancels the task.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bridge.protocol import (
     ChunkChoice,
     Delta,
     chunk_to_dict,
+    completion_to_dict,
     new_completion_id,
 )
 from server.engine import EngineEvent, FusionResult, Phase, TextDelta
@@ -46,17 +48,26 @@ async def respond(
     stream: bool,
     include_usage: bool,
     start: Start,
+    run_id: str,
     headers: dict[str, str],
     keepalive_s: float,
 ) -> Response:
+    def failure(exc: BaseException) -> APIError:
+        error = exc if isinstance(exc, APIError) else upstream_failure("the run failed; see the router's log")
+        error.run_id = run_id
+        return error
+
     if not stream:
-        result = await race_disconnect(request, start(None))
+        try:
+            result = await race_disconnect(request, start(None))
+        except Exception as exc:
+            raise failure(exc) from None
         completion = ChatCompletion(
             model=model,
-            choices=[Choice(message=result.message, finish_reason=result.finish_reason)],
+            choices=[Choice(message=result.message, finish_reason=result.finish_reason, logprobs=result.logprobs)],
             usage=result.usage,
         )
-        data = completion.model_dump(exclude_none=True)
+        data = completion_to_dict(completion)
         data["fusionkit"] = result.metadata.model_dump()
         return JSONResponse(data, headers=headers)
 
@@ -66,16 +77,18 @@ async def respond(
     # A run that fails before its first event (bad panel names, budgets) is still a plain HTTP error.
     first = await events.get()
     if isinstance(first, BaseException):
-        raise first if isinstance(first, APIError) else upstream_failure("the run failed")
-    completion_id = new_completion_id()
+        raise failure(first)
+    stamp = ChatCompletionChunk(id=new_completion_id(), model=model)
 
     def frame(chunk: ChatCompletionChunk, extra: dict[str, Any] | None = None) -> bytes:
-        chunk.id, chunk.model = completion_id, model
+        chunk.id, chunk.created, chunk.model = stamp.id, stamp.created, stamp.model
         return sse_data(chunk_to_dict(chunk, extra))
 
     async def frames() -> AsyncIterator[bytes]:
         try:
-            yield frame(ChatCompletionChunk(choices=[ChunkChoice(delta=Delta(role="assistant", content=""))]))
+            # The role alone: whether text or tool calls follow is not known yet, and an empty text
+            # delta before a tool call becomes an empty text part in some clients (the AI SDK).
+            yield frame(ChatCompletionChunk(choices=[ChunkChoice(delta=Delta(role="assistant"))]))
             pending: EngineEvent | FusionResult | BaseException | None = first
             while True:
                 if pending is None:
@@ -88,10 +101,11 @@ async def respond(
                 if isinstance(item, Phase):
                     yield sse_comment(item.name)
                 elif isinstance(item, TextDelta):
-                    yield frame(text_chunk(item.text))
+                    chunk = text_chunk(item.text)
+                    chunk.choices[0].logprobs = item.logprobs
+                    yield frame(chunk)
                 elif isinstance(item, BaseException):
-                    error = item if isinstance(item, APIError) else upstream_failure("the run failed")
-                    yield sse_data(error.body())
+                    yield sse_data(failure(item).body())
                     return
                 else:
                     for index, call in enumerate(item.message.tool_calls or []):

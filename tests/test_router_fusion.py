@@ -150,11 +150,16 @@ def test_unanimous_candidates_skip_judge_and_synthesizer(tmp_path: Path, live_se
     assert roles == ["panel", "panel"]
 
 
+def _standin_judge_config(tmp_path: Path, url: str) -> Any:
+    judge = {"id": "judge", "provider": "openai-compatible", "model": "j", "base_url": url + "/v1"}
+    return panel_config(
+        tmp_path, [*demo_endpoints(), judge], panel_models=["fast", "careful", "structured"], judge_model="judge"
+    )
+
+
 def test_judge_reply_that_is_not_json_is_recorded_and_synthesis_goes_on(tmp_path: Path, live_server: Any) -> None:
-    # Without structured output the mock judge gets no JSON response format and answers in prose.
-    endpoints = demo_endpoints()
-    endpoints[1]["capabilities"] = {"structured_output": False}
-    server = live_server(create_app(panel_config(tmp_path, endpoints, judge_model="careful")))
+    upstream = live_server(create_openai_standin(StandinState(answer="I would pick c2, it reads best.")))
+    server = live_server(create_app(_standin_judge_config(tmp_path, upstream.url)))
     reply = client_for(server).chat.completions.create(model="fusionkit/panel", messages=QUESTION)
 
     meta = reply.model_extra["fusionkit"]
@@ -162,6 +167,21 @@ def test_judge_reply_that_is_not_json_is_recorded_and_synthesis_goes_on(tmp_path
     assert meta["decision"]["type"] == "synthesize"
     judge = next(e.payload for e in events_of(tmp_path, meta["run_id"]) if e.type == "judge.record")
     assert judge["analysis"] is None and judge["raw_artifact_sha256"]
+
+
+def test_a_fenced_judge_reply_with_prose_around_it_is_parsed(tmp_path: Path, live_server: Any) -> None:
+    analysis = '{"consensus": ["both cache"], "ranking": ["c3", "c1", "c2"], "best_candidate_id": "c3"}'
+    fenced = f"Here is my analysis:\n```json\n{analysis}\n```\nI hope this helps."
+    upstream = live_server(create_openai_standin(StandinState(answer=fenced)))
+    server = live_server(create_app(_standin_judge_config(tmp_path, upstream.url)))
+    reply = client_for(server).chat.completions.create(model="fusionkit/panel", messages=QUESTION)
+    meta = reply.model_extra["fusionkit"]
+    assert meta["judge_parse_error"] is None
+    assert meta["decision"] == {
+        "type": "synthesize",
+        "reason": "judged_and_synthesized",
+        "selected_candidate_id": "c3",
+    }
 
 
 def test_verify_adds_a_verifier_pass(tmp_path: Path, live_server: Any) -> None:

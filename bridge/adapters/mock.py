@@ -19,7 +19,8 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from bridge.adapters.base import CallContext
+from bridge.adapters.base import CallContext, refuse_logprobs
+from bridge.adapters.mock_json import instance
 from bridge.endpoint import EndpointConfig
 from bridge.errors import upstream_failure
 from bridge.protocol import (
@@ -142,6 +143,7 @@ class MockAdapter:
             raise upstream_failure(f"mock model {self.model} failed on purpose (fail_rate={self.settings.fail_rate})")
 
     def _answer(self, request: ChatRequest) -> tuple[AssistantMessage, str, Usage]:
+        refuse_logprobs(request, "mock")
         prompt_text = "\n".join(message_text(m) for m in request.messages)
         prompt_tokens = len(_words(prompt_text)) + 3 * len(request.messages)
         seed = _digest(self.model, self.settings.seed, request.seed, request.temperature, prompt_text)
@@ -153,15 +155,18 @@ class MockAdapter:
             return message, "tool_calls", Usage.of(prompt_tokens, completion)
 
         candidates = CANDIDATE_BLOCK.findall(prompt_text)
-        wants_json = request.response_format is not None and request.response_format.type != "text"
+        form = request.response_format
+        wants_json = form is not None and form.type != "text"
         if wants_json and "<final_answer>" in prompt_text:
             text = json.dumps({"verdict": "pass", "issues": [], "note": f"{MOCK_LABEL} {self.model}"})
-        elif candidates and wants_json:
-            text = self._judge_analysis(candidates, seed)
-        elif candidates:
-            text = self._synthesis(candidates)
+        elif _asks_for_analysis(request, prompt_text, bool(candidates)):
+            text = self._judge_analysis(candidates or _labelled_candidates(prompt_text), seed)
         else:
-            text = self._plain_answer(request, seed)
+            text = self._synthesis(candidates) if candidates else self._plain_answer(request, seed)
+            if form is not None and form.type == "json_schema":
+                text = json.dumps(instance((form.json_schema or {}).get("schema", {}), text))
+            elif wants_json:
+                text = json.dumps({"answer": text})
 
         finish = "stop"
         for stop in request.stop_list:
@@ -193,6 +198,9 @@ class MockAdapter:
         return f"[{MOCK_LABEL} {self.model}] " + template.format(**values)
 
     def _judge_analysis(self, candidates: list[tuple[str, str, str]], seed: int) -> str:
+        if not candidates:
+            # A judge prompt whose candidates it cannot tell apart still gets analysis JSON that parses.
+            candidates = [("c1", "unknown", "")]
         ids = [cid for cid, _, _ in candidates]
         ranked = sorted(candidates, key=lambda c: (-len(c[2]), c[0]))
         best_id, best_model, _ = ranked[0]
@@ -202,7 +210,9 @@ class MockAdapter:
         analysis = {
             "consensus": [f"All {len(ids)} candidates ({', '.join(ids)}) address the question directly."],
             "contradictions": [f"{a} and {b} recommend different first steps." for a, b in itertools.pairwise(ids)][:2],
-            "unique_insights": [f"{cid} ({model}): {sentences[cid][-1][:120]}" for cid, model, _ in candidates],
+            "unique_insights": [
+                f"{cid} ({model}): {(sentences[cid] or ['(no text seen)'])[-1][:120]}" for cid, model, _ in candidates
+            ],
             "coverage_gaps": ["None of the candidates gives a concrete example."],
             "likely_errors": [],
             "ranking": [cid for cid, _, _ in ranked],
@@ -234,6 +244,33 @@ class MockAdapter:
         arguments = json.dumps(_arguments_for(tool, question), sort_keys=True)
         call_id = f"call_{_digest(seed, tool.function.name) % 10**12:012d}"
         return ToolCall(id=call_id, function=FunctionCall(name=tool.function.name, arguments=arguments))
+
+
+# How other clients label candidates in a judge prompt: "Candidate c1", "### Candidate 2", "candidate_id": "c3".
+_FOREIGN_LABEL = re.compile(
+    r"""(?:candidate_id["']?\s*[:=]\s*["']([A-Za-z0-9_.-]+)|^[\s#*\[]*candidate[\s:#-]+([A-Za-z0-9_.-]+))""",
+    re.I | re.M,
+)
+
+
+def _asks_for_analysis(request: ChatRequest, prompt_text: str, has_candidates: bool) -> bool:
+    """Is this a judge's request (by its schema, or an instruction to answer with the analysis JSON)?"""
+    if "<judge_analysis>" in prompt_text:
+        return False  # a synthesis request carries the judge's analysis; it does not ask for one
+    form = request.response_format
+    wants_json = form is not None and form.type != "text"
+    if form is not None and "best_candidate_id" in json.dumps(form.json_schema or {}):
+        return True
+    lowered = prompt_text.lower()
+    instructed = "best_candidate_id" in lowered or ("consensus" in lowered and "contradictions" in lowered)
+    if instructed and (wants_json or "json" in lowered):
+        return True
+    return has_candidates and wants_json
+
+
+def _labelled_candidates(prompt_text: str) -> list[tuple[str, str, str]]:
+    ids = dict.fromkeys(a or b for a, b in _FOREIGN_LABEL.findall(prompt_text))
+    return [(cid, "unknown", "") for cid in ids]
 
 
 def _arguments_for(tool: Tool, question: str) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class FusionResult:
     usage: Usage
     metadata: FusionMetadata
     analysis: JudgeAnalysis | None = None
+    logprobs: dict[str, Any] | None = None  # single mode only: a fused answer has none
 
 
 @dataclass
@@ -75,7 +76,7 @@ class _Run:
             text = self.stops.feed(event.text)
             if not text:
                 return
-            event = TextDelta(text)
+            event = TextDelta(text, event.logprobs)
         await self.emit(event)
 
 
@@ -324,7 +325,7 @@ class FusionEngine:
                     async for chunk in client.stream(streamed, ctx, deadline=deadline):
                         text = acc.add(chunk)
                         if text:
-                            await stream_to(TextDelta(text))
+                            await stream_to(TextDelta(text, chunk.choices[0].logprobs))
                     if acc.finish_reason is None:
                         # A stream that stops without saying it finished is a failure, not a short answer.
                         raise upstream_failure(f"{role} {endpoint_id}: the stream ended before the answer was complete")
@@ -472,7 +473,7 @@ class FusionEngine:
         candidate = self._candidate(plan, completion, run.latency_ms["single"])
         await self._record_candidate(run, candidate)
         decision = DecisionInfo(type="select_candidate", reason="single_mode", selected_candidate_id="c1")
-        return await self._finish(
+        result = await self._finish(
             run,
             mode,
             "single",
@@ -483,6 +484,8 @@ class FusionEngine:
             {},
             finish_reason=completion.choices[0].finish_reason or "stop",
         )
+        result.logprobs = completion.choices[0].logprobs
+        return result
 
     async def _decide(
         self, request: ChatRequest, candidates: list[Candidate], run: _Run, options: FusionOptions
