@@ -44,7 +44,7 @@ __all__ = ["create_app"]
 log = logging.getLogger("fusionkit.bridge")
 
 
-def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, log_json: bool = False) -> FastAPI:
+def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None) -> FastAPI:
     """Build a bridge for `endpoint`. The adapter (one per process) is made here unless given."""
     chat: ChatAdapter = adapter or make_adapter(endpoint)
     tracer = TraceEmitter.from_env()
@@ -66,7 +66,7 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, 
 
     app = FastAPI(title=f"fusionkit bridge: {endpoint.id}", lifespan=lifespan)
     install_error_handlers(app)
-    app.add_middleware(AccessLogMiddleware, log_json=log_json)
+    app.add_middleware(AccessLogMiddleware)
 
     def context_of(request: Request) -> CallContext:
         headers = request.headers

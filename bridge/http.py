@@ -143,10 +143,9 @@ async def sse_stream(frames: AsyncIterator[bytes], on_error: Callable[[BaseExcep
 class AccessLogMiddleware:
     """One log line per request; refuses bodies over the size limit with 413 before reading them."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_json: bool = False) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.log_json = log_json
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -202,13 +201,17 @@ class AccessLogMiddleware:
         if "x-fusion-candidate-id" in headers:
             fields["candidate_id"] = headers["x-fusion-candidate-id"]
         fields.update(context)
-        if self.log_json:
-            access_log.info(json.dumps(fields))
-        else:
-            extra = " ".join(
-                f"{k}={v}" for k, v in fields.items() if k not in ("method", "path", "status", "latency_ms")
-            )
-            access_log.info("%s %s %s %.1fms %s", fields["method"], fields["path"], status, fields["latency_ms"], extra)
+        # The fields ride on the record too: the JSON log format (fusionkit_cli.logs) makes them keys.
+        extra = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("method", "path", "status", "latency_ms"))
+        access_log.info(
+            "%s %s %s %.1fms %s",
+            fields["method"],
+            fields["path"],
+            status,
+            fields["latency_ms"],
+            extra,
+            extra={"fields": fields},
+        )
 
 
 class _BodyTooLarge(Exception):

@@ -47,7 +47,6 @@ def create_app(
     clients: dict[str, EndpointClient] | None = None,
     store_path: str | Path | None = None,
     tracer: TraceEmitter | None = None,
-    log_json: bool = False,
     keepalive_s: float = 2.0,
 ) -> FastAPI:
     """Build a router for `config`; `bridges` maps endpoint ids to bridge URLs (else in-process)."""
@@ -75,7 +74,7 @@ def create_app(
 
     app = FastAPI(title="fusionkit router", lifespan=lifespan)
     install_error_handlers(app)
-    app.add_middleware(AccessLogMiddleware, log_json=log_json)
+    app.add_middleware(AccessLogMiddleware)
 
     @app.get("/health")
     async def health() -> dict[str, object]:
