@@ -8,8 +8,10 @@ uvicorn.run(app, port=9101)
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -28,16 +30,18 @@ from bridge.http import (
     sse_stream,
 )
 from bridge.protocol import (
+    ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
     ModelCard,
     ModelList,
+    Usage,
     chunk_to_dict,
     completion_to_dict,
     new_completion_id,
 )
-from bridge.stream import normalize_stream
-from bridge.tracing import TraceEmitter, new_span_id
+from bridge.stream import StreamAccumulator, normalize_stream
+from bridge.tracing import CallSpan, TraceEmitter
 
 __all__ = ["create_app"]
 
@@ -108,24 +112,62 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None) -> 
         # The upstream gets the provider's model name whatever alias the client used.
         upstream = body.model_copy(update={"model": endpoint.model})
         ctx = context_of(request)
-        if ctx.trace_id and tracer.enabled:
-            tracer.emit(
-                trace_id=ctx.trace_id,
-                span_id=new_span_id(),
-                parent_span_id=ctx.span_id,
-                component="bridge",
-                event_type="bridge.request",
-                candidate_id=ctx.candidate_id,
-                model_id=endpoint.id,
-                payload={"provider": endpoint.provider, "model": endpoint.model, "stream": body.stream},
-            )
+        span = CallSpan(
+            tracer,
+            trace_id=ctx.trace_id,
+            parent_span_id=ctx.span_id,  # the caller's span for this call: the router's model.call
+            component="bridge",
+            model_id=endpoint.id,
+            candidate_id=ctx.candidate_id,
+        )
+        span.start({"provider": endpoint.provider, "model": endpoint.model, "stream": body.stream})
         if not body.stream:
-            completion = await race_disconnect(request, chat.complete(upstream, ctx))
+            started = time.perf_counter()
+            try:
+                completion = await race_disconnect(request, chat.complete(upstream, ctx))
+            except APIError as error:
+                span.finish(latency_ms=_ms_since(started), error=error.message, status=error.status)
+                raise
+            span.finish(latency_ms=_ms_since(started), **_outcome(completion))
             completion.model = body.model
             return JSONResponse(completion_to_dict(completion))
-        return await _stream_response(chat.stream(upstream, ctx), body)
+        return await _stream_response(_observed(chat.stream(upstream, ctx), span), body)
 
     return app
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def _outcome(completion: ChatCompletion) -> dict[str, Any]:
+    choice = completion.choices[0]
+    return {
+        "finish_reason": choice.finish_reason,
+        "tool_call_count": len(choice.message.tool_calls or []),
+        "usage": (completion.usage or Usage()).model_dump(),
+    }
+
+
+async def _observed(chunks: AsyncIterator[ChatCompletionChunk], span: CallSpan) -> AsyncIterator[ChatCompletionChunk]:
+    """The adapter's stream, passed on unchanged; the span finishes when it ends, however it ends."""
+    if not span.on:
+        async for chunk in chunks:
+            yield chunk
+        return
+    started = time.perf_counter()
+    seen = StreamAccumulator()
+    outcome: dict[str, Any] = {"error": "the client went away", "status": 499}
+    try:
+        async for chunk in chunks:
+            seen.add(chunk)
+            yield chunk
+        outcome = _outcome(seen.completion(model=""))
+    except APIError as error:
+        outcome = {"error": error.message, "status": error.status}
+        raise
+    finally:
+        span.finish(latency_ms=_ms_since(started), **outcome)
 
 
 async def _stream_response(chunks: AsyncIterator[ChatCompletionChunk], body: ChatRequest) -> Response:

@@ -40,6 +40,12 @@ _COMPONENT: dict[str, Component] = {
     "synthesizer": "synthesis",
     "verifier": "judge",
 }
+# Model calls carry fusionkit 0.1's trace event names; everything else keeps the run event's name.
+_TRACE_NAMES = {
+    "model_call.started": "model.call.started",
+    "model_call.completed": "model.call.finished",
+    "model_call.failed": "model.call.finished",
+}
 
 
 class RunRecorder:
@@ -90,15 +96,27 @@ class RunRecorder:
     async def artifact(self, content: str, media_type: str = "text/plain") -> str:
         return self.store.record_artifact(content, media_type, self.run_id)
 
+    def trace_started(self, mode: str) -> None:
+        """The run's root span: every other event of the run names it as its parent."""
+        if self.tracer.enabled:
+            self.tracer.emit(
+                trace_id=self.trace_id,
+                span_id=self.root_span,
+                component="router",
+                event_type="run.started",
+                payload={"run_id": self.run_id, "mode": mode},
+            )
+
     def _trace(self, type: str, payload: dict[str, Any]) -> None:
         if not self.tracer.enabled:
             return
         self.tracer.emit(
             trace_id=self.trace_id,
-            span_id=new_span_id(),
+            # A model call's events share its span, which the router also sends to the bridge it calls.
+            span_id=payload.get("span_id") or new_span_id(),
             parent_span_id=self.root_span,
             component=_COMPONENT.get(str(payload.get("role")), "router"),
-            event_type=type,
+            event_type=_TRACE_NAMES.get(type, type),
             candidate_id=payload.get("candidate_id"),
             model_id=payload.get("endpoint_id"),
             payload={"run_id": self.run_id, **payload},
@@ -216,7 +234,9 @@ class RunService:
             idempotency_key=idempotency_key,
             request_hash=request_hash,
         )
-        return RunRecorder(self.store, self.tracer, run_id, trace)
+        recorder = RunRecorder(self.store, self.tracer, run_id, trace)
+        recorder.trace_started(mode)
+        return recorder
 
     async def _execute(
         self, recorder: RunRecorder, work: Coroutine[Any, Any, FusionResult], cancel_reason: Callable[[], str]

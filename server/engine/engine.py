@@ -23,6 +23,7 @@ from bridge.adapters import CallContext
 from bridge.errors import APIError, bad_request, timed_out, upstream_failure
 from bridge.protocol import AssistantMessage, ChatCompletion, ChatMessage, ChatRequest, Usage
 from bridge.stream import StreamAccumulator
+from bridge.tracing import new_span_id
 from server.clients import EndpointClient
 from server.config import PanelConfig
 from server.engine.candidates import Candidate, MemberPlan, same_tool_calls, unanimous
@@ -274,10 +275,6 @@ class FusionEngine:
 
     # -- model calls ------------------------------------------------------------------------------
 
-    def _context(self, run: _Run, candidate_id: str | None) -> CallContext:
-        return CallContext(
-            trace_id=run.recorder.trace_id, span_id=f"{run.recorder.run_id}.{run.calls}", candidate_id=candidate_id
-        )
 
     def _account(self, run: _Run, endpoint_id: str, usage: Usage | None) -> None:
         if usage is None:
@@ -306,10 +303,18 @@ class FusionEngine:
         client = self.clients[endpoint_id]
         run.mock_used = run.mock_used or client.endpoint.is_mock
         run.calls += 1
-        call = {"call": run.calls, "role": role, "endpoint_id": endpoint_id, "candidate_id": candidate_id}
+        # The call's span: the router's trace events for it carry it, and the bridge names it as its parent.
+        span_id = new_span_id()
+        call = {
+            "call": run.calls,
+            "role": role,
+            "endpoint_id": endpoint_id,
+            "candidate_id": candidate_id,
+            "span_id": span_id,
+        }
         await run.recorder.event("model_call.started", call)
         started = time.perf_counter()
-        ctx = self._context(run, candidate_id)
+        ctx = CallContext(trace_id=run.recorder.trace_id, span_id=span_id, candidate_id=candidate_id)
         outgoing = request.model_copy(update={"model": endpoint_id})
         # Retries must not sleep past this call's own limit: a member that keeps failing reports its error.
         deadline = run.deadline
