@@ -26,6 +26,7 @@ from bridge.protocol import InvalidParam
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "AccessLogMiddleware",
+    "ClientDisconnected",
     "error_response",
     "install_error_handlers",
     "parse_body",
@@ -84,6 +85,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return error_response(exc)
 
+    @app.exception_handler(ClientDisconnected)
+    async def _gone(_: Request, exc: ClientDisconnected) -> Response:
+        return Response(status_code=499)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(validation_error(exc))
@@ -100,6 +105,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=500)
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its answer was ready; the work for it was cancelled.
+
+    Not an error of the server: the error handlers answer it with a 499 that nobody reads, and the
+    access log's one line (status 499) is all that is logged.
+    """
+
+
 async def race_disconnect(request: Request, work: Awaitable[T], poll_s: float = 0.1) -> T:
     """Run `work`, cancelling it if the client goes away first (so upstream calls stop too)."""
     task = asyncio.ensure_future(work)
@@ -110,7 +123,7 @@ async def race_disconnect(request: Request, work: Awaitable[T], poll_s: float = 
                 return task.result()
             if await request.is_disconnected():
                 task.cancel()
-                raise asyncio.CancelledError("client disconnected")
+                raise ClientDisconnected
     finally:
         if not task.done():
             task.cancel()

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
 from bridge.errors import APIError, upstream_failure
-from bridge.http import SSE_HEADERS, race_disconnect, sse_comment, sse_data
+from bridge.http import SSE_HEADERS, ClientDisconnected, race_disconnect, sse_comment, sse_data
 from bridge.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -60,6 +60,8 @@ async def respond(
     if not stream:
         try:
             result = await race_disconnect(request, start(None))
+        except ClientDisconnected:
+            raise
         except Exception as exc:
             raise failure(exc) from None
         completion = ChatCompletion(
