@@ -11,16 +11,14 @@ away cancels the task.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
-from bridge.errors import APIError, upstream_failure
+from bridge.errors import APIError
 from bridge.http import SSE_HEADERS, race_disconnect, sse_comment, sse_data
 from bridge.protocol import (
     ChatCompletion,
@@ -31,12 +29,10 @@ from bridge.protocol import (
     chunk_to_dict,
     new_completion_id,
 )
-from server.engine import EngineEvent, FusionResult, Phase, TextDelta
+from server.doors.launch import KeepAlive, RunEvents, Start
+from server.engine import Phase, TextDelta
 
 __all__ = ["respond"]
-
-Emit = Callable[[EngineEvent], Awaitable[None]]
-Start = Callable[[Emit | None], "asyncio.Task[FusionResult]"]
 
 
 async def respond(
@@ -60,13 +56,8 @@ async def respond(
         data["fusionkit"] = result.metadata.model_dump()
         return JSONResponse(data, headers=headers)
 
-    events: asyncio.Queue[EngineEvent | FusionResult | BaseException] = asyncio.Queue()
-    task = start(events.put)
-    task.add_done_callback(lambda t: None if t.cancelled() else events.put_nowait(t.exception() or t.result()))
     # A run that fails before its first event (bad panel names, budgets) is still a plain HTTP error.
-    first = await events.get()
-    if isinstance(first, BaseException):
-        raise first if isinstance(first, APIError) else upstream_failure("the run failed")
+    events = await RunEvents.open(start, keepalive_s=keepalive_s)
     completion_id = new_completion_id()
 
     def frame(chunk: ChatCompletionChunk, extra: dict[str, Any] | None = None) -> bytes:
@@ -74,38 +65,25 @@ async def respond(
         return sse_data(chunk_to_dict(chunk, extra))
 
     async def frames() -> AsyncIterator[bytes]:
-        try:
+        async with events:
             yield frame(ChatCompletionChunk(choices=[ChunkChoice(delta=Delta(role="assistant", content=""))]))
-            pending: EngineEvent | FusionResult | BaseException | None = first
-            while True:
-                if pending is None:
-                    try:
-                        pending = await asyncio.wait_for(events.get(), timeout=keepalive_s)
-                    except TimeoutError:
+            try:
+                async for item in events:
+                    if isinstance(item, KeepAlive):
                         yield sse_comment()
-                        continue
-                item, pending = pending, None
-                if isinstance(item, Phase):
-                    yield sse_comment(item.name)
-                elif isinstance(item, TextDelta):
-                    yield frame(text_chunk(item.text))
-                elif isinstance(item, BaseException):
-                    error = item if isinstance(item, APIError) else upstream_failure("the run failed")
-                    yield sse_data(error.body())
-                    return
-                else:
-                    for index, call in enumerate(item.message.tool_calls or []):
-                        yield frame(tool_head_chunk(index, call.id, call.function.name))
-                        yield frame(tool_arguments_chunk(index, call.function.arguments))
-                    yield frame(finish_chunk(item.finish_reason), {"fusionkit": item.metadata.model_dump()})
-                    if include_usage:
-                        yield frame(usage_chunk(item.usage))
-                    yield sse_data("[DONE]")
-                    return
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                    elif isinstance(item, Phase):
+                        yield sse_comment(item.name)
+                    elif isinstance(item, TextDelta):
+                        yield frame(text_chunk(item.text))
+                    else:
+                        for index, call in enumerate(item.message.tool_calls or []):
+                            yield frame(tool_head_chunk(index, call.id, call.function.name))
+                            yield frame(tool_arguments_chunk(index, call.function.arguments))
+                        yield frame(finish_chunk(item.finish_reason), {"fusionkit": item.metadata.model_dump()})
+                        if include_usage:
+                            yield frame(usage_chunk(item.usage))
+                        yield sse_data("[DONE]")
+            except APIError as error:
+                yield sse_data(error.body())
 
     return StreamingResponse(frames(), media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
