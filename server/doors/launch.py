@@ -29,14 +29,13 @@ from bridge.http import log_context, race_disconnect
 from bridge.protocol import ChatRequest
 from server.engine import EngineEvent, FusionEngine, FusionResult, Phase, TextDelta
 from server.protocol import FUSION_MODELS, FusionOptions
+from server.run_views import DOOR_EVENT
 from server.runs import RunRecorder, RunService
 
-__all__ = ["DOOR_EVENT", "Emit", "FusionPath", "KeepAlive", "RunEvents", "RunItem", "Start", "StartedRun"]
+__all__ = ["Emit", "FusionPath", "KeepAlive", "RunEvents", "RunItem", "Start", "StartedRun"]
 
 Emit = Callable[[EngineEvent], Awaitable[None]]
 Start = Callable[[Emit | None], "asyncio.Task[FusionResult]"]
-# The run event that says which door a run came through (`fusionkit runs show` prints it).
-DOOR_EVENT = "run.door"
 
 
 @dataclass(frozen=True)

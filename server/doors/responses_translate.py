@@ -220,14 +220,13 @@ def _text(content: str | list[ContentPart]) -> str:
     return "".join(p.text or "" for p in content if p.type == "text")
 
 
-def _assistant_turn(messages: list[ChatMessage]) -> ChatMessage:
-    """The assistant message a call joins: the last one if it is still open, else a new one."""
+def _add_call(messages: list[ChatMessage], call: ToolCall) -> None:
+    """A call joins the assistant message just before it (its text, or earlier calls of the turn), else opens one."""
     last = messages[-1] if messages else None
     if last is not None and last.role == "assistant":
-        return last
-    turn = ChatMessage(role="assistant", content=None, tool_calls=[])
-    messages.append(turn)
-    return turn
+        last.tool_calls = [*(last.tool_calls or []), call]
+    else:
+        messages.append(ChatMessage(role="assistant", content=None, tool_calls=[call]))
 
 
 def _conversation(items: list[Any], notes: DoorNotes) -> list[ChatMessage]:
@@ -247,8 +246,7 @@ def _conversation(items: list[Any], notes: DoorNotes) -> list[ChatMessage]:
             call = ToolCall(
                 id=item.call_id, function=FunctionCall(name=flat_name(item.name, item.namespace), arguments=arguments)
             )
-            turn = _assistant_turn(messages)
-            turn.tool_calls = [*(turn.tool_calls or []), call]
+            _add_call(messages, call)
         elif isinstance(item, ToolCallOutputItem):
             output = item.output if isinstance(item.output, str) else _text(_parts(item.output, notes, where))
             messages.append(ChatMessage(role="tool", tool_call_id=item.call_id, content=output))
@@ -256,9 +254,6 @@ def _conversation(items: list[Any], notes: DoorNotes) -> list[ChatMessage]:
             notes.drop("reasoning items: panel members do not take another model's reasoning")
         elif isinstance(item, OtherItem):
             notes.drop(f"'{item.type}' input items: nothing here can use them")
-    for message in messages:
-        if message.role == "assistant" and not message.tool_calls:
-            message.tool_calls = None
     return messages
 
 
