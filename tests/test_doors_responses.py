@@ -28,7 +28,6 @@ from tests.doors_helpers import (
     fixture,
     inspection,
     model_call_usage,
-    run_events,
     sse_frames,
     synthesizer_finished,
 )
