@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag
 
-from server.doors.wire import LenientWire
+from server.doors.wire import LenientWire, type_tag
 from server.protocol import FusionOptions
 
 __all__ = [
@@ -59,7 +59,7 @@ _BLOCK_TYPES = {"text", "image", "tool_use", "tool_result", "thinking", "redacte
 
 
 def _block_tag(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    kind = type_tag(value)
     if kind == "redacted_thinking":
         return "thinking"
     return kind if kind in _BLOCK_TYPES else "other"
@@ -129,8 +129,8 @@ class ServerTool(LenientWire):
 
 
 def _tool_tag(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return "client" if kind in (None, "custom") else "server"
+    raw = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "client" if raw is None or raw == "custom" else "server"
 
 
 ToolSpec = Annotated[

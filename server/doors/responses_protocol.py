@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 
-from server.doors.wire import LenientWire
+from server.doors.wire import LenientWire, type_tag
 from server.protocol import FusionOptions
 
 __all__ = [
@@ -123,7 +123,7 @@ _ITEM_TYPES = {
 
 
 def _item_tag(value: Any) -> str:
-    kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", "message")
+    kind = type_tag(value, "message")
     if kind in ("function_call_output", "custom_tool_call_output"):
         return "tool_output"
     return kind if kind in _ITEM_TYPES else "other"
@@ -173,7 +173,7 @@ class HostedTool(LenientWire):
 
 
 def _tool_tag(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    kind = type_tag(value)
     return kind if kind in ("function", "custom", "namespace") else "hosted"
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DoorNotes", "LenientWire", "sse_event"]
+__all__ = ["DoorNotes", "LenientWire", "sse_event", "type_tag"]
 
 
 class LenientWire(BaseModel):
@@ -19,6 +19,12 @@ class LenientWire(BaseModel):
     """
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+def type_tag(value: Any, default: str | None = None) -> str | None:
+    """The `type` of a raw item, block or tool, for choosing its model; anything but a string is None."""
+    kind = value.get("type", default) if isinstance(value, dict) else getattr(value, "type", default)
+    return kind if isinstance(kind, str) else None
 
 
 def sse_event(type: str, data: dict[str, Any]) -> bytes:
