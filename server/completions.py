@@ -11,15 +11,14 @@ away cancels the task.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
 from bridge.errors import APIError
-from bridge.http import SSE_HEADERS, race_disconnect, sse_comment, sse_data
+from bridge.http import race_disconnect, sse_comment, sse_data
 from bridge.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -29,8 +28,8 @@ from bridge.protocol import (
     chunk_to_dict,
     new_completion_id,
 )
-from server.doors.launch import KeepAlive, RunEvents, Start
-from server.engine import Phase, TextDelta
+from server.doors.launch import RunEvents, Start, stream_response
+from server.engine import FusionResult
 
 __all__ = ["respond"]
 
@@ -58,32 +57,44 @@ async def respond(
 
     # A run that fails before its first event (bad panel names, budgets) is still a plain HTTP error.
     events = await RunEvents.open(start, keepalive_s=keepalive_s)
-    completion_id = new_completion_id()
+    return stream_response(events, ChunkWriter(model, include_usage=include_usage), headers)
 
-    def frame(chunk: ChatCompletionChunk, extra: dict[str, Any] | None = None) -> bytes:
-        chunk.id, chunk.model = completion_id, model
+
+class ChunkWriter:
+    """Chat Completions SSE: the role chunk at once, comments as keep-alives and phases, the answer's
+    tokens, tool calls at the end, the last chunk with `finish_reason` and the `fusionkit` metadata."""
+
+    def __init__(self, model: str, *, include_usage: bool) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.completion_id = new_completion_id()
+
+    def _frame(self, chunk: ChatCompletionChunk, extra: dict[str, Any] | None = None) -> bytes:
+        chunk.id, chunk.model = self.completion_id, self.model
         return sse_data(chunk_to_dict(chunk, extra))
 
-    async def frames() -> AsyncIterator[bytes]:
-        async with events:
-            yield frame(ChatCompletionChunk(choices=[ChunkChoice(delta=Delta(role="assistant", content=""))]))
-            try:
-                async for item in events:
-                    if isinstance(item, KeepAlive):
-                        yield sse_comment()
-                    elif isinstance(item, Phase):
-                        yield sse_comment(item.name)
-                    elif isinstance(item, TextDelta):
-                        yield frame(text_chunk(item.text))
-                    else:
-                        for index, call in enumerate(item.message.tool_calls or []):
-                            yield frame(tool_head_chunk(index, call.id, call.function.name))
-                            yield frame(tool_arguments_chunk(index, call.function.arguments))
-                        yield frame(finish_chunk(item.finish_reason), {"fusionkit": item.metadata.model_dump()})
-                        if include_usage:
-                            yield frame(usage_chunk(item.usage))
-                        yield sse_data("[DONE]")
-            except APIError as error:
-                yield sse_data(error.body())
+    def opening(self) -> list[bytes]:
+        return [self._frame(ChatCompletionChunk(choices=[ChunkChoice(delta=Delta(role="assistant", content=""))]))]
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+    def keepalive(self) -> list[bytes]:
+        return [sse_comment()]
+
+    def phase(self, name: str) -> list[bytes]:
+        return [sse_comment(name)]
+
+    def delta(self, text: str) -> list[bytes]:
+        return [self._frame(text_chunk(text))]
+
+    def finish(self, result: FusionResult) -> list[bytes]:
+        frames = []
+        for index, call in enumerate(result.message.tool_calls or []):
+            frames.append(self._frame(tool_head_chunk(index, call.id, call.function.name)))
+            frames.append(self._frame(tool_arguments_chunk(index, call.function.arguments)))
+        frames.append(self._frame(finish_chunk(result.finish_reason), {"fusionkit": result.metadata.model_dump()}))
+        if self.include_usage:
+            frames.append(self._frame(usage_chunk(result.usage)))
+        frames.append(sse_data("[DONE]"))
+        return frames
+
+    def failed(self, error: APIError) -> list[bytes]:
+        return [sse_data(error.body())]

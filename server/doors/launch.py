@@ -5,12 +5,12 @@
     run = await fusion.start(request, door="messages", model=body.model, chat=chat, options=options,
                              record=body_as_received)
     result = await run.result(request)                          # non-streaming: cancelled if the client leaves
-    async with await run.events() as events:                    # streaming: leaving the block cancels the run
-        async for item in events: ...                           # Phase | TextDelta | KeepAlive | FusionResult
+    return stream_response(await run.events(), writer, run.headers)   # streaming, in the door's own frames
 
 A door translates its wire request into the engine's (`ChatRequest` + `FusionOptions`) and the
-engine's result and events back into its own wire format; starting and recording the run,
-following its events, keep-alives and cancelling it when the client goes are done here, once.
+engine's result and events back into its own wire format (a `StreamWriter`); starting and
+recording the run, following its events, keep-alives and cancelling it when the client goes are
+done here, once.
 """
 
 from __future__ import annotations
@@ -20,19 +20,30 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import Request
+from fastapi.responses import StreamingResponse
 
 from bridge.errors import APIError, not_found, upstream_failure
-from bridge.http import log_context, race_disconnect
+from bridge.http import SSE_HEADERS, log_context, race_disconnect
 from bridge.protocol import ChatRequest
 from server.engine import EngineEvent, FusionEngine, FusionResult, Phase, TextDelta
 from server.protocol import FUSION_MODELS, FusionOptions
 from server.run_views import DOOR_EVENT
 from server.runs import RunRecorder, RunService
 
-__all__ = ["Emit", "FusionPath", "KeepAlive", "RunEvents", "RunItem", "Start", "StartedRun"]
+__all__ = [
+    "Emit",
+    "FusionPath",
+    "KeepAlive",
+    "RunEvents",
+    "RunItem",
+    "Start",
+    "StartedRun",
+    "StreamWriter",
+    "stream_response",
+]
 
 Emit = Callable[[EngineEvent], Awaitable[None]]
 Start = Callable[[Emit | None], "asyncio.Task[FusionResult]"]
@@ -111,6 +122,48 @@ def _outcome(task: asyncio.Task[FusionResult]) -> FusionResult | BaseException:
     if task.cancelled():
         return APIError(409, "the run was cancelled", type="invalid_request_error", code="run_cancelled")
     return task.exception() or task.result()
+
+
+class StreamWriter(Protocol):
+    """A door's wire format for a streamed answer: the frames for each thing that happens in a run."""
+
+    def opening(self) -> list[bytes]: ...
+
+    def keepalive(self) -> list[bytes]: ...
+
+    def phase(self, name: str) -> list[bytes]: ...
+
+    def delta(self, text: str) -> list[bytes]: ...
+
+    def finish(self, result: FusionResult) -> list[bytes]: ...
+
+    def failed(self, error: APIError) -> list[bytes]: ...
+
+
+def stream_response(events: RunEvents, writer: StreamWriter, headers: dict[str, str]) -> StreamingResponse:
+    """The run as an SSE response in `writer`'s frames; an error after the stream began is a frame too."""
+
+    async def frames() -> AsyncIterator[bytes]:
+        async with events:
+            for frame in writer.opening():
+                yield frame
+            try:
+                async for item in events:
+                    if isinstance(item, KeepAlive):
+                        written = writer.keepalive()
+                    elif isinstance(item, Phase):
+                        written = writer.phase(item.name)
+                    elif isinstance(item, TextDelta):
+                        written = writer.delta(item.text)
+                    else:
+                        written = writer.finish(item)
+                    for frame in written:
+                        yield frame
+            except APIError as error:
+                for frame in writer.failed(error):
+                    yield frame
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
 
 
 @dataclass

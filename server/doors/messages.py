@@ -9,22 +9,21 @@ from auth to a run that fails mid-stream, is in Anthropic's shape
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
 from bridge.errors import APIError
-from bridge.http import SSE_HEADERS, parse_body, validation_error
-from server.doors.launch import FusionPath, KeepAlive
+from bridge.http import parse_body, validation_error
+from server.doors.launch import FusionPath, stream_response
 from server.doors.messages_protocol import CountTokensRequest, MessagesRequest
 from server.doors.messages_translate import MessageStream, error_body, estimate_tokens, message_object, to_chat_request
 from server.doors.wire import DoorNotes
-from server.engine import FusionResult, Phase, TextDelta
 
 __all__ = ["AnthropicErrorRoute", "messages_router"]
 
@@ -52,10 +51,6 @@ def _error_response(error: APIError) -> JSONResponse:
     return JSONResponse(error_body(error), status_code=error.status, headers=error.headers())
 
 
-def _fusionkit(result: FusionResult, notes: DoorNotes) -> dict[str, Any]:
-    return {**result.metadata.model_dump(), "door": notes.model_dump()}
-
-
 def messages_router(fusion: FusionPath) -> APIRouter:
     router = APIRouter(route_class=AnthropicErrorRoute)
 
@@ -74,30 +69,9 @@ def messages_router(fusion: FusionPath) -> APIRouter:
         if not body.stream:
             result = await run.result(request)
             message = message_object(result, model=body.model, message_id=message_id)
-            return JSONResponse({**message.model_dump(), "fusionkit": _fusionkit(result, notes)}, headers=run.headers)
+            return JSONResponse({**message.model_dump(), "fusionkit": notes.metadata(result)}, headers=run.headers)
 
-        events = await run.events()
-        stream = MessageStream(message_id, body.model)
-
-        async def frames() -> AsyncIterator[bytes]:
-            async with events:
-                for frame in stream.opening():
-                    yield frame
-                try:
-                    async for item in events:
-                        if isinstance(item, KeepAlive | Phase):
-                            yield stream.ping()
-                        elif isinstance(item, TextDelta):
-                            for frame in stream.delta(item.text):
-                                yield frame
-                        else:
-                            for frame in stream.finish(item, _fusionkit(item, notes)):
-                                yield frame
-                except APIError as error:
-                    for frame in stream.failed(error):
-                        yield frame
-
-        return StreamingResponse(frames(), media_type="text/event-stream", headers={**SSE_HEADERS, **run.headers})
+        return stream_response(await run.events(), MessageStream(message_id, body.model, notes), run.headers)
 
     @router.post("/messages/count_tokens")
     async def count_tokens(request: Request) -> dict[str, int]:

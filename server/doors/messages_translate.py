@@ -263,9 +263,10 @@ class MessageStream:
     it. `ping` is the keep-alive while the panel and judge work.
     """
 
-    def __init__(self, message_id: str, model: str) -> None:
+    def __init__(self, message_id: str, model: str, notes: DoorNotes) -> None:
         self.message_id = message_id
         self.model = model
+        self.notes = notes
         self.index = -1
         self.text_open = False
         self.streamed = False
@@ -281,6 +282,12 @@ class MessageStream:
     def ping(self) -> bytes:
         return self._event("ping")
 
+    def keepalive(self) -> list[bytes]:
+        return [self.ping()]
+
+    def phase(self, name: str) -> list[bytes]:
+        return [self.ping()]
+
     def delta(self, text: str) -> list[bytes]:
         frames = []
         if not self.text_open:
@@ -292,7 +299,7 @@ class MessageStream:
         frames.append(self._event("content_block_delta", index=self.index, delta={"type": "text_delta", "text": text}))
         return frames
 
-    def finish(self, result: FusionResult, fusionkit: dict[str, Any]) -> list[bytes]:
+    def finish(self, result: FusionResult) -> list[bytes]:
         frames = []
         if not self.streamed and result.message.content:
             frames.extend(self.delta(result.message.content))
@@ -317,7 +324,7 @@ class MessageStream:
                 "message_delta",
                 delta={"stop_reason": STOP_REASONS.get(result.finish_reason, "end_turn"), "stop_sequence": None},
                 usage=_usage(result).model_dump(),
-                fusionkit=fusionkit,
+                fusionkit=self.notes.metadata(result),
             )
         )
         frames.append(self._event("message_stop"))

@@ -9,17 +9,16 @@ response made with `store: false` is recorded as a run like any other but cannot
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from bridge.errors import APIError, bad_request
-from bridge.http import SSE_HEADERS, parse_body, sse_comment, validation_error
+from bridge.errors import bad_request
+from bridge.http import parse_body, validation_error
 from bridge.protocol import ChatMessage
-from server.doors.launch import FusionPath, KeepAlive
+from server.doors.launch import FusionPath, stream_response
 from server.doors.responses_protocol import ResponsesRequest
 from server.doors.responses_translate import (
     ResponseStream,
@@ -33,7 +32,6 @@ from server.doors.responses_translate import (
     to_chat_request,
 )
 from server.doors.wire import DoorNotes
-from server.engine import FusionResult, Phase, TextDelta
 from server.store import RunStore, is_valid_run_id
 
 __all__ = ["responses_router"]
@@ -56,10 +54,6 @@ async def previous_conversation(store: RunStore, response_id: str) -> list[ChatM
             code="previous_response_not_found",
         )
     return [ChatMessage.model_validate(m) for m in [*conversation, final]]
-
-
-def _fusionkit(result: FusionResult, notes: DoorNotes) -> dict[str, Any]:
-    return {**result.metadata.model_dump(), "door": notes.model_dump()}
 
 
 def responses_router(fusion: FusionPath) -> APIRouter:
@@ -86,31 +80,8 @@ def responses_router(fusion: FusionPath) -> APIRouter:
         if not body.stream:
             result = await run.result(request)
             done = finished(response, result, output_items(result.message, tools))
-            return JSONResponse(response_json(done, _fusionkit(result, notes)), headers=run.headers)
+            return JSONResponse(response_json(done, notes.metadata(result)), headers=run.headers)
 
-        events = await run.events()
-        stream = ResponseStream(response, tools)
-
-        async def frames() -> AsyncIterator[bytes]:
-            async with events:
-                for frame in stream.opening():
-                    yield frame
-                try:
-                    async for item in events:
-                        if isinstance(item, KeepAlive):
-                            yield sse_comment()
-                        elif isinstance(item, Phase):
-                            yield sse_comment(item.name)
-                        elif isinstance(item, TextDelta):
-                            for frame in stream.delta(item.text):
-                                yield frame
-                        else:
-                            for frame in stream.finish(item, _fusionkit(item, notes)):
-                                yield frame
-                except APIError as error:
-                    for frame in stream.failed(error):
-                        yield frame
-
-        return StreamingResponse(frames(), media_type="text/event-stream", headers={**SSE_HEADERS, **run.headers})
+        return stream_response(await run.events(), ResponseStream(response, tools, notes), run.headers)
 
     return router

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.errors import APIError, bad_request
+from bridge.http import sse_comment
 from bridge.protocol import (
     AssistantMessage,
     ChatMessage,
@@ -396,9 +397,10 @@ class ResponseStream:
     empty message; tool calls (known when the run ends) follow it, then `response.completed`.
     """
 
-    def __init__(self, response: ResponseObject, tools: ToolMap) -> None:
+    def __init__(self, response: ResponseObject, tools: ToolMap, notes: DoorNotes) -> None:
         self.response = response
         self.tools = tools
+        self.notes = notes
         self.seq = 0
         self.text: list[str] | None = None
         self.message_id = _item_id("msg")
@@ -411,6 +413,12 @@ class ResponseStream:
     def opening(self) -> list[bytes]:
         body = response_json(self.response, None)
         return [self._event("response.created", response=body), self._event("response.in_progress", response=body)]
+
+    def keepalive(self) -> list[bytes]:
+        return [sse_comment()]
+
+    def phase(self, name: str) -> list[bytes]:
+        return [sse_comment(name)]
 
     def delta(self, text: str) -> list[bytes]:
         frames = []
@@ -440,7 +448,7 @@ class ResponseStream:
         )
         return frames
 
-    def finish(self, result: FusionResult, fusionkit: dict[str, Any]) -> list[bytes]:
+    def finish(self, result: FusionResult) -> list[bytes]:
         frames: list[bytes] = []
         if self.text is None and result.message.content:
             frames.extend(self.delta(result.message.content))
@@ -476,7 +484,7 @@ class ResponseStream:
             output.append(item)
         done = finished(self.response, result, output)
         kind = "response.completed" if done.status == "completed" else "response.incomplete"
-        frames.append(self._event(kind, response=response_json(done, fusionkit)))
+        frames.append(self._event(kind, response=response_json(done, self.notes.metadata(result))))
         return frames
 
     def failed(self, error: APIError) -> list[bytes]:

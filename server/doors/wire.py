@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.engine import FusionResult
+
 __all__ = ["DoorNotes", "LenientWire", "sse_event", "type_tag"]
 
 
@@ -38,6 +40,10 @@ class DoorNotes(BaseModel):
     name: str
     tools_not_offered: list[str] = Field(default_factory=list)
     dropped: list[str] = Field(default_factory=list)
+
+    def metadata(self, result: FusionResult) -> dict[str, Any]:
+        """The answer's `fusionkit` object: the run's metadata and this door's notes."""
+        return {**result.metadata.model_dump(), "door": self.model_dump()}
 
     def drop(self, what: str) -> None:
         if what not in self.dropped:
