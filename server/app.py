@@ -3,7 +3,8 @@
     app = create_app(load_config("configs/demo.yaml"))                  # in-process adapters
     app = create_app(config, bridges={"fast": "http://127.0.0.1:9101"})  # through bridges (under `up`)
 
-Routes: GET /health, GET /v1/models, POST /v1/chat/completions, the /v1/fusion/runs family
+Routes: GET /health, GET /v1/models, POST /v1/chat/completions, the agent front doors
+POST /v1/responses and POST /v1/messages (`server.doors`, SPEC §14), the /v1/fusion/runs family
 (`server.runs_api`) and the trajectory endpoints (`server.trajectories_api`) (SPEC §5). The HTTP layer
 parses and answers; the fusion engine (`server.engine`) does the work; `server.runs` records it.
 """
@@ -28,6 +29,7 @@ from server.auth import BearerAuth
 from server.chat import ChatHandler
 from server.clients import EndpointClient, build_clients
 from server.config import PanelConfig
+from server.doors import FusionPath, messages_router, responses_router
 from server.engine import FusionEngine
 from server.protocol import FUSION_MODELS, FusionChatRequest
 from server.runs import RunService
@@ -55,7 +57,8 @@ def create_app(
     trace = tracer or TraceEmitter.from_env()
     runs = RunService(store, trace)
     engine = FusionEngine(config, endpoint_clients)
-    chat = ChatHandler(engine, runs, keepalive_s=keepalive_s)
+    fusion = FusionPath(engine, runs, keepalive_s=keepalive_s)
+    chat = ChatHandler(fusion)
     auth = BearerAuth(os.environ.get(config.server.api_key_env) if config.server.api_key_env else None)
 
     @asynccontextmanager
@@ -85,6 +88,11 @@ def create_app(
         status = "ok" if ready == len(ids) else ("degraded" if ready else "unavailable")
         return {"status": status, "endpoints": endpoints, "auth": auth.enabled}
 
+    @app.head("/")
+    async def preflight() -> Response:
+        """Claude Code checks the base URL with `HEAD /` before its first request."""
+        return Response(status_code=200)
+
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
 
     cards = [ModelCard(id=m, owned_by="fusionkit") for m in FUSION_MODELS]
@@ -107,6 +115,8 @@ def create_app(
     async def chat_completions(request: Request) -> Response:
         return await chat(request, await parse_body(request, FusionChatRequest))
 
+    v1.include_router(responses_router(fusion))
+    v1.include_router(messages_router(fusion))
     v1.include_router(runs_router(engine, runs, store))
     v1.include_router(trajectories_router(engine, runs, keepalive_s=keepalive_s))
     app.include_router(v1)

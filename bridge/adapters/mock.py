@@ -3,7 +3,8 @@
 It is deterministic for a given (model, seed, messages, temperature); different models answer in
 different voices; a judge request (a JSON response format over `<candidate>` blocks) gets valid
 analysis JSON that names the candidates; a synthesis request merges the candidates it is shown;
-a request with tools calls one; a verification request (a JSON response format over a
+a request with tools calls one (the tool the user's message names, with the JSON arguments it
+spells out, else the first tool); a verification request (a JSON response format over a
 `<final_answer>` block) gets a passing verdict. `latency_ms`, `tokens_per_s` and `fail_rate` simulate slow,
 streaming and failing members. Every answer says it comes from a mock.
 """
@@ -27,6 +28,7 @@ from bridge.protocol import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
+    ChatMessage,
     ChatRequest,
     Choice,
     ChunkChoice,
@@ -180,7 +182,7 @@ class MockAdapter:
         return AssistantMessage(content=text), finish, Usage.of(prompt_tokens, len(pieces))
 
     def _plain_answer(self, request: ChatRequest, seed: int) -> str:
-        last = request.messages[-1]
+        last = _last_turn(request)
         if last.role == "tool":
             return f"[{MOCK_LABEL} {self.model}] From the tool result, the answer is {message_text(last)[:200]}"
         question = next((message_text(m) for m in reversed(request.messages) if m.role == "user"), "")
@@ -234,14 +236,14 @@ class MockAdapter:
         return "\n".join(parts)
 
     def _maybe_call_tool(self, request: ChatRequest, seed: int) -> ToolCall | None:
-        if not request.tools or request.tool_choice == "none" or request.messages[-1].role == "tool":
+        if not request.tools or request.tool_choice == "none" or _last_turn(request).role == "tool":
             return None
-        tool = request.tools[0]
+        question = next((message_text(m) for m in reversed(request.messages) if m.role == "user"), "")
+        tool, given = _tool_named_in(question, request.tools)
         choice = request.tool_choice
         if choice is not None and not isinstance(choice, str):
             tool = next(t for t in request.tools if t.function.name == choice.function.name)
-        question = next((message_text(m) for m in reversed(request.messages) if m.role == "user"), "")
-        arguments = json.dumps(_arguments_for(tool, question), sort_keys=True)
+        arguments = json.dumps(given if given is not None else _arguments_for(tool, question), sort_keys=True)
         call_id = f"call_{_digest(seed, tool.function.name) % 10**12:012d}"
         return ToolCall(id=call_id, function=FunctionCall(name=tool.function.name, arguments=arguments))
 
@@ -271,6 +273,35 @@ def _asks_for_analysis(request: ChatRequest, prompt_text: str, has_candidates: b
 def _labelled_candidates(prompt_text: str) -> list[tuple[str, str, str]]:
     ids = dict.fromkeys(a or b for a, b in _FOREIGN_LABEL.findall(prompt_text))
     return [(cid, "unknown", "") for cid in ids]
+
+
+def _last_turn(request: ChatRequest) -> ChatMessage:
+    """The last message that is not system text (agents such as Claude Code append system turns)."""
+    return next((m for m in reversed(request.messages) if m.role not in ("system", "developer")), request.messages[-1])
+
+
+def _tool_named_in(question: str, tools: list[Tool]) -> tuple[Tool, dict[str, Any] | None]:
+    """The tool the user's message names (the one named last; else the first tool) and the arguments
+    it spells out as a JSON object, if any: `Call Bash with {"command": "ls"}` calls Bash with them.
+
+    Agents offer dozens of tools and put the task last in the message, after their own reminders;
+    naming the tool and its arguments is how a test or demo makes the mock take a useful step.
+    """
+    named = [
+        (m.start(), t)
+        for t in tools
+        for m in re.finditer(rf"(?<![\w-]){re.escape(t.function.name)}(?![\w-])", question)
+    ]
+    tool = max(named, key=lambda found: found[0])[1] if named else tools[0]
+    decoder = json.JSONDecoder()
+    for start in (m.start() for m in re.finditer(r"\{", question)):
+        try:
+            value, _ = decoder.raw_decode(question, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return tool, value
+    return tool, None
 
 
 def _arguments_for(tool: Tool, question: str) -> dict[str, Any]:

@@ -275,7 +275,6 @@ class FusionEngine:
 
     # -- model calls ------------------------------------------------------------------------------
 
-
     def _account(self, run: _Run, endpoint_id: str, usage: Usage | None) -> None:
         if usage is None:
             return
