@@ -1,7 +1,7 @@
 """A run's task as an OpenAI answer: one chat.completion, or an SSE stream of chunks.
 
     return await respond(request, model=body.model, stream=body.stream, include_usage=..., run_id=recorder.run_id,
-                         start=lambda emit: runs.launch(engine, recorder, chat, options, emit), headers=...)
+                         start=lambda emit: runs.launch(engine, recorder, plan, emit), headers=...)
 
 Streaming sends the role chunk at once, an SSE comment for each phase and as a keep-alive
 while nothing else is happening, the answer's tokens as the engine emits them, tool calls at the
@@ -32,6 +32,7 @@ from bridge.protocol import (
 )
 from server.doors.launch import RunEvents, Start, run_failure, stream_response
 from server.engine import FusionResult, TextDelta
+from server.metadata import fusion_metadata
 
 __all__ = ["respond"]
 
@@ -60,7 +61,7 @@ async def respond(
             usage=result.usage,
         )
         data = completion_to_dict(completion)
-        data["fusionkit"] = result.metadata.model_dump()
+        data["fusionkit"] = fusion_metadata(result).model_dump()
         return JSONResponse(data, headers=headers)
 
     # A run that fails before its first event (bad panel names, budgets) is still a plain HTTP error.
@@ -102,7 +103,9 @@ class ChunkWriter:
         for index, call in enumerate(result.message.tool_calls or []):
             frames.append(self._frame(tool_head_chunk(index, call.id, call.function.name)))
             frames.append(self._frame(tool_arguments_chunk(index, call.function.arguments)))
-        frames.append(self._frame(finish_chunk(result.finish_reason), {"fusionkit": result.metadata.model_dump()}))
+        frames.append(
+            self._frame(finish_chunk(result.finish_reason), {"fusionkit": fusion_metadata(result).model_dump()})
+        )
         if self.include_usage:
             frames.append(self._frame(usage_chunk(result.usage)))
         frames.append(sse_data("[DONE]"))

@@ -2,7 +2,7 @@
 
 runs = RunService(store, tracer)
 recorder = await runs.start(mode="panel", request=body)
-task = runs.launch(engine, recorder, chat_request, options)   # completed / failed / cancelled recorded
+task = runs.launch(engine, recorder, engine.plan(chat_request, options))   # completed / failed / cancelled recorded
 result = await task
 """
 
@@ -13,19 +13,16 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from bridge.errors import APIError, bad_request
 from bridge.http import validation_error
-from bridge.protocol import ChatRequest
 from bridge.tracing import Component, TraceEmitter, new_span_id, new_trace_id
-from server.engine import FusionEngine, FusionResult
-from server.engine.engine import Emit
+from server.engine import Emit, FusionEngine, FusionResult, RunPlan
 from server.engine.pauses import ToolPauses, ToolResult
-from server.protocol import FusionOptions
 from server.store import TERMINAL_STATES, IdempotencyConflict, RunRecord, RunStore, new_run_id
 
 __all__ = ["RunRecorder", "RunService"]
@@ -150,16 +147,16 @@ class RunService:
         self,
         engine: FusionEngine,
         recorder: RunRecorder,
-        request: ChatRequest,
-        options: FusionOptions,
+        plan: RunPlan,
         emit: Emit | None = None,
     ) -> asyncio.Task[FusionResult]:
-        """Start a fusion run as a task; external tool execution gets its pause registry here."""
-        policy = options.tool_execution
+        """Start a planned fusion run as a task; external tool execution gets its pause registry here."""
+        policy = plan.options.tool_execution
+        tools = plan.request.tools
         pauses = None
-        if policy is not None and policy.mode == "external" and request.tools:
-            pauses = ToolPauses(recorder, policy, request.tools, engine.config.budget)
-        return self.launch_work(recorder, lambda: engine.run(request, options, recorder, emit, pauses), pauses)
+        if policy is not None and policy.mode == "external" and tools:
+            pauses = ToolPauses(recorder, policy, tools, engine.config.budget)
+        return self.launch_work(recorder, lambda: engine.run(plan, recorder, emit, pauses), pauses)
 
     def launch_work(
         self,
@@ -254,18 +251,17 @@ class RunService:
             log.exception("run %s failed unexpectedly", recorder.run_id)
             await self._end(recorder, "failed", {"error": {"message": f"internal error: {type(exc).__name__}"}})
             raise
-        meta = result.metadata
         summary = {
-            "route": meta.route,
-            "models": meta.candidate_model_ids,
-            "decision": meta.decision.model_dump() if meta.decision else None,
-            "latency_ms": meta.latency_ms,
-            "cost_estimate": meta.cost_estimate,
+            "route": result.route,
+            "models": [c.endpoint_id for c in result.candidates],
+            "decision": result.decision.model_dump(),
+            "latency_ms": result.latency_ms,
+            "cost_estimate": asdict(result.cost),
             "usage": result.usage.model_dump(),
             "final_output": result.message.model_dump(exclude_none=True),
-            "failed_members": [f.model_dump() for f in meta.failed_members],
+            "failed_members": [f.model_dump() for f in result.failed],
         }
-        meta.event_cursor = await recorder.transition(
+        result.event_cursor = await recorder.transition(
             "completed", {"decision": summary["decision"]}, summary=summary, terminal_reason="completed"
         )
         return result

@@ -114,7 +114,7 @@ async def test_a_trajectory_fusion_written_by_mocks_is_labelled_mock(tmp_path: P
     result = await engine.fuse_answers(
         request, given, MemoryRecorder(), judge_id="fast", synth_id="careful", best=lambda c, _: c[0]
     )
-    assert result.metadata.mock is True  # the judge and the synthesizer were mocks, though no candidate was
+    assert result.mock is True  # the judge and the synthesizer were mocks, though no candidate was
 
 
 def test_the_cost_estimate_is_in_the_configs_currency(tmp_path: Path, live_server: Any) -> None:

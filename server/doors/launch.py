@@ -229,7 +229,7 @@ class FusionPath:
         record: dict[str, Any],
     ) -> StartedRun:
         """Check the run, record it (with the door it came through) and return it ready to launch."""
-        self.engine.check(chat, options)
+        plan = self.engine.plan(chat, options)
         recorder = await self.runs.start(
             mode=options.mode or self.engine.config.default_mode,
             request=record,
@@ -239,7 +239,7 @@ class FusionPath:
         log_context(request).update({"run_id": recorder.run_id, "model": model})
         return StartedRun(
             recorder=recorder,
-            launch=lambda emit: self.runs.launch(self.engine, recorder, chat, options, emit),
+            launch=lambda emit: self.runs.launch(self.engine, recorder, plan, emit),
             keepalive_s=self.keepalive_s,
             headers={"x-fusion-run-id": recorder.run_id, "x-fusion-trace-id": recorder.trace_id},
         )

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.engine import FusionResult
+from server.metadata import fusion_metadata
 
 __all__ = ["DoorNotes", "LenientWire", "sse_event", "type_tag"]
 
@@ -43,7 +44,7 @@ class DoorNotes(BaseModel):
 
     def metadata(self, result: FusionResult) -> dict[str, Any]:
         """The answer's `fusionkit` object: the run's metadata and this door's notes."""
-        return {**result.metadata.model_dump(), "door": self.model_dump()}
+        return {**fusion_metadata(result).model_dump(), "door": self.model_dump()}
 
     def drop(self, what: str) -> None:
         if what not in self.dropped:

@@ -13,6 +13,7 @@ import json
 from bridge.protocol import ChatMessage, ChatRequest, ResponseFormat, message_text
 from server.engine.candidates import Candidate
 from server.engine.judge import JUDGE_SCHEMA, JudgeAnalysis
+from server.engine.result import Verification
 
 __all__ = ["agent_request", "conversation_text", "judge_request", "synthesis_request", "verifier_request"]
 
@@ -167,13 +168,15 @@ def verifier_request(model: str, base: ChatRequest, final_text: str, *, max_toke
     )
 
 
-def parse_verdict(text: str) -> dict[str, object]:
+def parse_verdict(text: str, verifier_model_id: str) -> Verification:
     start, end = text.find("{"), text.rfind("}")
     try:
         data = json.loads(text[start : end + 1]) if 0 <= start < end else None
     except json.JSONDecodeError:
         data = None
     if not isinstance(data, dict) or data.get("verdict") not in ("pass", "fail"):
-        return {"passed": None, "issues": [], "parse_error": "the verifier returned no JSON verdict"}
+        return Verification(verifier_model_id, None, [], "the verifier returned no JSON verdict")
     issues = data.get("issues") or []
-    return {"passed": data["verdict"] == "pass", "issues": [str(i) for i in issues] if isinstance(issues, list) else []}
+    return Verification(
+        verifier_model_id, data["verdict"] == "pass", [str(i) for i in issues] if isinstance(issues, list) else []
+    )
