@@ -73,12 +73,23 @@ class BridgeClient:
         if response.status == 200:
             return
         text = await response.text(errors="replace")
+        retry_after = response.headers.get("retry-after")
         try:
-            body = json.loads(text)
-        except ValueError:
-            body = {"error": {"message": text[:300]}}
-        # The bridge's error body is already ours: its message names the upstream and what went wrong.
-        raise from_openai_status(response.status, body, response.headers.get("retry-after"), label="bridge")
+            error = json.loads(text)["error"]
+            # The bridge's error is already the one the client should see: passed on as it is.
+            raise APIError(
+                response.status,
+                str(error["message"]),
+                type=str(error["type"]),
+                code=error.get("code"),
+                param=error.get("param"),
+                retry_after=retry_after,
+            )
+        except (ValueError, KeyError, TypeError):
+            # Not a bridge's answer (a proxy in between, say): mapped by its status.
+            raise from_openai_status(
+                response.status, {"error": {"message": text[:300]}}, retry_after, label="bridge"
+            ) from None
 
     async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
         try:
