@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.protocol import ChatRequest
 
 __all__ = [
     "FUSION_MODELS",
+    "MODE_ALIASES",
     "DecisionInfo",
     "FailedMember",
     "FusionChatRequest",
@@ -20,6 +21,12 @@ __all__ = [
 ]
 
 FUSION_MODELS = ("fusionkit/router", "fusionkit/single", "fusionkit/self", "fusionkit/panel")
+# fusionkit 0.10's names for the router mode, accepted wherever a mode or a fusionkit/* model is.
+MODE_ALIASES = {"heuristic": "router"}
+
+
+def _canonical_mode(value: Any) -> Any:
+    return MODE_ALIASES.get(value, value) if isinstance(value, str) else value
 
 
 class _Strict(BaseModel):
@@ -43,9 +50,18 @@ class FusionOptions(_Strict):
     verify: bool = False
     tool_execution: ToolExecution | None = None
 
+    _mode_alias = field_validator("mode", mode="before")(_canonical_mode)
+
 
 class FusionChatRequest(ChatRequest):
     fusion: FusionOptions | None = None
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_alias(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("fusionkit/"):
+            return "fusionkit/" + _canonical_mode(value.removeprefix("fusionkit/"))
+        return value
 
     def chat_request(self) -> ChatRequest:
         """The request without the `fusion` object, as a panel member receives it."""

@@ -365,6 +365,12 @@ class FusionEngine:
         if foreign:
             await self._drop(run, plan, f"proposed tool '{foreign[0]}', which the request does not offer", None)
             return None
+        await self._record_candidate(run, candidate)
+        return candidate
+
+    @staticmethod
+    async def _record_candidate(run: _Run, candidate: Candidate) -> None:
+        """Store a candidate's answer and record it (`candidate.recorded`), so inspection shows it."""
         candidate.artifact_sha256 = await run.recorder.artifact(candidate.text or candidate.model_dump_json())
         await run.recorder.event(
             "candidate.recorded",
@@ -380,7 +386,6 @@ class FusionEngine:
                 }
             ),
         )
-        return candidate
 
     async def _resume_after_tools(
         self, run: _Run, plan: MemberPlan, member_request: ChatRequest, completion: ChatCompletion
@@ -449,6 +454,7 @@ class FusionEngine:
         run.latency_ms["single"] = _ms_since(started)
         message = completion.message
         candidate = self._candidate(plan, completion, run.latency_ms["single"])
+        await self._record_candidate(run, candidate)
         decision = DecisionInfo(type="select_candidate", reason="single_mode", selected_candidate_id="c1")
         return await self._finish(
             run,
