@@ -54,7 +54,9 @@ def terminal_error(record: RunRecord) -> NativeRunError | None:
     reason = record.terminal_reason or record.state
     if record.state == "failed":
         error = summary.get("error") or {}
-        return run_error(summary.get("status") or 500, error.get("code"), error.get("message"), reason)
+        # A failure's own reason is its error code (the seed's name for it), unless the run recorded a finer one.
+        finer = None if reason == "failed" else reason
+        return run_error(summary.get("status") or 500, error.get("code"), error.get("message"), finer)
     if record.state == "cancelled":
         return NativeRunError(
             error_kind="none", error_code="cancelled", retryable=False, owner="fusionkit", terminal_reason=reason
@@ -80,6 +82,7 @@ def run_summary(record: RunRecord, cursor: int) -> RunStateSummary:
     """The seed's RunStateSummary of a run; `cursor` is the seq of its latest event."""
     summary = record.summary or {}
     final = _final_message(record)
+    error = terminal_error(record)
     return RunStateSummary(
         run_id=record.run_id,
         trace_id=record.trace_id or "",
@@ -88,8 +91,8 @@ def run_summary(record: RunRecord, cursor: int) -> RunStateSummary:
         event_cursor=cursor,
         idempotency_key=record.idempotency_key,
         request_hash=record.request_hash,
-        terminal_error=terminal_error(record),
-        terminal_reason=record.terminal_reason,
+        terminal_error=error,
+        terminal_reason=error.terminal_reason if error else record.terminal_reason,
         final_output=final.get("content") if final else None,
         fusionkit={
             "mode": record.mode,

@@ -12,13 +12,17 @@ same upstream behaviour:
   `{"text": <last user text>}` (call id `call_<model>_<tool>`);
 - anything else gets `<model> at <temperature>: <last user text>`, so panel members and self
   samples differ and every fused run goes through its judge.
-Streams (`stream: true`) send the same text word by word.
+Streams (`stream: true`) send the same text word by word. A test can hold every answer back:
+`StandinApp(gate=threading.Event())` answers once the gate is set, and sets `arrived` when the
+first request is waiting at it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -88,6 +92,10 @@ def _usage(body: dict[str, Any], text: str) -> dict[str, int]:
 class StandinApp:
     """`POST /v1/chat/completions` (JSON or SSE) and `GET /v1/models`; everything else is 404."""
 
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.gate = gate
+        self.arrived = threading.Event()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
@@ -108,6 +116,9 @@ class StandinApp:
             await _json(send, 200, {"object": "list", "data": [{"id": "standin", "object": "model"}]})
         elif scope["method"] == "POST" and path == "/v1/chat/completions":
             body = json.loads(raw or b"{}")
+            if self.gate is not None:
+                self.arrived.set()
+                await asyncio.to_thread(self.gate.wait)
             answer = answer_for(body)
             if body.get("stream"):
                 await _stream(send, body, answer)
