@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from bridge.errors import bad_request
-from bridge.http import log_context, race_disconnect
+from bridge.http import log_context, race_disconnect, validation_error
 from bridge.protocol import ChatRequest
 from server.completions import respond
 from server.engine import FusionEngine
@@ -24,7 +24,6 @@ from server.fusion_protocol import (
     NativeRoute,
     StepTrajectoriesRequest,
     parse_native,
-    validation_failed,
 )
 from server.runs import RunService
 from server.trajectories import best_verified, synthesis_record, to_candidates
@@ -82,7 +81,8 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
         try:
             chat = ChatRequest.model_validate({**fields, "model": judge})
         except ValidationError as exc:
-            raise validation_failed(exc.errors(include_url=False)) from None
+            # The body is valid; what the OpenAI fields say together is not (a tool_choice naming no tool): 400.
+            raise validation_error(exc) from None
         recorder = await runs.start(
             mode="step",
             request=body.model_dump(mode="json", exclude_none=True),
