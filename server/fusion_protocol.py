@@ -278,6 +278,8 @@ def validation_failed(errors: list[Any], where: str = "body") -> FusionError:
         if not loc or loc[0] not in ("body", "query", "path", "header"):
             loc = (where, *loc)
         item = {k: v for k, v in error.items() if k in ("type", "msg", "input", "ctx")}
+        if "input" in item:
+            item["input"] = _echoable(item["input"])
         if "ctx" in item:
             item["ctx"] = {k: v if isinstance(v, str | int | float | bool) else str(v) for k, v in item["ctx"].items()}
         detail.append({**item, "loc": list(loc)})
@@ -295,6 +297,18 @@ def validation_failed(errors: list[Any], where: str = "body") -> FusionError:
         message=message,
     )
     return FusionError(422, native, param=path, detail=detail)
+
+
+_ECHO_LIMIT = 2_000
+
+
+def _echoable(value: Any) -> Any:
+    """A validation error's `input` as it can be echoed: JSON-safe (no NaN), and a long one cut, as text."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        return repr(value)[:_ECHO_LIMIT]
+    return value if len(text) <= _ECHO_LIMIT else text[:_ECHO_LIMIT] + "..."
 
 
 M = TypeVar("M", bound=BaseModel)
