@@ -626,12 +626,17 @@ class JudgeSynthesisRecord(ContractRecord):
     metrics: dict[str, Any] | None = None
 
 
-class RunStateSummary(_Answer):
+class _RunHead(_Answer):
+    """Where a run stands: the fields the seed's summary, inspection and create answer open with."""
+
     run_id: str
     trace_id: str
     state: RunState
     status: Status
     event_cursor: int
+
+
+class RunStateSummary(_RunHead):
     idempotency_key: str | None = None
     request_hash: str | None = None
     terminal_error: NativeRunError | None = None
@@ -641,12 +646,7 @@ class RunStateSummary(_Answer):
     fusionkit: dict[str, Any] = Field(default_factory=dict)
 
 
-class RunInspection(_Answer):
-    run_id: str
-    trace_id: str
-    state: RunState
-    status: Status
-    event_cursor: int
+class RunInspection(_RunHead):
     candidates: list[CandidateInspection] = Field(default_factory=list)
     artifacts: list[ArtifactRef] = Field(default_factory=list)
     model_call_ids: list[str] = Field(default_factory=list)
@@ -661,14 +661,9 @@ class RunInspection(_Answer):
     fusionkit: dict[str, Any] = Field(default_factory=dict)
 
 
-class CreateRunAnswer(_Answer):
+class CreateRunAnswer(_RunHead):
     """`POST /v1/fusion/runs`: flat, with `inspection` once the run has executed (or paused)."""
 
-    run_id: str
-    trace_id: str
-    state: RunState
-    status: Status
-    event_cursor: int
     idempotency_outcome: IdempotencyOutcome
     terminal_error: NativeRunError | None = None
     inspection: RunInspection | None = None

@@ -68,13 +68,8 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIR
         seen = await inspection(run_id) if inspect else None
         head: RunInspection | RunStateSummary = seen or await summary(await known_run(run_id))
         created = CreateRunAnswer(
-            run_id=run_id,
-            trace_id=head.trace_id,
-            state=head.state,
-            status=head.status,
-            event_cursor=head.event_cursor,
+            **head.model_dump(include={"run_id", "trace_id", "state", "status", "event_cursor", "terminal_error"}),
             idempotency_outcome=outcome,
-            terminal_error=head.terminal_error,
             inspection=seen,
         )
         headers = {"Location": f"/v1/fusion/runs/{run_id}"} if status == 202 else None

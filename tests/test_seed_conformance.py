@@ -24,6 +24,7 @@ from tests.seed.scenarios import ENDPOINTS, STEPS, Exchange, Step, pick, request
 from tests.seed.standin import StandinApp
 
 FIXTURES = Path(__file__).resolve().parent / "seed" / "fixtures"
+ENUMS: dict[str, list[str]] = json.loads((FIXTURES / "manifest.json").read_text(encoding="utf-8"))["enums"]
 STEP_NAMES = [s.name for s in STEPS if isinstance(s, Step)]
 WORD_COUNT = {
     "type": "function",
@@ -98,10 +99,10 @@ def test_answers_as_the_seed(answers: dict[str, Exchange], name: str) -> None:
     if "frames" in seed:
         assert ours.frames is not None and ours.frames[-1] == "[DONE]", ours.frames
         for pick_frame in (_first, _finish):
-            problems = compare(pick_frame(seed["frames"]), pick_frame(ours.frames))
+            problems = compare(pick_frame(seed["frames"]), pick_frame(ours.frames), ENUMS)
             assert not problems, "\n".join(problems)
         return
-    problems = compare(seed["body"], ours.body, step.same)
+    problems = compare(seed["body"], ours.body, ENUMS, step.same)
     known = [p for p in problems if p.split(":")[0] in step.known]
     assert len(known) == len(step.known), f"a known difference is gone: remove it from the step ({known})"
     unknown = [p for p in problems if p not in known]
@@ -119,7 +120,7 @@ def _finish(frames: list[Any]) -> Any:
 def test_a_missing_key_path_fails_the_comparison() -> None:
     seed = seed_answer("runs_get")["body"]
     ours = {k: v for k, v in seed.items() if k != "event_cursor"}
-    assert compare(seed, ours) == ["event_cursor: missing (the seed answers number)"]
-    [odd] = compare(seed, {**seed, "state": "done"})
+    assert compare(seed, ours, ENUMS) == ["event_cursor: missing (the seed answers number)"]
+    [odd] = compare(seed, {**seed, "state": "done"}, ENUMS)
     assert odd.startswith("state: ['done'] not among the seed's values")
     assert pick(seed, "run_id") == seed["run_id"]

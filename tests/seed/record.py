@@ -6,7 +6,7 @@ Runs inside the seed's own venv with the repo on PYTHONPATH, in a temp working d
 writes its run store under `.fusionkit/runs` of the working dir). The seed and the stand-in
 upstream (`tests.seed.standin`) are real uvicorn servers on loopback ports; each exchange of
 `scenarios.STEPS` is written to `fixtures/NN-name.json`, and `fixtures/manifest.json` says what
-recorded them.
+recorded them and lists the seed's enum values (the comparison holds ours to them).
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import json
 import platform
 from importlib import metadata
 from pathlib import Path
+from typing import get_args
 
 from fusionkit_core.artifacts import LocalArtifactStore
 from fusionkit_core.clients import build_clients
 from fusionkit_core.config import FusionConfig
+from fusionkit_core import contracts, run
 from fusionkit_core.contracts import FusionRunRequestV1
 from fusionkit_core.fusion import FusionEngine
 from fusionkit_core.run import FusionRunManager, ToolExecutionPolicy
@@ -31,6 +33,20 @@ from tests.seed.scenarios import ENDPOINTS, STEPS, run_request, run_steps
 from tests.seed.standin import StandinApp
 
 PAUSED_TOOL = "word_count"
+# The enums a seed client may switch on, by the key that holds them, straight from the seed's own types.
+ENUMS = {
+    "state": contracts.FusionRunState,
+    "status": contracts.Status,
+    "event_type": run.RunEventType,
+    "idempotency_outcome": run.IdempotencyOutcome,
+    "error_kind": contracts.ErrorKind,
+    "owner": contracts.Owner,
+    "side_effects": contracts.SideEffects,
+    "kind": contracts.ArtifactKind,
+    "decision": contracts.SynthesisDecision,
+    "mode": contracts.FusionMode,
+    "redaction_status": contracts.RedactionStatus,
+}
 
 
 def seed_config(upstream: str) -> FusionConfig:
@@ -89,7 +105,12 @@ def main() -> None:
         path = out / f"{number:02d}-{exchange.name}.json"
         path.write_text(json.dumps(exchange.as_json(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
     versions = {name: metadata.version(name) for name in ("fusionkit-core", "fusionkit-server", "fastapi", "pydantic")}
-    manifest = {"recorded_by": "tests/seed/record.py", "python": platform.python_version(), "versions": versions}
+    manifest = {
+        "recorded_by": "tests/seed/record.py",
+        "python": platform.python_version(),
+        "versions": versions,
+        "enums": {key: sorted(get_args(kind)) for key, kind in ENUMS.items()},
+    }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print(f"wrote {len(exchanges)} seed exchanges to {out}")
 
