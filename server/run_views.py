@@ -215,7 +215,7 @@ class RunView:
                 status=STATUS_OF_STATE[self.state],
                 created_at=event.ts,
                 event_type=kind,
-                payload={**seed, "fusionkit": {"type": event.type, **payload}},
+                payload={**seed, "fusionkit": {"type": event.type, "payload": payload}},
                 **ids,
             )
         )
@@ -607,11 +607,8 @@ class RunView:
         )
 
     def _state_payloads(self) -> list[dict[str, Any]]:
-        return [
-            e.payload.get("fusionkit", {})
-            for e in self.events
-            if e.payload.get("fusionkit", {}).get("type") == "run.state"
-        ]
+        ours = [e.payload["fusionkit"] for e in self.events]
+        return [event["payload"] for event in ours if event["type"] == "run.state"]
 
 
 def _responses(events: list[EventRecord]) -> dict[int, str]:

@@ -136,7 +136,7 @@ def test_identical_read_only_calls_are_executed_once(tmp_path: Path, live_server
     assert run["state"] == "completed"
     events = httpx2.get(f"{server.url}/v1/fusion/runs/{run_id}/events").json()["events"]
     assert sum(1 for e in events if e["event_type"] == "tool_execution_recorded") == 1
-    plans = [e["payload"]["fusionkit"] for e in events if e["event_type"] == "tool_call_planned"]
+    plans = [e["payload"]["fusionkit"]["payload"] for e in events if e["event_type"] == "tool_call_planned"]
     shared = sorted(p["candidate_id"] for p in plans if p["calls"][0].get("deduplicated"))
     assert len(plans) == 3 and len(shared) == 2
 

@@ -56,7 +56,7 @@ def fetch_events(router_url: str, run_id: str) -> list[Event]:
                 "seq": e["event_seq"],
                 "ts": e["created_at"],
                 "type": e["payload"]["fusionkit"]["type"],
-                "payload": e["payload"]["fusionkit"],
+                "payload": e["payload"]["fusionkit"]["payload"],
             }
             for e in page["events"]
         ]
