@@ -140,20 +140,6 @@ def canonical_hash(value: Any) -> str:
     return sha256_ref(json.dumps(value, sort_keys=True, separators=(",", ":"), default=str))
 
 
-def contract(schema: str, created_at: datetime | str | None = None) -> dict[str, Any]:
-    """The contract metadata every seed record opens with, for a record FusionKit produced."""
-    stamp = created_at if isinstance(created_at, str) else (created_at or datetime.now(UTC)).isoformat()
-    return {
-        "schema": schema,
-        "schema_version": "v1",
-        "schema_bundle_hash": SCHEMA_BUNDLE_HASH,
-        "producer": "fusionkit",
-        "producer_version": _version(),
-        "producer_git_sha": UNKNOWN_GIT_SHA,
-        "created_at": stamp,
-    }
-
-
 class _Answer(BaseModel):
     """Base for what the routes answer: every field is always present (null when unknown), like the seed's."""
 
@@ -173,6 +159,12 @@ class ContractRecord(_Answer):
     producer_version: str = Field(default_factory=_version)
     producer_git_sha: str = UNKNOWN_GIT_SHA
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+
+def contract(schema: str, created_at: str | None = None) -> dict[str, Any]:
+    """The contract metadata every seed record opens with, for a record FusionKit produced."""
+    stamp = {"created_at": created_at} if created_at is not None else {}
+    return ContractRecord.model_validate({"schema": schema, **stamp}).wire()
 
 
 # -- errors ---------------------------------------------------------------------------------------

@@ -190,14 +190,14 @@ class RunService:
         active = active or _Active(pauses=None)
         active.task = asyncio.create_task(self._execute(recorder, work(), lambda: active.cancel_reason))
         self.active[recorder.run_id] = active
-        active.task.add_done_callback(lambda _: self.active.pop(recorder.run_id, None))
+        active.task.add_done_callback(lambda task: self._ended(recorder.run_id, task))
         return active.task
 
-    @staticmethod
-    async def wait(task: asyncio.Task[FusionResult]) -> None:
-        """Wait for a run without tying its life to the waiting request (native runs end only by cancel)."""
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.shield(task)
+    def _ended(self, run_id: str, task: asyncio.Task[FusionResult]) -> None:
+        self.active.pop(run_id, None)
+        if not task.cancelled():
+            # Recorded by _execute already; a native run's task may have no one awaiting it to see this.
+            task.exception()
 
     async def cancel(self, run_id: str) -> bool:
         active = self.active.get(run_id)

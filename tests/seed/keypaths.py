@@ -1,13 +1,14 @@
 """Comparing an answer of ours with the seed's: key paths, JSON types and enum values.
 
-    problems = compare(seed_body, our_body, same=("state",))   # [] when ours conforms
+    problems = compare(seed_body, our_body, enums, same=("state",))   # [] when ours conforms
 
 A key path is the dotted way to a value (`inspection.candidates[].artifact.hash`); list items
 share `[]`, except items that carry an `event_type`, which are grouped by it
 (`events[candidate_recorded].payload.candidate.rank`), so each kind of event is held to its own
 shape. Ours conforms when every seed key path is present in ours, with the same JSON type
 wherever the seed's value is not null (ours may be null only where the seed's is), every enum
-value of ours at a seed path is one the seed's types allow, and the `same` paths hold equal values. Extra keys of ours are additions, and allowed.
+value of ours at a seed path is one the seed's types allow, and the `same` paths hold equal
+values. Extra keys of ours are additions, and allowed.
 """
 
 from __future__ import annotations

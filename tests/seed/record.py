@@ -18,10 +18,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import get_args
 
+from fusionkit_core import contracts, run
 from fusionkit_core.artifacts import LocalArtifactStore
 from fusionkit_core.clients import build_clients
 from fusionkit_core.config import FusionConfig
-from fusionkit_core import contracts, run
 from fusionkit_core.contracts import FusionRunRequestV1
 from fusionkit_core.fusion import FusionEngine
 from fusionkit_core.run import FusionRunManager, ToolExecutionPolicy
