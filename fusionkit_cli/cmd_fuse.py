@@ -17,11 +17,11 @@ from typing import Any
 
 import click
 import httpx2
-from pydantic import ValidationError
 
-from bridge.errors import APIError, key_path
+from bridge.errors import APIError
 from fusionkit_cli.common import BadInput, load_config_or_exit
-from server.trajectories import TrajectoryFuseRequest
+from server.fusion_protocol import FuseTrajectoriesRequest
+from server.trajectories import TrajectoryFileError, load_trajectory_file
 
 __all__ = ["fuse"]
 
@@ -44,15 +44,11 @@ def _read_input(path: str, prompt: str | None) -> dict[str, Any]:
     return data
 
 
-def _validate(path: str, data: dict[str, Any]) -> TrajectoryFuseRequest:
+def _validate(path: str, data: dict[str, Any]) -> FuseTrajectoriesRequest:
     try:
-        return TrajectoryFuseRequest.model_validate(data)
-    except ValidationError as exc:
-        problems = [
-            f"{key_path(e['loc']) or '(top level)'}: {str(e['msg']).removeprefix('Value error, ')}"
-            for e in exc.errors()
-        ]
-        raise BadInput(f"{path}: " + "; ".join(problems)) from None
+        return load_trajectory_file(data)
+    except TrajectoryFileError as exc:
+        raise BadInput(f"{path}: {exc}") from None
 
 
 class _Progress:
@@ -65,7 +61,7 @@ class _Progress:
         click.echo(f"[{time.monotonic() - self.started:5.1f}s] {phase}", err=True)
 
 
-async def _fuse_direct(config_path: str, body: TrajectoryFuseRequest, progress: _Progress) -> dict[str, Any]:
+async def _fuse_direct(config_path: str, body: FuseTrajectoriesRequest, progress: _Progress) -> dict[str, Any]:
     from bridge.protocol import ChatRequest
     from server.clients import build_clients
     from server.engine import FusionEngine, MemoryRecorder, Phase
@@ -87,7 +83,7 @@ async def _fuse_direct(config_path: str, body: TrajectoryFuseRequest, progress: 
     engine = FusionEngine(config, clients)
     try:
         result = await engine.fuse_answers(
-            ChatRequest(model="fusionkit/trajectories", messages=body.conversation()),
+            ChatRequest(model="fusionkit/trajectories", messages=body.messages),
             to_candidates(body.trajectories),
             MemoryRecorder(),
             judge_id=judge,
@@ -97,11 +93,11 @@ async def _fuse_direct(config_path: str, body: TrajectoryFuseRequest, progress: 
         )
     finally:
         await asyncio.gather(*(c.aclose() for c in clients.values()))
-    trajectory_ids = [t.id or "" for t in body.trajectories]
-    return synthesis_record(result, judge=judge, synth=synth, synthesis_id=None, trajectory_ids=trajectory_ids)
+    record = synthesis_record(result, judge=judge, synth=synth, synthesis_id=None, trajectories=body.trajectories)
+    return record.wire()
 
 
-def _fuse_remote(url: str, body: TrajectoryFuseRequest, progress: _Progress) -> dict[str, Any]:
+def _fuse_remote(url: str, body: FuseTrajectoriesRequest, progress: _Progress) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}"} if (key := os.environ.get("FUSIONKIT_API_KEY")) else {}
     progress(f"sending {len(body.trajectories)} trajectories to {url}")
     try:
@@ -113,7 +109,7 @@ def _fuse_remote(url: str, body: TrajectoryFuseRequest, progress: _Progress) -> 
         )
     except httpx2.HTTPError as exc:
         raise click.ClickException(f"cannot reach the router at {url}: {exc}") from None
-    if response.status_code == 400:
+    if response.status_code in (400, 422):
         raise BadInput(response.json().get("error", {}).get("message", response.text))
     if response.status_code != 200:
         raise click.ClickException(f"the router answered {response.status_code}: {response.text[:500]}")
@@ -157,8 +153,8 @@ def fuse(
         )
     except APIError as exc:
         raise click.ClickException(f"a model call failed: {exc.message}") from None
-    decision = record.get("decision") or {}
-    progress(f"done: {decision.get('type')} ({decision.get('reason')})")
+    reason = ((record.get("judge_synthesis_record") or {}).get("metrics") or {}).get("decision_reason")
+    progress(f"done: {record.get('decision')} ({reason})")
     text = json.dumps(record, indent=2) if as_json else record["final_output"]
     click.echo(text)
     if output:

@@ -10,8 +10,9 @@ from typing import Any
 import click
 import httpx2
 
+from bridge.endpoint import EndpointConfig
 from fusionkit_cli.common import BadInput, load_config_or_exit
-from server.run_views import inspect_run, run_summary
+from server.run_views import read_run, run_summary
 from server.store import RunStore, is_valid_run_id
 
 __all__ = ["runs"]
@@ -80,19 +81,22 @@ def list_runs(config_path: str | None, store: str | None, url: str | None, limit
         return
     click.echo(f"{'RUN ID':<29} {'CREATED':<20} {'MODE':<7} {'STATE':<15} {'LATENCY':>9} {'COST':>10}  MODELS")
     for row in rows:
-        latency = (row.get("latency_ms") or {}).get("total")
-        cost = (row.get("cost_estimate") or {}).get("amount")
+        extra = row.get("fusionkit") or {}
+        latency = (extra.get("latency_ms") or {}).get("total")
+        cost = (extra.get("cost_estimate") or {}).get("amount")
         click.echo(
-            f"{row['run_id']:<29} {str(row['created_at'])[:19]:<20} {row['mode'] or '-':<7} {row['state']:<15} "
-            f"{f'{latency:.0f} ms' if latency is not None else '-':>9} "
-            f"{f'{cost:.6f}' if cost is not None else '-':>10}  {', '.join(row.get('models') or [])}"
+            f"{row['run_id']:<29} {str(extra.get('created_at'))[:19]:<20} {extra.get('mode') or '-':<7} "
+            f"{row['state']:<15} {f'{latency:.0f} ms' if latency is not None else '-':>9} "
+            f"{f'{cost:.6f}' if cost is not None else '-':>10}  {', '.join(extra.get('models') or [])}"
         )
 
 
 async def _list_local(path: Path, limit: int) -> list[dict[str, Any]]:
     store = _open_store(path)
     try:
-        return [run_summary(r) for r in await store.list_runs(limit=limit)]
+        records = await store.list_runs(limit=limit)
+        cursors = await store.event_cursors([r.run_id for r in records])
+        return [run_summary(r, cursors.get(r.run_id, 0)).wire() for r in records]
     finally:
         await store.close()
 
@@ -108,7 +112,8 @@ def show_run(run_id: str, config_path: str | None, store: str | None, url: str |
     if url:
         data = _get(url, f"/v1/fusion/runs/{run_id}/inspect")
     else:
-        data = asyncio.run(_inspect_local(_store_path(config_path, store), run_id))
+        endpoints = {e.id: e for e in load_config_or_exit(config_path).endpoints} if config_path else {}
+        data = asyncio.run(_inspect_local(_store_path(config_path, store), run_id, endpoints))
     if as_json:
         import json
 
@@ -117,27 +122,30 @@ def show_run(run_id: str, config_path: str | None, store: str | None, url: str |
     click.echo(render_inspection(data))
 
 
-async def _inspect_local(path: Path, run_id: str) -> dict[str, Any]:
+async def _inspect_local(path: Path, run_id: str, endpoints: dict[str, EndpointConfig]) -> dict[str, Any]:
     store = _open_store(path)
     try:
         record = await store.get_run(run_id)
         if record is None:
             raise BadInput(f"no run '{run_id}' in {path}")
-        return await inspect_run(store, record, pending=None)
+        return (await (await read_run(store, record, endpoints)).inspection(store)).wire()
     finally:
         await store.close()
 
 
 def render_inspection(data: dict[str, Any]) -> str:
-    door = f"  door={data['door']}" if data.get("door") else ""
-    out = [f"run {data['run_id']}  mode={data['mode']} route={data.get('route')}  state={data['state']}{door}"]
+    """An inspection (`GET /v1/fusion/runs/{id}/inspect`) for people; the detail is in its `fusionkit` object."""
+    extra = data.get("fusionkit") or {}
+    door = f"  door={extra['door']}" if extra.get("door") else ""
+    out = [f"run {data['run_id']}  mode={extra.get('mode')} route={extra.get('route')}  state={data['state']}{door}"]
     if data.get("terminal_reason") and data["state"] != "completed":
         out.append(f"  reason: {data['terminal_reason']}")
-    if data.get("error"):
-        out.append(f"  error: {data['error']}")
+    error = data.get("terminal_error")
+    if error and error.get("message"):
+        out.append(f"  error: {error['error_code']}: {error['message']}")
     out.append("")
     out.append("CANDIDATES")
-    for c in data.get("candidates", []):
+    for c in extra.get("candidates") or []:
         rank = f"rank {c['rank']}" if c.get("rank") else "unranked"
         if c["status"] == "dropped":
             out.append(f"  [{c['candidate_id']}] {c['endpoint_id']}: DROPPED: {c.get('reason')}")
@@ -146,7 +154,7 @@ def render_inspection(data: dict[str, Any]) -> str:
         for call in c.get("tool_calls") or []:
             out.append(f"      proposes {call['function']['name']}({call['function']['arguments']})")
         out.extend(f"      {line}" for line in (c.get("text") or "").splitlines())
-    judge = data.get("judge_synthesis_record")
+    judge = extra.get("judge")
     if judge:
         out += ["", f"JUDGE ({judge.get('judge_model_id')})"]
         analysis = judge.get("analysis")
@@ -159,17 +167,17 @@ def render_inspection(data: dict[str, Any]) -> str:
         else:
             out.append(f"  analysis could not be parsed ({judge.get('parse_error')}); raw reply:")
             out.extend(f"    {line}" for line in (judge.get("raw") or "").splitlines()[:20])
-    decision = data.get("decision")
+    decision = extra.get("decision")
     if decision:
         chosen = f", selected {decision['selected_candidate_id']}" if decision.get("selected_candidate_id") else ""
         out += ["", f"DECISION  {decision['type']} ({decision['reason']}{chosen})"]
-    final = data.get("final_output") or {}
+    final = extra.get("final_message") or {}
     if final:
         out += ["", "FINAL ANSWER"]
         out.extend(f"  {line}" for line in (final.get("content") or "").splitlines())
         for call in final.get("tool_calls") or []:
             out.append(f"  tool call {call['function']['name']}({call['function']['arguments']})")
-    timings = data.get("latency_ms") or {}
+    timings = extra.get("latency_ms") or {}
     if timings:
         out += ["", "TIMINGS  " + "  ".join(f"{k}={v:.0f}ms" for k, v in timings.items())]
     return "\n".join(out)

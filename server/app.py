@@ -122,4 +122,5 @@ def create_app(
     app.include_router(v1)
     app.state.store = store
     app.state.engine = engine
+    app.state.runs = runs
     return app

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.protocol import ChatRequest
 
 __all__ = [
     "FUSION_MODELS",
+    "MODE_ALIASES",
     "DecisionInfo",
     "FailedMember",
     "FusionChatRequest",
@@ -21,14 +22,20 @@ __all__ = [
 ]
 
 FUSION_MODELS = ("fusionkit/router", "fusionkit/single", "fusionkit/self", "fusionkit/panel")
-# fusionkit 0.10 calls the router mode "heuristic"; its clients ask for this model.
-MODEL_ALIASES = {"fusionkit/heuristic": "fusionkit/router"}
+# fusionkit 0.10's names for the router mode, accepted wherever a mode or a fusionkit/* model is.
+MODE_ALIASES = {"heuristic": "router"}
+
+
+def _canonical_mode(value: Any) -> Any:
+    return MODE_ALIASES.get(value, value) if isinstance(value, str) else value
 
 
 def mode_of_model(model: str) -> str | None:
     """The mode a `fusionkit/*` model name asks for (`fusionkit/router` included); None for anything else."""
-    model = MODEL_ALIASES.get(model, model)
-    return model.removeprefix("fusionkit/") if model in FUSION_MODELS else None
+    if not model.startswith("fusionkit/"):
+        return None
+    mode = _canonical_mode(model.removeprefix("fusionkit/"))
+    return mode if f"fusionkit/{mode}" in FUSION_MODELS else None
 
 
 class _Strict(BaseModel):
@@ -51,6 +58,8 @@ class FusionOptions(_Strict):
     sample_count: int | None = Field(default=None, ge=1, le=32)
     verify: bool = False
     tool_execution: ToolExecution | None = None
+
+    _mode_alias = field_validator("mode", mode="before")(_canonical_mode)
 
 
 class FusionChatRequest(ChatRequest):

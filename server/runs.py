@@ -3,6 +3,8 @@
 runs = RunService(store, tracer)
 recorder = await runs.start(mode="panel", request=body)
 task = runs.launch(engine, recorder, engine.plan(chat_request, options))   # completed / failed / cancelled recorded
+if await runs.wait_settled(recorder.run_id) == "paused":      # waiting for external tool results
+    ...
 result = await task
 """
 
@@ -10,19 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
-
-from bridge.errors import APIError, bad_request
-from bridge.http import validation_error
+from bridge.errors import APIError
 from bridge.tracing import Component, TraceEmitter, new_span_id, new_trace_id
 from server.engine import Emit, FusionEngine, FusionResult, RunPlan
 from server.engine.pauses import ToolPauses, ToolResult
+from server.fusion_protocol import ToolResultSubmission
 from server.store import TERMINAL_STATES, IdempotencyConflict, RunRecord, RunStore, new_run_id
 
 __all__ = ["RunRecorder", "RunService"]
@@ -120,10 +119,6 @@ class RunRecorder:
         )
 
 
-class ToolResultsBody(BaseModel):
-    tool_results: list[ToolResult]
-
-
 @dataclass
 class _Active:
     """A run executing in this router: its task, its tool pauses, and why it would be cancelled."""
@@ -131,6 +126,40 @@ class _Active:
     pauses: ToolPauses | None
     task: asyncio.Task[FusionResult] = field(init=False)
     cancel_reason: str = "client_disconnected"
+    paused: asyncio.Event = field(default_factory=asyncio.Event)  # set while waiting for tool results
+
+
+class _PauseSignal:
+    """The recorder a run's ToolPauses writes through: it also raises and lowers the run's `paused` flag."""
+
+    def __init__(self, recorder: RunRecorder, paused: asyncio.Event) -> None:
+        self.recorder = recorder
+        self.paused = paused
+        self.run_id = recorder.run_id
+        self.trace_id = recorder.trace_id
+
+    async def transition(self, state: str, payload: dict[str, Any] | None = None) -> int:
+        seq = await self.recorder.transition(state, payload)
+        # After the transition is queued, so whoever wakes reads the run in `requires_action`.
+        (self.paused.set if state == "requires_action" else self.paused.clear)()
+        return seq
+
+    async def event(self, type: str, payload: dict[str, Any]) -> int:
+        return await self.recorder.event(type, payload)
+
+    async def artifact(self, content: str, media_type: str = "text/plain") -> str:
+        return await self.recorder.artifact(content, media_type)
+
+
+async def _no_executor() -> FusionResult:
+    raise APIError(
+        400,
+        "tool_execution.mode 'executor' (tool_policy 'allowed') needs a tool executor, and this router has none: "
+        "use 'external' ('external_pause') to run the tools yourself, or 'disabled'",
+        type="invalid_request_error",
+        code="executor_not_configured",
+        param="tool_execution.mode",
+    )
 
 
 class RunService:
@@ -150,32 +179,40 @@ class RunService:
         plan: RunPlan,
         emit: Emit | None = None,
     ) -> asyncio.Task[FusionResult]:
-        """Start a planned fusion run as a task; external tool execution gets its pause registry here."""
+        """Start a planned fusion run as a task; external tool execution gets its pause registry here.
+
+        A request that asks for tools to be executed by the router (`executor`) fails at once with
+        `executor_not_configured`, as the seed answers: this router has no executor.
+        """
         policy = plan.options.tool_execution
         tools = plan.request.tools
-        pauses = None
+        if policy is not None and policy.mode == "executor" and tools:
+            return self.launch_work(recorder, _no_executor)
+        active = _Active(pauses=None)
         if policy is not None and policy.mode == "external" and tools:
-            pauses = ToolPauses(recorder, policy, tools, engine.config.budget)
-        return self.launch_work(recorder, lambda: engine.run(plan, recorder, emit, pauses), pauses)
+            signal = _PauseSignal(recorder, active.paused)
+            active.pauses = ToolPauses(signal, policy, tools, engine.config.budget)
+        pauses = active.pauses
+        return self.launch_work(recorder, lambda: engine.run(plan, recorder, emit, pauses), active=active)
 
     def launch_work(
         self,
         recorder: RunRecorder,
         work: Callable[[], Coroutine[Any, Any, FusionResult]],
-        pauses: ToolPauses | None = None,
+        active: _Active | None = None,
     ) -> asyncio.Task[FusionResult]:
         """Run any recorded work (a fusion run, a trajectory fusion) as a task this service can cancel."""
-        active = _Active(pauses=pauses)
+        active = active or _Active(pauses=None)
         active.task = asyncio.create_task(self._execute(recorder, work(), lambda: active.cancel_reason))
         self.active[recorder.run_id] = active
-        active.task.add_done_callback(lambda _: self.active.pop(recorder.run_id, None))
+        active.task.add_done_callback(lambda task: self._ended(recorder.run_id, task))
         return active.task
 
-    @staticmethod
-    async def wait(task: asyncio.Task[FusionResult]) -> None:
-        """Wait for a run without tying its life to the waiting request (native runs end only by cancel)."""
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.shield(task)
+    def _ended(self, run_id: str, task: asyncio.Task[FusionResult]) -> None:
+        self.active.pop(run_id, None)
+        if not task.cancelled():
+            # Recorded by _execute already; a native run's task may have no one awaiting it to see this.
+            task.exception()
 
     async def cancel(self, run_id: str) -> bool:
         active = self.active.get(run_id)
@@ -187,21 +224,25 @@ class RunService:
             await active.task
         return True
 
-    def pending_action(self, run_id: str) -> dict[str, Any] | None:
-        active = self.active.get(run_id)
-        if active is None or active.pauses is None or not active.pauses.pending:
-            return None
-        return {"type": "submit_tool_results", "tool_calls": active.pauses.plan()}
+    async def wait_settled(self, run_id: str) -> Literal["ended", "paused"]:
+        """Wait until run `run_id` ends, or pauses for external tool results; which one, it says.
 
-    async def submit_tool_results(self, record: RunRecord, raw: bytes) -> dict[str, Any]:
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise bad_request("request body is not valid JSON", code="invalid_json") from None
-        try:
-            body = ToolResultsBody.model_validate(data)
-        except ValidationError as exc:
-            raise validation_error(exc) from None
+        A run not executing here has ended as far as this router can tell. Waiting never cancels the
+        run: a waiter that is cancelled (its client went away) leaves the run going.
+        """
+        active = self.active.get(run_id)
+        if active is None or active.task.done():
+            return "ended"
+        if not active.paused.is_set():
+            paused = asyncio.ensure_future(active.paused.wait())
+            try:
+                await asyncio.wait({active.task, paused}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                paused.cancel()
+        return "paused" if active.paused.is_set() and not active.task.done() else "ended"
+
+    async def submit_tool_result(self, record: RunRecord, submission: ToolResultSubmission) -> None:
+        """Feed one tool result to a paused run; mismatches raise 409 APIErrors, nothing applied then."""
         active = self.active.get(record.run_id)
         if active is None or active.pauses is None:
             raise APIError(
@@ -210,7 +251,13 @@ class RunService:
                 type="invalid_request_error",
                 code="run_not_waiting",
             )
-        return await active.pauses.submit(body.tool_results)
+        result = ToolResult(
+            tool_call_id=submission.tool_call_id,
+            output=submission.content(),
+            candidate_id=submission.candidate_id,
+            name=submission.tool_name,
+        )
+        await active.pauses.submit([result])
 
     async def start(
         self,

@@ -1,97 +1,53 @@
-"""The native runs API (SPEC §5): `/v1/fusion/runs` and its sub-resources.
+"""The native runs API (SPEC §5): `/v1/fusion/runs` and its sub-resources, as fusionkit-server 0.1.1 answers.
 
-    POST /v1/fusion/runs                      create (Idempotency-Key; Prefer: respond-async -> 202)
-    GET  /v1/fusion/runs?limit=N              the most recent runs, newest first
-    GET  /v1/fusion/runs/{run_id}             summary
-    GET  /v1/fusion/runs/{run_id}/inspect     candidates, judge record, final output, error
-    GET  /v1/fusion/runs/{run_id}/events      ?after=N&limit=M, paged by next_event_cursor
-    POST /v1/fusion/runs/{run_id}/cancel      cancel in-flight calls; the run ends `cancelled`
-    POST /v1/fusion/runs/{run_id}/tool-results  feed an external tool result to a paused run
+    POST /v1/fusion/runs                        create and execute (Idempotency-Key); answers when the run
+                                                ends or pauses for tool results; `Prefer: respond-async` -> 202
+    GET  /v1/fusion/runs?limit=N                (addition) the most recent runs, newest first
+    GET  /v1/fusion/runs/{run_id}               RunStateSummary
+    GET  /v1/fusion/runs/{run_id}/inspect       RunInspection
+    GET  /v1/fusion/runs/{run_id}/events        ?after=N (&limit=M, an addition): {run_id, events, next_event_cursor}
+    POST /v1/fusion/runs/{run_id}/tool-results  one ToolResultSubmission for a run in requires_action
+    POST /v1/fusion/runs/{run_id}/cancel        (addition) cancel in-flight calls; the run ends `cancelled`
+    GET  /v1/fusion/runs/{run_id}/artifacts/{sha256}   (addition) an artifact's content, its `uri`
 
-Run ids are checked against their strict format before the store is asked anything.
+The shapes are `server.fusion_protocol`'s; run ids are checked against their strict format before
+the store is asked anything.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Any, Literal
+import re
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
 
 from bridge.errors import APIError, bad_request, not_found
-from bridge.http import log_context, parse_body
-from bridge.protocol import ChatMessage, ChatRequest, Tool
+from bridge.http import log_context, race_disconnect
 from server.engine import FusionEngine
-from server.protocol import FusionOptions, ToolExecution
-from server.run_views import inspect_run, run_summary
+from server.fusion_protocol import (
+    CreateRunAnswer,
+    FusionRunRequest,
+    IdempotencyOutcome,
+    NativeRoute,
+    RunEventPage,
+    RunInspection,
+    RunStateSummary,
+    ToolResultSubmission,
+    parse_native,
+)
+from server.run_views import read_run, run_summary
 from server.runs import RunService
 from server.store import RunRecord, RunStore, is_valid_run_id
 
-__all__ = ["FusionRunRequest", "runs_router"]
-
-
-class Sampling(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    seed: int | None = None
-
-
-class FusionRunRequest(BaseModel):
-    """The fusion-run-request body. Contract metadata fields are accepted and kept, never required."""
-
-    model_config = ConfigDict(extra="allow")
-
-    messages: list[ChatMessage] = Field(min_length=1)
-    mode: Literal["single", "self", "panel", "router"] | None = None
-    sampling: Sampling | None = None
-    sample_count: int | None = Field(default=None, ge=1, le=32)
-    verify: bool = False
-    requested_models: list[str] | None = None
-    tool_policy: Literal["disabled", "external_pause"] = "disabled"
-    tool_execution: ToolExecution | None = None
-    tools: list[Tool] | None = None
-    tool_choice: Any = None
-    contract_version: str | None = None
-    request_id: str | None = None
-    metadata: dict[str, Any] | None = None
-
-    def chat_request(self) -> ChatRequest:
-        sampling = self.sampling.model_dump(exclude_none=True) if self.sampling else {}
-        data: dict[str, Any] = {"model": "fusionkit/" + (self.mode or "router"), "messages": self.messages, **sampling}
-        if self.tools:
-            data["tools"] = self.tools
-            if self.tool_choice is not None:
-                data["tool_choice"] = self.tool_choice
-        return ChatRequest.model_validate(data)
-
-    def options(self) -> FusionOptions:
-        tools = self.tool_execution
-        if self.tool_policy == "external_pause":
-            tools = (tools or ToolExecution()).model_copy(update={"mode": "external"})
-        return FusionOptions(
-            mode=self.mode,
-            panel_models=self.requested_models,
-            sample_count=self.sample_count,
-            verify=self.verify,
-            tool_execution=tools,
-        )
-
-    def fingerprint(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
+__all__ = ["runs_router"]
 
 _IDEMPOTENCY_KEY = 255
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIRouter:
-    router = APIRouter(prefix="/fusion/runs")
+    router = APIRouter(prefix="/fusion/runs", route_class=NativeRoute)
+    endpoints = {e.id: e for e in engine.config.endpoints}
 
     async def known_run(run_id: str) -> RunRecord:
         record = await store.get_run(run_id) if is_valid_run_id(run_id) else None
@@ -99,9 +55,33 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIR
             raise not_found(f"no run '{run_id[:80]}'", code="run_not_found")
         return record
 
+    async def summary(record: RunRecord) -> RunStateSummary:
+        cursors = await store.event_cursors([record.run_id])
+        return run_summary(record, cursors.get(record.run_id, 0))
+
+    async def inspection(run_id: str) -> RunInspection:
+        record = await known_run(run_id)
+        return await (await read_run(store, record, endpoints)).inspection(store)
+
+    async def answer(run_id: str, outcome: IdempotencyOutcome, *, inspect: bool, status: int = 200) -> JSONResponse:
+        """The create answer: flat state, and the inspection once the run has executed (or paused)."""
+        seen = await inspection(run_id) if inspect else None
+        head: RunInspection | RunStateSummary = seen or await summary(await known_run(run_id))
+        created = CreateRunAnswer(
+            **head.model_dump(include={"run_id", "trace_id", "state", "status", "event_cursor", "terminal_error"}),
+            idempotency_outcome=outcome,
+            inspection=seen,
+        )
+        headers = {"Location": f"/v1/fusion/runs/{run_id}"} if status == 202 else None
+        return JSONResponse(created.wire(), status_code=status, headers=headers)
+
+    async def settled(request: Request, run_id: str) -> None:
+        # Until the run ends or pauses for tool results; a client that goes away stops the wait, not the run.
+        await race_disconnect(request, runs.wait_settled(run_id))
+
     @router.post("", response_model=None)
     async def create_run(request: Request) -> JSONResponse:
-        body = await parse_body(request, FusionRunRequest)
+        body = await parse_native(request, FusionRunRequest)
         key = request.headers.get("idempotency-key")
         if key is not None and not (0 < len(key) <= _IDEMPOTENCY_KEY and key.isprintable()):
             raise bad_request(
@@ -113,38 +93,28 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIR
         chat, options = body.chat_request(), body.options()
         plan = engine.plan(chat, options)
         fingerprint = body.fingerprint()
-        if key is not None:
-            existing = await store.find_by_idempotency_key(key)
-            if existing is not None:
-                return await _replay(existing, fingerprint)
-        try:
-            recorder = await runs.start(
-                mode=options.mode or engine.config.default_mode,
-                request=body.model_dump(mode="json", exclude_none=True),
-                trace_id=request.headers.get("x-fusion-trace-id"),
-                idempotency_key=key,
-                request_hash=fingerprint,
-            )
-        except runs.duplicate_errors:
-            # Another request with the same key won the race; answer as its replay.
-            existing = await store.find_by_idempotency_key(key or "")
-            if existing is None:
-                raise
-            return await _replay(existing, fingerprint)
-        log_context(request)["run_id"] = recorder.run_id
-        task = runs.launch(engine, recorder, plan)
-        if respond_async:
-            record = await known_run(recorder.run_id)
-            return JSONResponse(
-                {"outcome": "created", "run": run_summary(record)},
-                status_code=202,
-                headers={"Location": f"/v1/fusion/runs/{recorder.run_id}"},
-            )
-        await runs.wait(task)
-        record = await known_run(recorder.run_id)
-        return JSONResponse({"outcome": "created", "run": run_summary(record)}, status_code=201)
-
-    async def _replay(existing: Any, fingerprint: str) -> JSONResponse:
+        existing = await store.find_by_idempotency_key(key) if key is not None else None
+        if existing is None:
+            try:
+                recorder = await runs.start(
+                    mode=options.mode or engine.config.default_mode,
+                    request=body.recorded(request_id=f"request_{fingerprint[7:31]}"),
+                    trace_id=request.headers.get("x-fusion-trace-id"),
+                    idempotency_key=key,
+                    request_hash=fingerprint,
+                )
+            except runs.duplicate_errors:
+                # Another request with the same key won the race: this one is its replay.
+                existing = await store.find_by_idempotency_key(key or "")
+                if existing is None:
+                    raise
+            else:
+                log_context(request)["run_id"] = recorder.run_id
+                runs.launch(engine, recorder, plan)
+                if respond_async:
+                    return await answer(recorder.run_id, "created", inspect=False, status=202)
+                await settled(request, recorder.run_id)
+                return await answer(recorder.run_id, "created", inspect=True)
         if existing.request_hash != fingerprint:
             raise APIError(
                 409,
@@ -153,56 +123,65 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIR
                 code="idempotency_conflict",
                 param="Idempotency-Key",
             )
-        return JSONResponse({"outcome": "replayed", "run": run_summary(existing)}, status_code=200)
+        log_context(request)["run_id"] = existing.run_id
+        if respond_async:
+            return await answer(existing.run_id, "replayed", inspect=False)
+        # A retry while the original still runs gets what the original's caller gets, once there is an answer.
+        await settled(request, existing.run_id)
+        return await answer(existing.run_id, "replayed", inspect=True)
 
     @router.get("")
-    async def list_runs(limit: int = 20) -> dict[str, Any]:
-        if not 1 <= limit <= 500:
-            raise bad_request("'limit' must be between 1 and 500", param="limit")
-        return {"object": "list", "data": [run_summary(r) for r in await store.list_runs(limit=limit)]}
+    async def list_runs(limit: int = Query(default=20, ge=1, le=500)) -> dict[str, object]:
+        records = await store.list_runs(limit=limit + 1)
+        cursors = await store.event_cursors([r.run_id for r in records[:limit]])
+        data = [run_summary(r, cursors.get(r.run_id, 0)).wire() for r in records[:limit]]
+        return {"object": "list", "data": data, "has_more": len(records) > limit}
 
     @router.get("/{run_id}")
-    async def get_run(run_id: str) -> dict[str, Any]:
-        return run_summary(await known_run(run_id))
+    async def get_run(run_id: str) -> dict[str, object]:
+        return (await summary(await known_run(run_id))).wire()
 
     @router.get("/{run_id}/inspect")
-    async def inspect(run_id: str) -> dict[str, Any]:
-        record = await known_run(run_id)
-        return await inspect_run(store, record, pending=runs.pending_action(run_id))
+    async def inspect(run_id: str) -> dict[str, object]:
+        return (await inspection(run_id)).wire()
 
     @router.get("/{run_id}/events")
-    async def events(run_id: str, after: int = 0, limit: int = 100) -> dict[str, Any]:
-        await known_run(run_id)
-        if after < 0 or not 1 <= limit <= 1000:
-            raise bad_request("'after' must be >= 0 and 'limit' between 1 and 1000", param="limit")
-        page = await store.events(run_id, after=after, limit=limit + 1)
-        more = len(page) > limit
-        page = page[:limit]
-        cursor = page[-1].seq if page else after
-        return {
-            "object": "list",
-            "data": [e.model_dump(mode="json") for e in page],
-            "next_event_cursor": cursor,
-            "has_more": more,
-        }
+    async def events(
+        run_id: str, after: int | None = Query(default=None, ge=0), limit: int = Query(default=1000, ge=1, le=1000)
+    ) -> dict[str, object]:
+        record = await known_run(run_id)
+        page: RunEventPage = (await read_run(store, record, endpoints)).page(after or 0, limit)
+        if after is None and not page.events:
+            page.next_event_cursor = None
+        return page.wire()
+
+    @router.post("/{run_id}/tool-results")
+    async def tool_results(run_id: str, request: Request) -> dict[str, object]:
+        record = await known_run(run_id)
+        submission = await parse_native(request, ToolResultSubmission)
+        await runs.submit_tool_result(record, submission)
+        return (await inspection(run_id)).wire()
 
     @router.post("/{run_id}/cancel")
-    async def cancel(run_id: str) -> dict[str, Any]:
+    async def cancel(run_id: str) -> dict[str, object]:
         record = await known_run(run_id)
         if await runs.cancel(run_id):
             record = await known_run(run_id)
-        elif record.state not in ("completed", "failed", "cancelled", "expired"):
+        elif not record.finished:
             raise APIError(
                 409,
                 f"run '{run_id}' is not executing in this router",
                 type="invalid_request_error",
                 code="run_not_active",
             )
-        return run_summary(record)
+        return (await summary(record)).wire()
 
-    @router.post("/{run_id}/tool-results")
-    async def tool_results(run_id: str, request: Request) -> dict[str, Any]:
-        record = await known_run(run_id)
-        return await runs.submit_tool_results(record, await request.body())
+    @router.get("/{run_id}/artifacts/{sha256}", response_model=None)
+    async def artifact(run_id: str, sha256: str) -> Response:
+        await known_run(run_id)
+        stored = await store.get_artifact(sha256) if _SHA256.fullmatch(sha256) else None
+        if stored is None:
+            raise not_found(f"no artifact '{sha256[:80]}'", code="artifact_not_found")
+        return Response(stored.content, media_type=stored.media_type)
 
     return router

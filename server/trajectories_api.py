@@ -1,8 +1,8 @@
-"""`POST /v1/fusion/trajectories:fuse` and `POST /v1/fusion/trajectory:step` (SPEC §5).
+"""`POST /v1/fusion/trajectories:fuse` and `POST /v1/fusion/trajectory:step` (SPEC §5), as the seed answers.
 
 `:fuse` has the judge compare agent trajectories and the synthesizer write the final output;
-`:step` has the judge model take the next agent step itself, the trajectories as reference.
-When the model writing the answer gives nothing, either answers with the best verified
+`:step` has the judge model take the next agent step itself, the trajectories (if any) as
+reference. When the model writing the answer gives nothing, either answers with the best verified
 trajectory's output. Both are recorded as runs; the synthesis id is the run id.
 """
 
@@ -15,18 +15,24 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from bridge.errors import bad_request
-from bridge.http import log_context, parse_body, race_disconnect, validation_error
+from bridge.http import log_context, race_disconnect, validation_error
 from bridge.protocol import ChatRequest
 from server.completions import respond
 from server.engine import FusionEngine
+from server.fusion_protocol import (
+    FuseTrajectoriesRequest,
+    NativeRoute,
+    StepTrajectoriesRequest,
+    parse_native,
+)
 from server.runs import RunService
-from server.trajectories import StepRequest, TrajectoryFuseRequest, best_verified, synthesis_record, to_candidates
+from server.trajectories import best_verified, synthesis_record, to_candidates
 
 __all__ = ["trajectories_router"]
 
 
 def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: float) -> APIRouter:
-    router = APIRouter(prefix="/fusion")
+    router = APIRouter(prefix="/fusion", route_class=NativeRoute)
 
     def endpoint_id(value: str | None, default: str, param: str) -> str:
         chosen = value or default
@@ -34,16 +40,18 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
             raise bad_request(
                 f"{param} '{chosen}' is not an endpoint; allowed: {', '.join(engine.clients)}",
                 param=param,
-                code="unknown_endpoint",
+                code="unknown_model",
             )
         return chosen
 
     @router.post("/trajectories:fuse")
     async def fuse(request: Request) -> dict[str, Any]:
-        body = await parse_body(request, TrajectoryFuseRequest)
+        body = await parse_native(request, FuseTrajectoriesRequest)
+        if not body.trajectories:
+            raise bad_request("At least one trajectory is required.", param="trajectories", code="no_trajectories")
         judge = endpoint_id(body.judge_model, engine.config.judge, "judge_model")
         synth = endpoint_id(body.synthesizer_model, engine.config.synthesizer, "synthesizer_model")
-        chat = ChatRequest(model="fusionkit/trajectories", messages=body.conversation())
+        chat = ChatRequest(model="fusionkit/trajectories", messages=body.messages)
         recorder = await runs.start(
             mode="trajectories",
             request=body.model_dump(mode="json", exclude_none=True),
@@ -60,22 +68,20 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
                 ),
             ),
         )
-        return synthesis_record(
-            result,
-            judge=judge,
-            synth=synth,
-            synthesis_id=recorder.run_id,
-            trajectory_ids=[c.candidate_id for c in candidates],
+        answer = synthesis_record(
+            result, judge=judge, synth=synth, synthesis_id=recorder.run_id, trajectories=body.trajectories
         )
+        return answer.wire()
 
     @router.post("/trajectory:step", response_model=None)
     async def step(request: Request) -> Response:
-        body = await parse_body(request, StepRequest)
+        body = await parse_native(request, StepTrajectoriesRequest)
         judge = endpoint_id(body.judge_model, engine.config.judge, "judge_model")
         fields = body.model_dump(exclude={"trajectories", "judge_model", "model"}, exclude_none=True)
         try:
             chat = ChatRequest.model_validate({**fields, "model": judge})
         except ValidationError as exc:
+            # The body is valid; what the OpenAI fields say together is not (a tool_choice naming no tool): 400.
             raise validation_error(exc) from None
         recorder = await runs.start(
             mode="step",
@@ -84,18 +90,17 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
         )
         log_context(request)["run_id"] = recorder.run_id
         candidates = to_candidates(body.trajectories)
+        best = best_verified(body.trajectories)
         return await respond(
             request,
-            model=body.model or "fusionkit/step",
+            model=body.model,
             stream=chat.stream,
             include_usage=chat.wants_usage_chunk,
             run_id=recorder.run_id,
             headers={"x-fusion-run-id": recorder.run_id, "x-fusion-trace-id": recorder.trace_id},
             start=lambda emit: runs.launch_work(
                 recorder,
-                lambda: engine.take_step(
-                    chat, candidates, recorder, model_id=judge, best=best_verified(body.trajectories), emit=emit
-                ),
+                lambda: engine.take_step(chat, candidates, recorder, model_id=judge, best=best, emit=emit),
             ),
             keepalive_s=keepalive_s,
         )

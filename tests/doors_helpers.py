@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx2
 
-from server.run_views import inspect_run
+from server.run_views import read_run
 from server.store import EventRecord, RunStore
 
 FIXTURES = Path(__file__).parent / "fixtures" / "doors"
@@ -35,12 +35,15 @@ def run_events(store_path: Path, run_id: str) -> list[EventRecord]:
 
 
 def inspection(store_path: Path, run_id: str) -> dict[str, Any]:
+    """The run's inspection as `GET .../inspect` answers it (our details are under `fusionkit`)."""
+
     async def read() -> dict[str, Any]:
         store = RunStore(store_path)
         try:
             record = await store.get_run(run_id)
             assert record is not None
-            return await inspect_run(store, record, pending=None)
+            view = await read_run(store, record, {})
+            return (await view.inspection(store)).model_dump(mode="json")
         finally:
             await store.close()
 

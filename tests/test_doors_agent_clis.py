@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from server.run_views import inspect_run
+from server.run_views import read_run
 from server.store import RunStore
 from tests.livesrv import free_port
 from tests.up_helpers import ROOT, start_up, state, stop, wait_for_output
@@ -71,7 +71,20 @@ def runs_through(store_path: Path, door: str) -> list[dict[str, Any]]:
     async def read() -> list[dict[str, Any]]:
         store = RunStore(store_path)
         try:
-            runs = [await inspect_run(store, r, pending=None) for r in await store.list_runs(limit=100)]
+            runs = []
+            for record in await store.list_runs(limit=100):
+                details = (await (await read_run(store, record, {})).inspection(store)).fusionkit
+                runs.append(
+                    {
+                        "door": details["door"],
+                        "state": record.state,
+                        "mode": record.mode,
+                        "created_at": record.created_at,
+                        "final_output": record.summary.get("final_output"),
+                        "candidates": details["candidates"],
+                        "request": record.request,
+                    }
+                )
         finally:
             await store.close()
         return sorted((r for r in runs if r["door"] == door), key=lambda r: r["created_at"])

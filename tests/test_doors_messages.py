@@ -68,7 +68,7 @@ def test_create_answers_a_message_with_usage_over_every_call_and_the_door_record
 
     store = tmp_path / "runs.sqlite3"
     assert (message.usage.input_tokens, message.usage.output_tokens) == model_call_usage(store, meta["run_id"])
-    assert inspection(store, meta["run_id"])["door"] == "messages"
+    assert inspection(store, meta["run_id"])["fusionkit"]["door"] == "messages"
     shown = CliRunner().invoke(cli, ["runs", "show", meta["run_id"], "--store", str(store)])
     assert shown.exit_code == 0 and "door=messages" in shown.output.splitlines()[0]
 

@@ -83,7 +83,7 @@ def test_create_answers_a_response_with_usage_over_every_call_and_the_door_recor
     assert response.usage.input_tokens_details.cached_tokens == 0
     assert response.usage.output_tokens_details.reasoning_tokens == 0
     # The members saw the instructions as a system message, then the input.
-    assert inspection(store, meta["run_id"])["door"] == "responses"
+    assert inspection(store, meta["run_id"])["fusionkit"]["door"] == "responses"
     shown = CliRunner().invoke(cli, ["runs", "show", meta["run_id"], "--store", str(store)])
     assert shown.exit_code == 0 and "door=responses" in shown.output.splitlines()[0]
 
@@ -156,7 +156,7 @@ def test_a_tool_call_round_trips_through_previous_response_id(tmp_path: Path, li
     assert second.previous_response_id == first.id
     assert "From the tool result, the answer is sunny, 21 C" in second.output_text
     # The members saw the whole conversation: question, the call, its result.
-    request = inspection(tmp_path / "runs.sqlite3", second.model_extra["fusionkit"]["run_id"])["request"]
+    request = inspection(tmp_path / "runs.sqlite3", second.model_extra["fusionkit"]["run_id"])["fusionkit"]["request"]
     roles = [m["role"] for m in request["conversation"]]
     assert roles == ["user", "assistant", "tool"] and request["conversation"][1]["tool_calls"][0]["id"] == call.call_id
 

@@ -38,14 +38,52 @@ def test_json_record_and_prompt_override(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
-    assert record["judge_synthesis_record"]["judge_model_id"] == "fast"
-    assert record["decision"]["type"] == "synthesize" and record["final_output"]
+    assert record["judge_synthesis_record"]["metrics"]["judge_model_id"] == "fast"
+    assert record["decision"] == "synthesize" and record["final_output"]
+    assert record["synthesis_id"].startswith("synthesis_")
+    assert "done: synthesize (judged_and_synthesized)" in result.stderr
+
+
+def test_the_friendly_file_format_is_converted_to_the_wire_one(tmp_path: Path) -> None:
+    friendly = {
+        "prompt": "Fix the date bug.",
+        "trajectories": [
+            {
+                "id": "a",
+                "model": "coder-1",
+                "steps": [{"reasoning": "look", "tool_call": {"name": "run_tests", "arguments": {"path": "t"}}}],
+                "verification": {"status": "passed", "details": "48 passed"},
+                "final_output": "wrapped date() in try/except",
+            },
+            {"final_output": "added a table", "verification": {"status": "partial", "details": "2 fail"}},
+        ],
+    }
+    path = tmp_path / "friendly.json"
+    path.write_text(json.dumps(friendly))
+    result = CliRunner().invoke(cli, ["fuse", str(path), "--config", str(DEMO), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["judge_synthesis_record"]["input_candidate_ids"] == ["a", "t2"]
+    contributions = record["judge_synthesis_record"]["metrics"]["trajectory_contributions"]
+    assert [(c["model_id"], c["verification_status"], c["step_count"]) for c in contributions] == [
+        ("coder-1", "succeeded", 2),
+        ("agent", "failed", 0),
+    ]
 
 
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
         ('{"prompt": "x", "trajectories": [{"final_output": "a"}, {"steps": []}]}', "trajectories[1].final_output"),
+        (
+            '{"prompt": "x", "trajectories": [{"trajectory_id": "a", "model_id": "m", "status": "ok", '
+            '"final_output": "a"}]}',
+            "trajectories[0].status",
+        ),
+        (
+            '{"prompt": "x", "trajectories": [{"id": "a", "final_output": "a"}, {"id": "a", "final_output": "b"}]}',
+            "repeated: a",
+        ),
         ('[{"final_output": "a"}]', "needs --prompt"),
         ("not json", "not a JSON file"),
     ],

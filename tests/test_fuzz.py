@@ -77,11 +77,17 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     bridge.__exit__(None, None, None)
 
 
+OPENAI_ERROR = {"message", "type", "param", "code"}
+# The native routes (/v1/fusion/*) answer the seed's error fields beside OpenAI's.
+NATIVE_ERROR = OPENAI_ERROR | {"error_kind", "error_code", "retryable", "owner", "terminal_reason"}
+
+
 def _check(response: httpx2.Response) -> None:
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         error = response.json()["error"]
-        assert set(error) == {"message", "type", "param", "code"} and error["message"]
+        native = response.url.path.startswith("/v1/fusion/") and response.status_code != 405
+        assert set(error) == (NATIVE_ERROR if native else OPENAI_ERROR) and error["message"], error
 
 
 def _check_anthropic(response: httpx2.Response) -> None:

@@ -47,13 +47,13 @@ def test_sigkilled_router_leaves_an_expired_run_and_intact_completed_runs(tmp_pa
     url = f"http://127.0.0.1:{port}/v1/fusion/runs"
     router = _start(config, port)
     try:
-        done = httpx2.post(url, json={"messages": [{"role": "user", "content": "hi"}], "mode": "single"}).json()["run"]
+        done = httpx2.post(url, json={"messages": [{"role": "user", "content": "hi"}], "mode": "single"}).json()
         assert done["state"] == "completed"
         pending = httpx2.post(
             url,
             json={"messages": [{"role": "user", "content": "compare a and b"}], "mode": "panel"},
             headers={"Prefer": "respond-async"},
-        ).json()["run"]
+        ).json()
         deadline = time.monotonic() + 10
         while httpx2.get(f"{url}/{pending['run_id']}").json()["state"] != "generating":
             assert time.monotonic() < deadline
@@ -64,10 +64,11 @@ def test_sigkilled_router_leaves_an_expired_run_and_intact_completed_runs(tmp_pa
         expired = httpx2.get(f"{url}/{pending['run_id']}").json()
         assert (expired["state"], expired["terminal_reason"]) == ("expired", "router_restarted")
         again = httpx2.get(f"{url}/{done['run_id']}/inspect").json()
-        assert again["state"] == "completed" and again["final_output"] == done["final_output"]
-        events = httpx2.get(f"{url}/{pending['run_id']}/events", params={"limit": 1000}).json()["data"]
-        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-        assert events[-1]["payload"] == {"state": "expired", "reason": "router_restarted"}
+        assert again["state"] == "completed" and again["final_output"] == done["inspection"]["final_output"]
+        assert expired["terminal_error"]["error_code"] == "run_expired"
+        events = httpx2.get(f"{url}/{pending['run_id']}/events").json()["events"]
+        assert [e["event_seq"] for e in events] == list(range(1, len(events) + 1))
+        assert (events[-1]["state"], events[-1]["payload"]["terminal_reason"]) == ("expired", "router_restarted")
     finally:
         router.terminate()
         router.wait(timeout=10)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ def test_list_show_and_prune(tmp_path: Path, live_server: Any) -> None:
     run = httpx2.post(
         f"{server.url}/v1/fusion/runs",
         json={"messages": [{"role": "user", "content": "Compare two queues"}], "mode": "panel"},
-    ).json()["run"]
+    ).json()
     store = str(tmp_path / "runs.sqlite3")
     runner = CliRunner()
 
@@ -50,7 +52,11 @@ def test_list_show_and_prune(tmp_path: Path, live_server: Any) -> None:
 
     kept = runner.invoke(cli, ["runs", "prune", "--store", store, "--older-than-days", "1"])
     assert kept.exit_code == 0 and "removed 0 runs" in kept.output
-    removed = runner.invoke(cli, ["runs", "prune", "--store", store, "--older-than-days", "0.000001"])
+    # Two days later (the run's last update moved back, not the clock forward): a day's retention prunes it.
+    two_days_ago = (datetime.now(UTC) - timedelta(days=2)).isoformat(timespec="milliseconds")
+    with sqlite3.connect(store) as conn:
+        conn.execute("UPDATE runs SET updated_at = ? WHERE run_id = ?", (two_days_ago, run["run_id"]))
+    removed = runner.invoke(cli, ["runs", "prune", "--store", store, "--older-than-days", "1"])
     assert "removed 1 runs" in removed.output
 
     async def left() -> tuple[int, Any]:

@@ -13,7 +13,8 @@ from openai.types.chat import ChatCompletionChunk
 
 from server.app import create_app
 from server.engine.judge import JudgeAnalysis
-from server.trajectories import Trajectory, best_verified, to_candidates
+from server.fusion_protocol import Trajectory
+from server.trajectories import best_verified, to_candidates
 from tests.router_helpers import demo_endpoints, mock_endpoint, panel_config
 from tests.standins.openai_standin import create_openai_standin
 from tests.standins.recorder import StandinState
@@ -56,80 +57,105 @@ def test_fuse_judges_and_synthesizes(router: Any) -> None:
     assert response.status_code == 200, response.text
     data = response.json()
     assert "parse_date now raises InvalidDate" in data["final_output"]
-    assert data["decision"]["type"] == "synthesize"
+    assert data["decision"] == "synthesize"
     record = data["judge_synthesis_record"]
-    assert record["trajectory_ids"] == ["agent-a", "agent-b", "agent-c"]
-    assert set(record["analysis"]["ranking"]) == {"agent-a", "agent-b", "agent-c"}
-    assert data["rationale"] == record["analysis"]["rationale"]
+    assert record["schema"] == "judge-synthesis-record.v1" and record["synthesis_id"] == data["synthesis_id"]
+    assert record["input_candidate_ids"] == ["agent-a", "agent-b", "agent-c"]
+    assert set(record["metrics"]["analysis"]["ranking"]) == {"agent-a", "agent-b", "agent-c"}
+    assert [c["verification_status"] for c in record["metrics"]["trajectory_contributions"]] == [
+        "succeeded",
+        "failed",
+        "failed",
+    ]
+    assert data["rationale"] == record["rationale"] == record["metrics"]["analysis"]["rationale"]
     run = httpx2.get(f"{router.url}/v1/fusion/runs/{data['synthesis_id']}/inspect").json()
     assert run["state"] == "completed" and len(run["candidates"]) == 3
     # What the judge saw: each trajectory's steps, verification and diff, labelled.
-    assert "verification: failed: leap days rejected" in run["candidates"][1]["text"]
+    seen = run["fusionkit"]["candidates"][1]["text"]
+    assert "verification: failed (exit code 1): leap days rejected" in seen
+    assert 'step 1 tool call: apply_patch({"path": "src/dates.py"}) [id call_1]' in seen
+
+
+def _wire(trajectory_id: str, final_output: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "trajectory_id": trajectory_id,
+        "model_id": "m",
+        "status": "succeeded",
+        "final_output": final_output,
+        **fields,
+    }
+
+
+TASK = [{"role": "user", "content": "task"}]
 
 
 def test_long_fields_are_cut_with_a_marker(router: Any) -> None:
-    body = {
-        "prompt": "task",
-        "trajectories": [{"final_output": "done", "steps": [{"observation": "x" * 5000}]}, {"final_output": "other"}],
-    }
+    long_step = {"index": 0, "type": "observation", "text": "x" * 5000}
+    body = {"messages": TASK, "trajectories": [_wire("a", "done", steps=[long_step]), _wire("b", "other")]}
     data = httpx2.post(f"{router.url}/v1/fusion/trajectories:fuse", json=body).json()
     run = httpx2.get(f"{router.url}/v1/fusion/runs/{data['synthesis_id']}/inspect").json()
-    assert "[... truncated 3000 characters ...]" in run["candidates"][0]["text"]
+    assert "[... truncated 3000 characters ...]" in run["fusionkit"]["candidates"][0]["text"]
 
 
 @pytest.mark.parametrize(
-    ("body", "param"),
+    ("body", "status", "param"),
     [
-        ({"prompt": "x", "trajectories": []}, "trajectories"),
-        ({"trajectories": [{"final_output": "a"}]}, None),
-        ({"prompt": "x", "trajectories": [{"steps": []}]}, "trajectories[0].final_output"),
+        ({"messages": TASK, "trajectories": []}, 400, "trajectories"),
+        ({"trajectories": [_wire("a", "x")]}, 422, "messages"),
+        (
+            {"messages": TASK, "trajectories": [{"trajectory_id": "a", "model_id": "m", "status": "succeeded"}]},
+            422,
+            "trajectories[0].final_output",
+        ),
         (
             {
-                "prompt": "x",
-                "trajectories": [{"final_output": "a"}, {"final_output": "b", "steps": [{"tool_call": {}}]}],
+                "messages": TASK,
+                "trajectories": [_wire("a", "x"), _wire("b", "y", steps=[{"index": 0, "type": "thinking"}])],
             },
-            "trajectories[1].steps[0].tool_call.name",
+            422,
+            "trajectories[1].steps[0].type",
         ),
         (
-            {"prompt": "x", "trajectories": [{"final_output": "a", "verification": {"status": "great"}}]},
+            {"messages": TASK, "trajectories": [_wire("a", "x", verification={"status": "great"})]},
+            422,
             "trajectories[0].verification.status",
         ),
-        ({"prompt": "x", "trajectories": [{"final_output": "a"}], "judge_model": "ghost"}, "judge_model"),
+        # Our friendlier file format is for `fusionkit fuse`; the wire speaks the seed's only.
+        ({"messages": TASK, "trajectories": [{"id": "a", "final_output": "x"}]}, 422, "trajectories[0].trajectory_id"),
+        ({"messages": TASK, "trajectories": [_wire("a", "x")], "judge_model": "ghost"}, 400, "judge_model"),
     ],
 )
-def test_fuse_bad_input_names_the_trajectory_and_field(router: Any, body: dict[str, Any], param: str | None) -> None:
+def test_fuse_bad_input_names_the_trajectory_and_field(
+    router: Any, body: dict[str, Any], status: int, param: str
+) -> None:
     response = httpx2.post(f"{router.url}/v1/fusion/trajectories:fuse", json=body)
-    assert response.status_code == 400
-    error = response.json()["error"]
-    if param is not None:
-        assert error["param"] == param
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["param"] == param
 
 
 def test_empty_synthesis_falls_back_to_the_best_verified_trajectory(silent_router: Any) -> None:
     data = httpx2.post(f"{silent_router.url}/v1/fusion/trajectories:fuse", json=_with_verified_last()).json()
-    assert data["decision"] == {
-        "type": "select_candidate",
-        "reason": "empty_synthesis",
-        "selected_candidate_id": "agent-a",
-    }
+    record = data["judge_synthesis_record"]
+    assert (data["decision"], record["selected_candidate_id"]) == ("select_candidate", "agent-a")
+    assert record["metrics"]["decision_reason"] == "empty_synthesis"
     assert data["final_output"] == EXAMPLE["trajectories"][0]["final_output"]
-    assert data["judge_synthesis_record"]["synthesizer_model_id"] == "silent"
+    assert record["metrics"]["synthesizer_model_id"] == "silent"
 
 
 def _trajectory(tid: str, status: str | None) -> Trajectory:
     verification = {"status": status} if status else None
-    return Trajectory.model_validate({"id": tid, "final_output": f"answer of {tid}", "verification": verification})
+    return Trajectory.model_validate(_wire(tid, f"answer of {tid}", verification=verification))
 
 
 @pytest.mark.parametrize(
     ("statuses", "ranking", "best", "chosen"),
     [
         # The judge's ranking decides among the verified ones.
-        ({"a": "passed", "b": "failed", "c": "passed"}, ["b", "c", "a"], "b", "c"),
+        ({"a": "succeeded", "b": "failed", "c": "succeeded"}, ["b", "c", "a"], "b", "c"),
         # Without an analysis: the first verified one.
-        ({"a": "partial", "b": "passed", "c": "passed"}, None, None, "b"),
+        ({"a": "running", "b": "succeeded", "c": "succeeded"}, None, None, "b"),
         # Nothing verified: the judge's best.
-        ({"a": "failed", "b": None, "c": "unknown"}, ["a", "c", "b"], "c", "c"),
+        ({"a": "failed", "b": None, "c": "pending"}, ["a", "c", "b"], "c", "c"),
         # Nothing verified and no analysis: the first.
         ({"a": "failed", "b": None}, None, None, "a"),
     ],
@@ -144,7 +170,7 @@ def test_fallback_order(
 
 
 def test_fuse_paths_are_matched_literally(router: Any) -> None:
-    body = {"prompt": "x", "trajectories": [{"final_output": "a"}, {"final_output": "b"}]}
+    body = {"messages": TASK, "trajectories": [_wire("a", "a"), _wire("b", "b")]}
     encoded = httpx2.post(f"{router.url}/v1/fusion/trajectories%3Afuse", json=body)
     assert encoded.status_code == 200 and encoded.json()["final_output"]
     for wrong in ("trajectories/fuse", "trajectories", "trajectoriesXfuse", "trajectories:fuse/x"):
@@ -153,10 +179,10 @@ def test_fuse_paths_are_matched_literally(router: Any) -> None:
 
 
 def test_unknown_synthesizer_names_the_allowed_ids(router: Any) -> None:
-    body = {"prompt": "x", "trajectories": [{"final_output": "a"}], "synthesizer_model": "ghost"}
+    body = {"messages": TASK, "trajectories": [_wire("a", "a")], "synthesizer_model": "ghost"}
     response = httpx2.post(f"{router.url}/v1/fusion/trajectories:fuse", json=body)
     error = response.json()["error"]
-    assert response.status_code == 400 and error["param"] == "synthesizer_model"
+    assert response.status_code == 400 and error["param"] == "synthesizer_model" and error["code"] == "unknown_model"
     assert "ghost" in error["message"] and "fast, careful, structured" in error["message"]
 
 
@@ -164,7 +190,7 @@ def test_fuse_over_the_wall_clock_budget_times_out(tmp_path: Path, live_server: 
     endpoints = [mock_endpoint("slow", latency_ms=20_000), mock_endpoint("fast")]
     config = panel_config(tmp_path, endpoints, judge_model="slow", budget={"wall_clock_s": 0.3})
     server = live_server(create_app(config))
-    body = {"prompt": "x", "trajectories": [{"final_output": "a"}, {"final_output": "b"}]}
+    body = {"messages": TASK, "trajectories": [_wire("a", "a"), _wire("b", "b")]}
     response = httpx2.post(f"{server.url}/v1/fusion/trajectories:fuse", json=body, timeout=30)
     assert response.status_code == 504, response.text
     assert "budget.wall_clock_s=0.3" in response.json()["error"]["message"]
@@ -213,12 +239,27 @@ def test_step_with_tools_in_flat_and_nested_form_streams_a_call(router: Any) -> 
     assert [f["choices"][0]["finish_reason"] for f in frames if f["choices"][0].get("finish_reason")] == ["tool_calls"]
 
 
-def test_step_bad_input_is_400(router: Any) -> None:
+def test_step_bad_input_is_422(router: Any) -> None:
     response = httpx2.post(
         f"{router.url}/v1/fusion/trajectory:step",
         json={"messages": [{"role": "user", "content": "x"}], "trajectories": [{}]},
     )
-    assert response.status_code == 400 and response.json()["error"]["param"] == "trajectories[0].final_output"
+    assert response.status_code == 422 and response.json()["error"]["param"] == "trajectories[0].trajectory_id"
+
+
+def test_step_without_trajectories_and_with_the_seeds_flat_tool_choice(router: Any) -> None:
+    url = f"{router.url}/v1/fusion/trajectory:step"
+    plain = httpx2.post(url, json={"messages": [{"role": "user", "content": "Fix the date bug."}]})
+    assert plain.status_code == 200, plain.text
+    assert plain.json()["model"] == "fusionkit/router" and plain.json()["choices"][0]["message"]["content"]
+    body = {
+        "messages": [{"role": "user", "content": "Fix the date bug."}],
+        "tools": [{"name": "run_tests", "parameters": {"type": "object"}}, {"name": "read_file"}],
+        "tool_choice": {"name": "read_file"},
+    }
+    chosen = httpx2.post(url, json=body).json()
+    [call] = chosen["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "read_file" and chosen["choices"][0]["finish_reason"] == "tool_calls"
 
 
 def test_step_streams_text_and_usage_through_the_openai_client(router: Any) -> None:
@@ -252,7 +293,6 @@ def test_empty_step_falls_back_to_the_best_verified_output(silent_router: Any, s
         "judge_model": "silent",
         "stream": stream,
     }
-    del body["prompt"]
     url = f"{silent_router.url}/v1/fusion/trajectory:step"
     if stream:
         with httpx2.stream("POST", url, json=body) as response:
@@ -275,7 +315,7 @@ def test_empty_step_falls_back_to_the_best_verified_output(silent_router: Any, s
 def test_step_tool_choice_must_name_an_offered_tool(router: Any) -> None:
     body = {
         "messages": [{"role": "user", "content": "x"}],
-        "trajectories": [{"final_output": "a"}],
+        "trajectories": [_wire("a", "a")],
         "tools": [{"name": "run_tests"}],
         "tool_choice": {"type": "function", "function": {"name": "delete_repo"}},
     }

@@ -50,7 +50,16 @@ def fetch_events(router_url: str, run_id: str) -> list[Event]:
         )
         answer.raise_for_status()
         page = answer.json()
-        events += page["data"]
+        # Each event in the seed's shape carries ours (type and payload) under `payload.fusionkit`.
+        events += [
+            {
+                "seq": e["event_seq"],
+                "ts": e["created_at"],
+                "type": e["payload"]["fusionkit"]["type"],
+                "payload": e["payload"]["fusionkit"]["payload"],
+            }
+            for e in page["events"]
+        ]
         if not page["has_more"]:
             return events
         after = page["next_event_cursor"]

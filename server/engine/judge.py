@@ -17,6 +17,8 @@ class JudgeAnalysis(BaseModel):
     unique_insights: list[str] = Field(default_factory=list)
     coverage_gaps: list[str] = Field(default_factory=list)
     likely_errors: list[str] = Field(default_factory=list)
+    # The seed's FusionAnalysis has it; kept when a judge gives it, so records carry every seed key.
+    recommended_final_structure: list[str] = Field(default_factory=list)
     ranking: list[str] = Field(default_factory=list)
     best_candidate_id: str | None = None
     rationale: str = ""

@@ -410,6 +410,18 @@ class RunStore:
 
         return await self._reading(work)
 
+    async def event_cursors(self, run_ids: list[str]) -> dict[str, int]:
+        """The seq of each run's latest event (the API's `event_cursor`), for the runs that have events."""
+
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            marks = ", ".join("?" * len(run_ids))
+            rows = conn.execute(
+                f"SELECT run_id, MAX(seq) FROM events WHERE run_id IN ({marks}) GROUP BY run_id", run_ids
+            ).fetchall()
+            return {row[0]: int(row[1]) for row in rows}
+
+        return await self._reading(work) if run_ids else {}
+
     # -- artifacts ------------------------------------------------------------------------------
 
     def _artifact_work(

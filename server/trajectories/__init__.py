@@ -1,6 +1,16 @@
-"""Agent trajectories: their format, how they are shown to a judge, and how they are fused."""
+"""Agent trajectories: how they are shown to a judge and fused, and the file format `fusionkit fuse` reads.
 
-from server.trajectories.models import StepRequest, Trajectory, TrajectoryFuseRequest
-from server.trajectories.render import best_verified, synthesis_record, to_candidates
+The wire format (the seed's TrajectoryInput) is in `server.fusion_protocol`."""
 
-__all__ = ["StepRequest", "Trajectory", "TrajectoryFuseRequest", "best_verified", "synthesis_record", "to_candidates"]
+from server.trajectories.file_format import FriendlyTrajectory, TrajectoryFileError, load_trajectory_file
+from server.trajectories.render import best_verified, render, synthesis_record, to_candidates
+
+__all__ = [
+    "FriendlyTrajectory",
+    "TrajectoryFileError",
+    "best_verified",
+    "load_trajectory_file",
+    "render",
+    "synthesis_record",
+    "to_candidates",
+]

@@ -1,15 +1,17 @@
-"""Trajectories as the judge sees them: one labelled candidate each, long fields cut with a marker."""
+"""Trajectories as the judge sees them (one labelled candidate each, long fields cut with a marker),
+the fallback when nothing is synthesized, and the `:fuse` answer."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from server.engine import FusionResult
 from server.engine.candidates import Candidate
 from server.engine.judge import JudgeAnalysis
+from server.fusion_protocol import JudgeSynthesisRecord, Trajectory, TrajectoryStep, TrajectorySynthesis
 from server.metadata import fusion_metadata
-from server.trajectories.models import Trajectory
 
 __all__ = ["best_verified", "render", "synthesis_record", "to_candidates"]
 
@@ -24,78 +26,137 @@ def _cut(text: str, limit: int = FIELD_LIMIT) -> str:
     return f"{text[:limit]}\n[... truncated {len(text) - limit} characters ...]"
 
 
+def _step(step: TrajectoryStep) -> str:
+    head = f"step {step.index} {step.type.replace('_', ' ')}"
+    if step.is_error:
+        head += " (error)"
+    if step.type == "tool_call":
+        call = f"{step.tool_name or 'tool'}({_cut(step.tool_input or '')})"
+        return f"{head}: {call}" + (f" [id {step.tool_call_id}]" if step.tool_call_id else "")
+    return f"{head}: {_cut(step.text or '')}"
+
+
 def render(trajectory: Trajectory) -> str:
-    lines = []
+    lines = [f"status: {trajectory.status}"]
     steps = trajectory.steps
     shown = steps if len(steps) <= MAX_STEPS else steps[: MAX_STEPS // 2] + steps[-MAX_STEPS // 2 :]
-    for number, step in enumerate(shown, start=1):
-        if len(steps) > MAX_STEPS and number == MAX_STEPS // 2 + 1:
+    for number, step in enumerate(shown):
+        if len(steps) > MAX_STEPS and number == MAX_STEPS // 2:
             lines.append(f"[... {len(steps) - MAX_STEPS} steps omitted ...]")
-        if step.reasoning:
-            lines.append(f"step {number} reasoning: {_cut(step.reasoning)}")
-        if step.tool_call:
-            lines.append(f"step {number} tool call: {step.tool_call.name}({_cut(step.tool_call.arguments_text())})")
-        if step.observation:
-            lines.append(f"step {number} observation: {_cut(step.observation)}")
-    if trajectory.verification:
-        details = f": {_cut(trajectory.verification.details)}" if trajectory.verification.details else ""
-        lines.append(f"verification: {trajectory.verification.status}{details}")
+        lines.append(_step(step))
+    check = trajectory.verification
+    if check is not None:
+        exit_code = f" (exit code {check.exit_code})" if check.exit_code is not None else ""
+        evidence = f": {_cut('; '.join(check.evidence))}" if check.evidence else ""
+        lines.append(f"verification: {check.status}{exit_code}{evidence}")
     if trajectory.diff:
         lines.append(f"diff:\n{_cut(trajectory.diff, DIFF_LIMIT)}")
     lines.append(f"final output: {_cut(trajectory.final_output, 4 * FIELD_LIMIT)}")
     return "\n".join(lines)
 
 
+def _label(trajectory: Trajectory) -> str:
+    return trajectory.model or trajectory.model_id
+
+
 def to_candidates(trajectories: list[Trajectory]) -> list[Candidate]:
-    return [
-        Candidate(
-            candidate_id=t.id or f"t{i + 1}", endpoint_id=t.model or "agent", model=t.model or "agent", text=render(t)
+    """One candidate per trajectory, labelled by its id (a repeated id gets `#2`, `#3`, ... for the judge)."""
+    seen: dict[str, int] = {}
+    candidates = []
+    for trajectory in trajectories:
+        seen[trajectory.trajectory_id] = seen.get(trajectory.trajectory_id, 0) + 1
+        count = seen[trajectory.trajectory_id]
+        label = _label(trajectory)
+        candidates.append(
+            Candidate(
+                candidate_id=trajectory.trajectory_id + (f"#{count}" if count > 1 else ""),
+                endpoint_id=label,
+                model=label,
+                text=render(trajectory),
+            )
         )
-        for i, t in enumerate(trajectories)
-    ]
+    return candidates
 
 
 def best_verified(trajectories: list[Trajectory]) -> Callable[[list[Candidate], JudgeAnalysis | None], Candidate]:
     """The fallback when the synthesizer returns nothing: the judge's best verified trajectory's output.
 
     Order: the judge's best, then its ranking, then the given order; verified trajectories first.
+    Without trajectories (a `:step` may have none) the fallback is the empty answer the model gave.
     """
-    by_id = {t.id: t for t in trajectories}
+    by_id = dict(zip((c.candidate_id for c in to_candidates(trajectories)), trajectories, strict=True))
 
     def choose(_: list[Candidate], analysis: JudgeAnalysis | None) -> Candidate:
         order = [analysis.best_candidate_id, *analysis.ranking] if analysis else []
         order += list(by_id)
         for verified_only in (True, False):
-            for trajectory_id in order:
-                trajectory = by_id.get(trajectory_id)
+            for candidate_id in order:
+                trajectory = by_id.get(candidate_id or "")
                 if trajectory is not None and (trajectory.verified or not verified_only):
-                    label = trajectory.model or "agent"
+                    label = _label(trajectory)
                     return Candidate(
-                        candidate_id=trajectory.id or "", endpoint_id=label, model=label, text=trajectory.final_output
+                        candidate_id=candidate_id or "", endpoint_id=label, model=label, text=trajectory.final_output
                     )
-        raise AssertionError("there is at least one trajectory")
+        return Candidate(candidate_id="none", endpoint_id="none", model="none", text="")
 
     return choose
 
 
+def _rationale(analysis: JudgeAnalysis | None) -> str:
+    if analysis is None:
+        return ""
+    parts = [*analysis.consensus, *analysis.contradictions, *analysis.unique_insights, *analysis.coverage_gaps]
+    return analysis.rationale or "; ".join(parts[:6])
+
+
 def synthesis_record(
-    result: FusionResult, *, judge: str, synth: str, synthesis_id: str | None, trajectory_ids: list[str]
-) -> dict[str, Any]:
-    """The `:fuse` answer (also what `fusionkit fuse --json` prints)."""
+    result: FusionResult, *, judge: str, synth: str, synthesis_id: str | None, trajectories: list[Trajectory]
+) -> TrajectorySynthesis:
+    """The `:fuse` answer (also what `fusionkit fuse --json` prints), in the seed's shape.
+
+    `synthesis_id` is the run id when a router recorded the fusion; a direct fusion gets one of its own.
+    """
     meta = fusion_metadata(result)
-    return {
-        "object": "fusion.trajectory_synthesis",
-        "final_output": result.message.content or "",
-        "synthesis_id": synthesis_id,
-        "decision": meta.decision.model_dump() if meta.decision else None,
-        "rationale": result.analysis.rationale if result.analysis else "",
-        "judge_synthesis_record": {
+    decision = meta.decision
+    final = result.message.content or ""
+    sid = synthesis_id or f"synthesis_{uuid.uuid4().hex}"
+    analysis = result.analysis
+    record = JudgeSynthesisRecord(
+        synthesis_id=sid,
+        input_candidate_ids=[c.candidate_id for c in to_candidates(trajectories)],
+        status="succeeded",
+        decision=decision.type if decision else "synthesize",
+        final_output=final,
+        selected_candidate_id=decision.selected_candidate_id if decision else None,
+        rationale=_rationale(analysis),
+        metrics={
+            "trajectory_contributions": [
+                {
+                    "trajectory_id": t.trajectory_id,
+                    "model_id": t.model_id,
+                    "status": t.status,
+                    "verification_status": t.verification.status if t.verification else None,
+                    "step_count": len(t.steps),
+                    "reason": "included as trajectory fusion evidence",
+                }
+                for t in trajectories
+            ],
+            "judge_structured_parse_status": "parsed" if analysis is not None else "failed",
+            "fusion_unit": "trajectory",
             "judge_model_id": judge,
             "synthesizer_model_id": synth,
-            "analysis": result.analysis.model_dump() if result.analysis else None,
+            "analysis": analysis.model_dump() if analysis else None,
             "parse_error": meta.judge_parse_error,
-            "trajectory_ids": trajectory_ids,
+            "decision_reason": decision.reason if decision else None,
         },
-        "usage": result.usage.model_dump(),
-        "fusionkit": meta.model_dump(),
-    }
+    )
+    usage: dict[str, Any] = result.usage.model_dump()
+    return TrajectorySynthesis(
+        final_output=final,
+        synthesis_id=sid,
+        decision=record.decision,
+        rationale=record.rationale or "",
+        judge_synthesis_record=record,
+        usage=usage,
+        fusionkit=meta.model_dump(),
+    )
