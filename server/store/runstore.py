@@ -290,8 +290,11 @@ class RunStore:
             reason = unavailable_cause(exc)
             if reason is None:
                 return _Outcome([(False, exc)] * len(batch))
-            failure = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(reason)
-            failure.__cause__ = exc if failure is not exc else exc.__cause__
+            if isinstance(exc, StoreUnavailable):
+                failure = exc
+            else:
+                failure = StoreUnavailable(reason)
+                failure.__cause__ = exc
             return _Outcome([(False, failure)] * len(batch), unavailable=reason)
         return _Outcome(outcomes, committed=writes)
 
@@ -369,9 +372,9 @@ class RunStore:
 
     def _lose(self, job: _Job, error: StoreUnavailable) -> None:
         """A job the store could not take: its run (if any) is damaged, its owner told, its caller answered."""
-        if self._degraded is not None:
+        if job.writes and self._degraded is not None:
             self._degraded.lost_writes += 1
-        if job.run_id is not None:
+        if job.writes and job.run_id is not None:
             self._damaged.setdefault(job.run_id, error.reason)
         if job.lost is not None:
             job.lost()
@@ -408,7 +411,7 @@ class RunStore:
         self._failing_damaged = True
 
         def work(conn: sqlite3.Connection) -> list[str]:
-            settled = []
+            failed = []
             for run_id, reason in runs.items():
                 row = conn.execute("SELECT state, summary_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
                 if row is not None and row["state"] not in TERMINAL_STATES:
@@ -420,26 +423,32 @@ class RunStore:
                         (now(), _dumps(summary), STORE_FAILED, run_id),
                     )
                     self._append(conn, run_id, "run.state", _dumps({"state": "failed", "error": error}))
-                settled.append(run_id)  # failed now, or nothing left to fail (gone, or finished by then)
-            return settled
+                    failed.append(run_id)
+                # else nothing is left to fail: the run is gone (a deleted store file), or ended by then
+            return failed
 
         def done(future: asyncio.Future[list[str]]) -> None:
             self._failing_damaged = False
             if future.cancelled() or future.exception() is not None:
                 return  # still unavailable: tried again after the next write that succeeds
-            settled = future.result()
-            for run_id in settled:
+            for run_id in runs:
                 self._damaged.pop(run_id, None)
-            log.warning(
-                "run store: %d runs that lost writes while it was unavailable are recorded as failed (%s): %s",
-                len(settled),
-                STORE_FAILED,
-                ", ".join(settled),
-            )
+            if failed := future.result():
+                log.warning(
+                    "run store: %d runs that lost writes while it was unavailable are recorded as failed (%s): %s",
+                    len(failed),
+                    STORE_FAILED,
+                    ", ".join(failed),
+                )
 
         job = _Job(work, True, None, "recording runs that lost writes as failed")
         future: asyncio.Future[list[str]] = self._push(job, wait=True)
         future.add_done_callback(done)
+
+    @property
+    def unavailable(self) -> bool:
+        """A call failed because the store cannot be used, and no write has succeeded since: probe it."""
+        return self._degraded is not None
 
     def health(self) -> StoreHealth:
         """Whether the store can be written, as far as it knows now (`/health`); never waits on the database."""

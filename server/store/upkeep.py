@@ -8,9 +8,9 @@
 Every `lease_s / 3` it renews the lease and expires the unfinished runs of routers whose lease
 lapsed (killed, hung, gone), whichever router notices first; every `retention.prune_every_s` it
 prunes finished runs past the retention, a few hundred per transaction. The renewal is a write,
-so it is also what finds out that a degraded store can be written again: while the store is
-degraded (or its file was deleted) it runs every second. Nothing here expires a run a live
-router owns.
+so it is also what finds out that a store that could not be written can be again: until then it
+runs every second. The store's health is looked at every second too, which is what notices a
+store file deleted while nothing is written. Nothing here expires a run a live router owns.
 """
 
 from __future__ import annotations
@@ -68,10 +68,11 @@ class StoreUpkeep:
     async def _loop(self) -> None:
         renew_at = time.monotonic() + self.lease_s / 3
         while True:
-            # A look every second costs a stat(): a store that degrades (or whose file was deleted) is
-            # probed at once, not at the next renewal.
+            # A look every second costs a stat(): a deleted store file is reported (logged) within a second
+            # even when nothing is written, and a store that could not be written is probed until it can.
             await asyncio.sleep(CHECK_EVERY_S)
-            if self.store.health().status != "ok" or time.monotonic() >= renew_at:
+            self.store.health()
+            if self.store.unavailable or time.monotonic() >= renew_at:
                 await self._tick()
                 renew_at = time.monotonic() + self.lease_s / 3
 
