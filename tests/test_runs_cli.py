@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,9 @@ def test_list_show_and_prune(tmp_path: Path, live_server: Any) -> None:
 
     kept = runner.invoke(cli, ["runs", "prune", "--store", store, "--older-than-days", "1"])
     assert kept.exit_code == 0 and "removed 0 runs" in kept.output
-    removed = runner.invoke(cli, ["runs", "prune", "--store", store, "--older-than-days", "0.000001"])
+    with sqlite3.connect(store) as conn:  # the run ended two days ago (not: a cutoff of milliseconds, a race)
+        conn.execute("UPDATE runs SET updated_at = ?", ((datetime.now(UTC) - timedelta(days=2)).isoformat(),))
+    removed = runner.invoke(cli, ["runs", "prune", "--store", store, "--older-than-days", "1"])
     assert "removed 1 runs" in removed.output
 
     async def left() -> tuple[int, Any]:
