@@ -92,9 +92,10 @@ class RunRecorder:
         """Record a state change; an ending one is awaited. A store that cannot be written is not the run's
         failure (it is recorded as failed later); a run that has ended elsewhere raises RunFinished."""
         self.seq += 1
+        awaited = state in TERMINAL_STATES or summary is not None or terminal_reason is not None
         if self.lost:
-            pass
-        elif state in TERMINAL_STATES or summary is not None or terminal_reason is not None:
+            pass  # the store records this run as failed; nothing more of it is written
+        elif awaited:
             with contextlib.suppress(StoreUnavailable):
                 await self.store.transition(
                     self.run_id,
