@@ -189,22 +189,28 @@ def render_inspection(data: dict[str, Any]) -> str:
 @click.option(
     "--older-than-days",
     type=click.FloatRange(min=0, min_open=True),
-    help="Remove finished runs older than this (default: server.run_retention_days).",
+    help="Remove finished runs older than this (default: server.retention.max_age_days).",
 )
 def prune_runs(config_path: str | None, store: str | None, older_than_days: float | None) -> None:
-    """Remove finished runs older than the retention, with their events and unreferenced artifacts."""
-    days = older_than_days
+    """Remove finished runs past the retention, with their events and unreferenced artifacts.
+
+    The router prunes by server.retention in the background; this does the same once, by hand.
+    """
+    days, keep = older_than_days, None
     if days is None and config_path:
-        days = load_config_or_exit(config_path).server.run_retention_days
-    if days is None:
-        raise BadInput("give --older-than-days N, or --config FILE with server.run_retention_days set")
-    removed = asyncio.run(_prune(_store_path(config_path, store), days))
-    click.echo(f"removed {removed} runs older than {days:g} days")
+        retention = load_config_or_exit(config_path).server.retention
+        days, keep = retention.max_age_days, retention.max_runs
+    if days is None and keep is None:
+        raise BadInput("give --older-than-days N, or --config FILE with server.retention set")
+    removed = asyncio.run(_prune(_store_path(config_path, store), days, keep))
+    limits = [f"older than {days:g} days"] if days is not None else []
+    limits += [f"beyond the newest {keep}"] if keep is not None else []
+    click.echo(f"removed {removed} runs {' or '.join(limits)}")
 
 
-async def _prune(path: Path, days: float) -> int:
+async def _prune(path: Path, days: float | None, keep: int | None) -> int:
     store = _open_store(path)
     try:
-        return await store.prune(days)
+        return await store.prune(days, keep_runs=keep)
     finally:
         await store.close()

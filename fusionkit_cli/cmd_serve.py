@@ -47,7 +47,8 @@ def serve(
     setup_logging(log_format)
     from server.app import create_app
 
-    run_server(create_app(config, bridges=bridges), host, port or config.server.port)
+    app = create_app(config, bridges=bridges)
+    run_server(app, host, port or config.server.port, header_timeout_s=config.server.header_timeout_s)
 
 
 def _read_bridges(path: str, endpoint_ids: list[str]) -> dict[str, str]:

@@ -9,9 +9,10 @@ from typing import Any
 import click
 
 from fusionkit_cli.config_loader import ConfigError, load_config
-from server.config import PanelConfig
+from server.config import PanelConfig, ServerConfig
 
 __all__ = [
+    "DEFAULT_HEADER_TIMEOUT_S",
     "BadInput",
     "is_loopback",
     "load_config_or_exit",
@@ -19,6 +20,9 @@ __all__ = [
     "refuse_open_bind",
     "run_server",
 ]
+
+
+DEFAULT_HEADER_TIMEOUT_S = ServerConfig.model_fields["header_timeout_s"].default
 
 
 class BadInput(click.ClickException):
@@ -57,16 +61,28 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def run_server(app: Any, host: str, port: int) -> None:
-    """Serve an ASGI app until SIGINT/SIGTERM (uvicorn handles both and shuts down gracefully)."""
+def run_server(app: Any, host: str, port: int, *, header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S) -> None:
+    """Serve an ASGI app until SIGINT/SIGTERM (uvicorn handles both and shuts down gracefully).
+
+    A connection that has not sent a complete request head within `header_timeout_s` is closed
+    (`fusionkit_cli.header_deadline`): slow clients cannot hold the server's descriptors.
+    """
     import uvicorn
 
+    from fusionkit_cli.header_deadline import header_deadline_protocol
     from fusionkit_cli.up.watchdog import start_watchdog
 
     start_watchdog()  # a no-op unless started by `fusionkit up`
     # A bounded graceful stop: an open stream must not hold SIGTERM up until the supervisor SIGKILLs.
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+        http=header_deadline_protocol(header_timeout_s),
     )
     server = uvicorn.Server(config)
     server.run()

@@ -35,6 +35,7 @@ from server.protocol import FUSION_MODELS, FusionChatRequest
 from server.runs import RunService
 from server.runs_api import runs_router
 from server.store import RunStore
+from server.store.upkeep import StoreUpkeep
 from server.trajectories_api import trajectories_router
 
 __all__ = ["create_app"]
@@ -54,6 +55,7 @@ def create_app(
     """Build a router for `config`; `bridges` maps endpoint ids to bridge URLs (else in-process)."""
     endpoint_clients = clients if clients is not None else build_clients(config, bridges)
     store = RunStore(store_path or config.server.run_store)
+    upkeep = StoreUpkeep(store, lease_s=config.server.run_lease_s, retention=config.server.retention)
     trace = tracer or TraceEmitter.from_env()
     runs = RunService(store, trace)
     engine = FusionEngine(config, endpoint_clients)
@@ -63,14 +65,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        expired = await store.expire_unfinished("router_restarted")
-        if expired:
-            log.warning("%d unfinished runs from a previous router were marked expired", expired)
+        # The lease, not the start: runs of another live router on this store are never expired.
+        await upkeep.start()
         await trace.start()
         mocks = [c.id for c in endpoint_clients.values() if c.endpoint.is_mock]
         if mocks:
             log.info("endpoints %s are OFFLINE MOCK models (provider 'mock')", ", ".join(mocks))
         yield
+        await runs.stop()
+        await upkeep.stop()
         await trace.aclose()
         await asyncio.gather(*(c.aclose() for c in endpoint_clients.values()), return_exceptions=True)
         await store.close()
@@ -86,7 +89,15 @@ def create_app(
         endpoints = dict(zip(ids, states, strict=True))
         ready = sum(1 for s in states if s["ready"])
         status = "ok" if ready == len(ids) else ("degraded" if ready else "unavailable")
-        return {"status": status, "endpoints": endpoints, "auth": auth.enabled}
+        recording = store.health()
+        if recording.status != "ok" and status == "ok":
+            status = "degraded"  # answers nothing new until its runs can be recorded (503 store_unavailable)
+        return {
+            "status": status,
+            "endpoints": endpoints,
+            "store": recording.model_dump(exclude_none=True),
+            "auth": auth.enabled,
+        }
 
     @app.head("/")
     async def preflight() -> Response:

@@ -12,10 +12,23 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bridge.endpoint import EndpointConfig
 
-__all__ = ["MODES", "BudgetConfig", "PanelConfig", "PanelSettings", "SamplingConfig", "ServerConfig"]
+__all__ = [
+    "DEFAULT_WALL_CLOCK_S",
+    "MODES",
+    "BudgetConfig",
+    "PanelConfig",
+    "PanelSettings",
+    "RetentionConfig",
+    "SamplingConfig",
+    "ServerConfig",
+]
 
 Mode = Literal["single", "self", "panel", "router"]
 MODES: tuple[str, ...] = ("single", "self", "panel", "router")
+
+# A run (panel, judge, synthesizer, their retries, tool pauses) that takes longer than this is stuck, not
+# slow: without a bound a hung judge alone holds a request for its endpoint's whole timeout per attempt.
+DEFAULT_WALL_CLOCK_S = 300.0
 
 
 class _Strict(BaseModel):
@@ -34,7 +47,7 @@ class SamplingConfig(_Strict):
 
 class BudgetConfig(_Strict):
     max_candidates: int | None = Field(default=None, ge=1)
-    wall_clock_s: float | None = Field(default=None, gt=0)
+    wall_clock_s: float | None = Field(default=DEFAULT_WALL_CLOCK_S, gt=0)  # null: no bound at all
     max_cost: float | None = Field(default=None, ge=0)
     max_tool_rounds: int | None = Field(default=None, ge=0)
     max_tool_calls: int | None = Field(default=None, ge=0)
@@ -45,12 +58,24 @@ class PanelSettings(_Strict):
     min_successful: int = Field(default=1, ge=1)
 
 
+class RetentionConfig(_Strict):
+    """How long finished runs are kept; the router prunes in the background (null: no limit of that kind)."""
+
+    max_age_days: float | None = Field(default=30, gt=0)
+    max_runs: int | None = Field(default=100_000, ge=1)
+    prune_every_s: float = Field(default=3600, gt=0)
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     api_key_env: str | None = None
     run_store: str = ".fusionkit/runs.sqlite3"
-    run_retention_days: float | None = Field(default=None, gt=0)
+    # A router renews its lease on its runs every third of this; another router expires them once it lapses.
+    run_lease_s: float = Field(default=15, ge=1)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    # A connection that has not sent a complete request head within this long is closed (slow clients).
+    header_timeout_s: float = Field(default=10, gt=0)
 
 
 class PanelConfig(_Strict):

@@ -6,6 +6,10 @@ task = runs.launch(engine, recorder, engine.plan(chat_request, options))   # com
 if await runs.wait_settled(recorder.run_id) == "paused":      # waiting for external tool results
     ...
 result = await task
+await runs.stop()                                              # the router stops: what still runs is expired
+
+A run whose record cannot be written (the store is unavailable) still runs and answers: the
+store records it as failed (`store_unavailable`) once it can be written again.
 """
 
 from __future__ import annotations
@@ -22,11 +26,23 @@ from bridge.tracing import Component, TraceEmitter, new_span_id, new_trace_id
 from server.engine import Emit, FusionEngine, FusionResult, RunPlan
 from server.engine.pauses import ToolPauses, ToolResult
 from server.fusion_protocol import ToolResultSubmission
-from server.store import TERMINAL_STATES, IdempotencyConflict, RunRecord, RunStore, new_run_id
+from server.store import (
+    TERMINAL_STATES,
+    IdempotencyConflict,
+    RunFinished,
+    RunRecord,
+    RunStore,
+    StoreError,
+    StoreUnavailable,
+    new_run_id,
+)
 
-__all__ = ["RunRecorder", "RunService"]
+__all__ = ["ROUTER_STOPPED", "RunRecorder", "RunService"]
 
 log = logging.getLogger("fusionkit.router")
+
+# Why a run still executing when its router stops ends `expired` (not `cancelled`: nobody asked for it).
+ROUTER_STOPPED = "router_stopped"
 
 # Which trace component an engine event belongs to (SPEC §12).
 _COMPONENT: dict[str, Component] = {
@@ -51,6 +67,9 @@ class RunRecorder:
     intermediate states are queued without waiting: they are written in order with the store's next
     batch, and the engine never waits on SQLite between model calls. Ending states are awaited: a
     run is not reported finished before its end is on disk.
+
+    Once the store could not take one of its writes (`lost`), the recorder sends nothing more: the
+    store records the run as failed when it can, and the run goes on to answer its caller.
     """
 
     def __init__(self, store: RunStore, tracer: TraceEmitter, run_id: str, trace_id: str) -> None:
@@ -60,6 +79,10 @@ class RunRecorder:
         self.trace_id = trace_id
         self.root_span = new_span_id()
         self.seq = 1
+        self.lost = False
+
+    def _lose(self) -> None:
+        self.lost = True
 
     async def transition(
         self,
@@ -68,29 +91,38 @@ class RunRecorder:
         summary: dict[str, Any] | None = None,
         terminal_reason: str | None = None,
     ) -> int:
+        """Record a state change; an ending one is awaited. A store that cannot be written is not the run's
+        failure (it is recorded as failed later); a run that has ended elsewhere raises RunFinished."""
         self.seq += 1
-        if state in TERMINAL_STATES or summary is not None or terminal_reason is not None:
-            await self.store.transition(
-                self.run_id,
-                state,
-                payload=payload,
-                summary_update=summary,
-                terminal_reason=terminal_reason,
-                seq=self.seq,
-            )
+        awaited = state in TERMINAL_STATES or summary is not None or terminal_reason is not None
+        if self.lost:
+            pass  # the store records this run as failed; nothing more of it is written
+        elif awaited:
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.transition(
+                    self.run_id,
+                    state,
+                    event_type="run.expired" if state == "expired" else "run.state",
+                    payload=payload,
+                    summary_update=summary,
+                    terminal_reason=terminal_reason,
+                    seq=self.seq,
+                    lost=self._lose,
+                )
         else:
-            self.store.record_transition(self.run_id, self.seq, state, payload)
+            self.store.record_transition(self.run_id, self.seq, state, payload, lost=self._lose)
         self._trace("run.state", {"state": state, **(payload or {})})
         return self.seq
 
     async def event(self, type: str, payload: dict[str, Any]) -> int:
         self.seq += 1
-        self.store.record_event(self.run_id, self.seq, type, payload)
+        if not self.lost:
+            self.store.record_event(self.run_id, self.seq, type, payload, lost=self._lose)
         self._trace(type, payload)
         return self.seq
 
     async def artifact(self, content: str, media_type: str = "text/plain") -> str:
-        return self.store.record_artifact(content, media_type, self.run_id)
+        return self.store.record_artifact(content, media_type, self.run_id, lost=self._lose)
 
     def trace_started(self, mode: str) -> None:
         """The run's root span: every other event of the run names it as its parent."""
@@ -292,7 +324,8 @@ class RunService:
             raise
         except asyncio.CancelledError:
             reason = cancel_reason()
-            await asyncio.shield(self._end(recorder, "cancelled", {"reason": reason}, reason))
+            state = "expired" if reason == ROUTER_STOPPED else "cancelled"
+            await asyncio.shield(self._end(recorder, state, {"reason": reason}, reason))
             raise
         except Exception as exc:
             log.exception("run %s failed unexpectedly", recorder.run_id)
@@ -308,13 +341,27 @@ class RunService:
             "final_output": result.message.model_dump(exclude_none=True),
             "failed_members": [f.model_dump() for f in result.failed],
         }
-        result.event_cursor = await recorder.transition(
-            "completed", {"decision": summary["decision"]}, summary=summary, terminal_reason="completed"
-        )
+        try:
+            result.event_cursor = await recorder.transition(
+                "completed", {"decision": summary["decision"]}, summary=summary, terminal_reason="completed"
+            )
+        except RunFinished as ended:
+            # Expired by another router (this one's lease lapsed) while it ran: the answer is still the caller's.
+            log.warning("run %s completed here, but %s", recorder.run_id, ended)
         return result
 
     async def _end(self, recorder: RunRecorder, state: str, payload: dict[str, Any], reason: str | None = None) -> None:
         try:
             await recorder.transition(state, payload, summary=payload, terminal_reason=reason or state)
+        except StoreError as exc:
+            log.warning("the end of run %s (%s) was not recorded: %s", recorder.run_id, state, exc)
         except Exception:
             log.exception("could not record the end of run %s", recorder.run_id)
+
+    async def stop(self) -> None:
+        """The router is stopping: every run still executing is cancelled and recorded `expired` (router_stopped)."""
+        stopping = list(self.active.values())
+        for active in stopping:
+            active.cancel_reason = ROUTER_STOPPED
+            active.task.cancel()
+        await asyncio.gather(*(active.task for active in stopping), return_exceptions=True)

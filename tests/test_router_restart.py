@@ -1,5 +1,6 @@
-"""A router killed with SIGKILL mid-run, restarted on the same store: the run reads `expired`,
-every completed run is intact."""
+"""A router killed with SIGKILL mid-run, restarted on the same store: once the dead router's lease
+lapses the new one marks its run `expired`, every completed run is intact; a router stopped with
+SIGTERM gives its lease up and its unfinished run is expired at once."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from bench.procs import wait_healthy
 from tests.livesrv import free_port
 
 pytestmark = pytest.mark.slow
+
+PANEL = {"messages": [{"role": "user", "content": "compare a and b"}], "mode": "panel"}
 
 
 def _start(config: Path, port: int) -> subprocess.Popen[bytes]:
@@ -39,7 +42,7 @@ def test_sigkilled_router_leaves_an_expired_run_and_intact_completed_runs(tmp_pa
                     {"id": "slow", "provider": "mock", "model": "mock-cautious", "mock": {"latency_ms": 60_000}},
                 ],
                 "default_mode": "panel",
-                "server": {"run_store": str(tmp_path / "runs.sqlite3")},
+                "server": {"run_store": str(tmp_path / "runs.sqlite3"), "run_lease_s": 1},
             }
         )
     )
@@ -49,11 +52,7 @@ def test_sigkilled_router_leaves_an_expired_run_and_intact_completed_runs(tmp_pa
     try:
         done = httpx2.post(url, json={"messages": [{"role": "user", "content": "hi"}], "mode": "single"}).json()
         assert done["state"] == "completed"
-        pending = httpx2.post(
-            url,
-            json={"messages": [{"role": "user", "content": "compare a and b"}], "mode": "panel"},
-            headers={"Prefer": "respond-async"},
-        ).json()
+        pending = httpx2.post(url, json=PANEL, headers={"Prefer": "respond-async"}).json()
         deadline = time.monotonic() + 10
         while httpx2.get(f"{url}/{pending['run_id']}").json()["state"] != "generating":
             assert time.monotonic() < deadline
@@ -61,14 +60,30 @@ def test_sigkilled_router_leaves_an_expired_run_and_intact_completed_runs(tmp_pa
         router.kill()
         router.wait()
         router = _start(config, port)
-        expired = httpx2.get(f"{url}/{pending['run_id']}").json()
-        assert (expired["state"], expired["terminal_reason"]) == ("expired", "router_restarted")
+        expired = _wait_ended(f"{url}/{pending['run_id']}")  # within the lease (1 s) and a renewal interval
+        assert (expired["state"], expired["terminal_reason"]) == ("expired", "lease_expired")
         again = httpx2.get(f"{url}/{done['run_id']}/inspect").json()
         assert again["state"] == "completed" and again["final_output"] == done["inspection"]["final_output"]
         assert expired["terminal_error"]["error_code"] == "run_expired"
         events = httpx2.get(f"{url}/{pending['run_id']}/events").json()["events"]
         assert [e["event_seq"] for e in events] == list(range(1, len(events) + 1))
-        assert (events[-1]["state"], events[-1]["payload"]["terminal_reason"]) == ("expired", "router_restarted")
+        assert (events[-1]["state"], events[-1]["payload"]["terminal_reason"]) == ("expired", "lease_expired")
+
+        # A router that is stopped (not killed) says so at once: its unfinished run is expired as it goes.
+        stopped = httpx2.post(url, json=PANEL, headers={"Prefer": "respond-async"}).json()
+        router.terminate()
+        router.wait(timeout=30)  # uvicorn shuts down gracefully, then re-raises the signal
+        router = _start(config, port)
+        run = httpx2.get(f"{url}/{stopped['run_id']}").json()
+        assert (run["state"], run["terminal_reason"]) == ("expired", "router_stopped")
     finally:
         router.terminate()
         router.wait(timeout=10)
+
+
+def _wait_ended(url: str) -> dict[str, object]:
+    deadline = time.monotonic() + 30
+    while (run := httpx2.get(url).json())["state"] not in ("completed", "failed", "cancelled", "expired"):
+        assert time.monotonic() < deadline, run
+        time.sleep(0.1)
+    return run

@@ -1,5 +1,6 @@
 """The run store (SPEC §7) on real SQLite files: schema and migrations, events and their seqs under
-concurrency, idempotency, artifacts, expiry at start, pruning, and a writer killed mid-transaction."""
+concurrency, idempotency, artifacts, final terminal states, leases and the expiry of lapsed ones,
+pruning by age and count, a store that cannot be written, and a writer killed mid-transaction."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import sqlite3
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,11 @@ from server.store import (
     TERMINAL_STATES,
     DuplicateRun,
     IdempotencyConflict,
+    RunFinished,
     RunStore,
     SchemaTooNew,
     StoreClosed,
+    StoreUnavailable,
     UnknownArtifact,
     UnknownRun,
     is_valid_run_id,
@@ -223,28 +227,95 @@ async def test_list_runs_pages_newest_first(store: RunStore) -> None:
     assert await store.list_runs(before=new_run_id()) == []
 
 
-async def test_expire_unfinished_touches_only_unfinished_runs(store: RunStore) -> None:
+async def runs_in_every_state(store: RunStore) -> dict[str, str]:
+    """One run of `store` in each of queued, generating, requires_action and the terminal states."""
     runs: dict[str, str] = {}
-    for state in ("queued", "generating", "requires_action", "completed", "failed", "cancelled"):
+    for state in ("queued", "generating", "requires_action", "completed", "failed", "cancelled", "expired"):
         runs[state] = await new_run(store)
         if state != "queued":
             await store.transition(runs[state], state, terminal_reason=state if state in TERMINAL_STATES else None)
-    before = {s: await store.events(r) for s, r in runs.items()}
+    return runs
 
-    assert await store.expire_unfinished() == 3
-    for state, run_id in runs.items():
+
+async def test_a_finished_run_is_final(store: RunStore, caplog: pytest.LogCaptureFixture) -> None:
+    runs = await runs_in_every_state(store)
+    for state in sorted(TERMINAL_STATES):
+        run_id = runs[state]
+        before = await store.events(run_id)
+        for later in ("generating", "judging", "completed", "failed", "expired"):
+            with pytest.raises(RunFinished, match=f"has ended \\({state}\\)"):
+                await store.transition(run_id, later, terminal_reason=later)
+        with pytest.raises(RunFinished):
+            await store.append_event(run_id, "model_call.completed", {})
+        store.record_event(run_id, len(before) + 1, "late", {})
         record = await store.get_run(run_id)
-        events = await store.events(run_id)
-        assert record is not None
-        if state in TERMINAL_STATES:
-            assert (record.state, record.terminal_reason) == (state, state)
-            assert events == before[state]
-        else:
-            assert (record.state, record.terminal_reason) == ("expired", "router_restarted")
-            assert events[:-1] == before[state]
-            assert (events[-1].seq, events[-1].type) == (len(before[state]) + 1, "run.expired")
-            assert events[-1].payload == {"state": "expired", "reason": "router_restarted"}
-    assert await store.expire_unfinished() == 0
+        assert record is not None and (record.state, record.terminal_reason) == (state, state)
+        assert await store.events(run_id) == before
+    refused = [r.getMessage() for r in caplog.records if r.name == "fusionkit.store"]
+    assert len(refused) == 4 and all("was not recorded: RunFinished" in line for line in refused)
+    # Runs that have not ended move on as before.
+    assert await store.transition(runs["requires_action"], "generating") == 3
+
+
+async def test_a_live_lease_keeps_its_runs_and_a_lapsed_one_has_them_expired(tmp_path: Path, store: RunStore) -> None:
+    other = RunStore(tmp_path / "runs.sqlite3")  # a second router on the same file
+    try:
+        await store.renew_lease(60, "host-a pid 1")
+        mine = await runs_in_every_state(store)
+        theirs = await new_run(other)  # `other` never took a lease: nobody keeps its run alive
+        before = {s: await store.events(r) for s, r in mine.items()}
+
+        # Neither router expires the runs of a live lease, nor its own.
+        assert await other.expire_lapsed() == []
+        assert await store.expire_lapsed() == [theirs]
+        for state, run_id in mine.items():
+            assert await store.events(run_id) == before[state]
+
+        # The lease lapses (the router was killed or hangs): whichever router looks next expires its runs.
+        with raw(tmp_path / "runs.sqlite3") as conn:
+            conn.execute("UPDATE leases SET expires_at = ? WHERE owner_id = ?", (LONG_AGO, store.owner_id))
+        lapsed = await other.expire_lapsed()
+        assert sorted(lapsed) == sorted(mine[s] for s in ("queued", "generating", "requires_action"))
+        for state, run_id in mine.items():
+            record = await other.get_run(run_id)
+            events = await other.events(run_id)
+            assert record is not None and record.owner_id == store.owner_id
+            if state in TERMINAL_STATES:
+                assert (record.state, record.terminal_reason, events) == (state, state, before[state])
+            else:
+                assert (record.state, record.terminal_reason) == ("expired", "lease_expired")
+                assert events[:-1] == before[state]
+                assert (events[-1].seq, events[-1].type) == (len(before[state]) + 1, "run.expired")
+                assert events[-1].payload == {"state": "expired", "reason": "lease_expired"}
+        with raw(tmp_path / "runs.sqlite3") as conn:
+            assert conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0  # the lapsed lease is gone
+        assert await other.expire_lapsed() == []
+
+        # Renewing takes the lease again; a released lease expires what its router leaves unfinished.
+        await store.renew_lease(60, "host-a pid 1")
+        running = await new_run(store)
+        assert await other.expire_lapsed() == []
+        assert await store.release_lease() == [running]
+        record = await store.get_run(running)
+        assert record is not None and (record.state, record.terminal_reason) == ("expired", "router_stopped")
+    finally:
+        await other.close()
+
+
+async def test_unfinished_runs_from_before_leases_are_expired_by_the_first_router(tmp_path: Path) -> None:
+    path, run_id = tmp_path / "runs.sqlite3", "run_" + "b" * 24
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, str(path), MIGRATIONS[:2])
+    conn.execute(
+        "INSERT INTO runs (run_id, created_at, updated_at, state, request_json) VALUES (?, ?, ?, 'judging', '{}')",
+        (run_id, LONG_AGO, LONG_AGO),
+    )
+    conn.execute("INSERT INTO events VALUES (?, 1, ?, 'run.created', '{}')", (run_id, LONG_AGO))
+    conn.close()
+    async with RunStore(path) as store:
+        assert await store.expire_lapsed() == [run_id]
+        record = await store.get_run(run_id)
+    assert record is not None and (record.owner_id, record.state) == (None, "expired")
 
 
 async def test_prune_removes_old_finished_runs_and_the_artifacts_only_they_used(
@@ -272,6 +343,22 @@ async def test_prune_removes_old_finished_runs_and_the_artifacts_only_they_used(
     with raw(tmp_path / "runs.sqlite3") as conn:
         assert conn.execute("SELECT COUNT(*) FROM run_artifacts WHERE run_id = ?", (old_done,)).fetchone()[0] == 0
     assert await store.prune(older_than_days=1) == 0
+
+
+async def test_prune_by_count_keeps_the_newest_finished_runs_a_batch_at_a_time(store: RunStore) -> None:
+    done = [await new_run(store) for _ in range(7)]
+    for run_id in done:
+        await store.transition(run_id, "completed", terminal_reason="completed")
+    running = await new_run(store)
+    await store.put_artifact("the oldest run's", run_id=done[0])
+
+    assert await store.prune(keep_runs=3, limit=2) == 2  # at most `limit` per call: the caller repeats
+    assert await store.prune(keep_runs=3, limit=2) == 2
+    assert await store.prune(keep_runs=3, limit=2) == 0
+    left = {r.run_id for r in await store.list_runs(limit=100)}
+    assert left == {*done[-3:], running}  # unfinished runs are never pruned, nor counted
+    assert await store.get_artifact(hashlib.sha256(b"the oldest run's").hexdigest()) is None
+    assert await store.prune() == 0  # no limit given: nothing to do
 
 
 async def test_queued_writes_keep_their_order_and_reads_see_them(store: RunStore) -> None:
@@ -322,31 +409,93 @@ async def test_a_failing_queued_write_undoes_only_itself_and_is_logged(
 
 
 async def test_a_batch_that_cannot_begin_fails_every_caller_and_the_store_goes_on(
-    tmp_path: Path, store: RunStore, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, store: RunStore
 ) -> None:
     run_id = await new_run(store)
     # Another process holds the write lock for longer than the store waits for it (shortened from 5 s here).
     await store._reading(lambda conn: conn.execute("PRAGMA busy_timeout = 50"))
     with raw(tmp_path / "runs.sqlite3") as other:
         other.execute("BEGIN IMMEDIATE")
-        store.record_event(run_id, 2, "queued", {})
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
-            await asyncio.wait_for(store.transition(run_id, "judging"), timeout=10)
+        # One batch: every caller in it is told the store is unavailable, not only the first.
+        artifact = asyncio.ensure_future(store.put_artifact("not for a run"))
+        with pytest.raises(StoreUnavailable, match="locked") as caught:
+            await asyncio.wait_for(store.create_run(new_run_id(), mode="panel", request={}, trace_id=None), 10)
+        with pytest.raises(StoreUnavailable):
+            await artifact
+        assert store.health().status == "degraded" and "locked" in (store.health().error or "")
         other.execute("ROLLBACK")
-    assert any(f"event 2 of {run_id} was not recorded: OperationalError" in r.getMessage() for r in caplog.records)
+    assert (caught.value.status, caught.value.code, caught.value.headers()["Retry-After"]) == (
+        503,
+        "store_unavailable",
+        "2",
+    )
+    assert str(tmp_path) not in caught.value.message  # the client is not told where the file is
     assert await store.append_event(run_id, "after", {}) == 2
+    assert store.health().status == "ok"
     record = await store.get_run(run_id)
-    assert record is not None and record.state == "queued"
+    assert record is not None and record.state == "queued" and len(await store.list_runs()) == 1
+
+
+async def test_a_run_that_loses_writes_is_recorded_failed_once_the_store_can_be_written(
+    tmp_path: Path, store: RunStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_id, bystander = await new_run(store), await new_run(store)
+    await store.transition(run_id, "generating")
+    told: list[str] = []
+    await store._reading(lambda conn: conn.execute("PRAGMA busy_timeout = 50"))
+    with raw(tmp_path / "runs.sqlite3") as other:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock for longer than the store waits
+        store.record_event(run_id, 3, "model_call.completed", {}, lost=lambda: told.append("event 3"))
+        with pytest.raises(StoreUnavailable, match="locked"):
+            await store.transition(
+                run_id, "completed", seq=4, terminal_reason="completed", lost=lambda: told.append("end")
+            )
+        # A later write of the same run is not even tried: it would leave a hole where event 3 should be.
+        store.record_event(run_id, 5, "late", {}, lost=lambda: told.append("event 5"))
+        current = await store.get_run(run_id)  # reads go on
+        assert current is not None and current.state == "generating"
+        health = store.health()
+        assert (health.status, health.lost_writes) == ("degraded", 3)
+        other.execute("ROLLBACK")
+
+    # The first write that succeeds, whoever makes it, finds the store writable again and fails the run.
+    await store.append_event(bystander, "model_call.started", {})
+    record = await store.get_run(run_id)
+    events = await store.events(run_id)
+    assert told == ["event 3", "end", "event 5"]
+    assert record is not None and (record.state, record.terminal_reason) == ("failed", "store_unavailable")
+    assert record.summary["error"]["code"] == "store_unavailable"
+    assert [(e.seq, e.type, e.payload.get("state")) for e in events] == [
+        (1, "run.created", "queued"),
+        (2, "run.state", "generating"),
+        (3, "run.state", "failed"),  # no gap where the lost writes were
+    ]
+    assert store.health().status == "ok"
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "fusionkit.store"]
+    assert [level for level, _ in logged] == ["ERROR", "WARNING", "WARNING"], logged  # one line per outage
+    assert "cannot be used: database is locked" in logged[0][1]
+    assert "can be written again" in logged[1][1] and "3 writes were lost" in logged[1][1]
+    assert f"recorded as failed (store_unavailable): {run_id}" in logged[2][1]
 
 
 async def test_closing_writes_what_was_queued_and_a_cancelled_caller_does_not_undo_its_write(tmp_path: Path) -> None:
     path = tmp_path / "runs.sqlite3"
     store = RunStore(path)
     run_id = await new_run(store)
+    in_flight, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:  # runs on the store's thread, right after the transition
+        in_flight.set()
+        release.wait(timeout=30)
+
     store.record_event(run_id, 2, "queued", {})
     cancelled = asyncio.ensure_future(store.transition(run_id, "completed", terminal_reason="completed"))
-    await asyncio.sleep(0)
+    held = asyncio.ensure_future(store._reading(hold))
+    # The transition is written, its transaction not yet committed, when its caller gives up.
+    assert await asyncio.to_thread(in_flight.wait, 30)
     cancelled.cancel()
+    release.set()
+    await held
     await store.close()
     with pytest.raises(StoreClosed):
         store.record_event(run_id, 4, "too late", {})
@@ -405,8 +554,8 @@ async def test_a_writer_killed_mid_transaction_leaves_a_consistent_store(tmp_pat
         # The half-done batch left nothing: neither the queued events nor the transition's state and event.
         assert record is not None and record.state == "generating"
         assert [e.seq for e in await store.events(run_id)] == list(range(1, 8))
-        assert await store.expire_unfinished() == 1
+        assert await store.expire_lapsed() == [run_id]  # the dead writer held no lease
         record = await store.get_run(run_id)
         events = await store.events(run_id)
-    assert record is not None and (record.state, record.terminal_reason) == ("expired", "router_restarted")
+    assert record is not None and (record.state, record.terminal_reason) == ("expired", "lease_expired")
     assert (events[-1].seq, events[-1].type) == (8, "run.expired")

@@ -5,15 +5,18 @@
         await store.transition(run.run_id, "generating")
 
 `records` holds the states, ids and records; `schema` the SQLite schema and its migrations;
-`runstore` the RunStore itself; `errors` what it raises. docs/run-store.md tells the whole story.
+`runstore` the RunStore itself; `errors` what it raises; `upkeep` the router's background care of
+it (its lease on its runs, lapsed leases, retention). docs/run-store.md tells the whole story.
 """
 
 from server.store.errors import (
     DuplicateRun,
     IdempotencyConflict,
+    RunFinished,
     SchemaTooNew,
     StoreClosed,
     StoreError,
+    StoreUnavailable,
     UnknownArtifact,
     UnknownRun,
 )
@@ -24,6 +27,7 @@ from server.store.records import (
     EventRecord,
     RunRecord,
     RunState,
+    StoreHealth,
     is_valid_run_id,
     new_run_id,
 )
@@ -38,12 +42,15 @@ __all__ = [
     "DuplicateRun",
     "EventRecord",
     "IdempotencyConflict",
+    "RunFinished",
     "RunRecord",
     "RunState",
     "RunStore",
     "SchemaTooNew",
     "StoreClosed",
     "StoreError",
+    "StoreHealth",
+    "StoreUnavailable",
     "UnknownArtifact",
     "UnknownRun",
     "is_valid_run_id",

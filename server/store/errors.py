@@ -1,16 +1,31 @@
-"""The run store's errors: each names what went wrong, so callers can answer precisely (409, 404, 500)."""
+"""The run store's errors: each names what went wrong, so callers can answer precisely (409, 404, 503, 500)."""
 
 from __future__ import annotations
 
+import sqlite3
+
+from bridge.errors import APIError
+
 __all__ = [
+    "RETRY_AFTER_S",
     "DuplicateRun",
     "IdempotencyConflict",
+    "RunFinished",
     "SchemaTooNew",
     "StoreClosed",
     "StoreError",
+    "StoreUnavailable",
     "UnknownArtifact",
     "UnknownRun",
+    "unavailable_cause",
 ]
+
+# What a refused client is told to wait: about how often a degraded store is probed (server.store.upkeep).
+RETRY_AFTER_S = 2
+
+# SQLite's primary result codes that mean "this store cannot be used right now", not "this call was wrong":
+# BUSY (locked past busy_timeout), READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PERM (file permissions), NOTADB.
+_UNAVAILABLE_CODES = frozenset({5, 8, 10, 11, 13, 14, 23, 26})
 
 
 class StoreError(Exception):
@@ -48,6 +63,51 @@ class UnknownArtifact(StoreError, LookupError):
     def __init__(self, sha256: str) -> None:
         super().__init__(f"no artifact {sha256}")
         self.sha256 = sha256
+
+
+class RunFinished(StoreError):
+    """The run has ended (completed, failed, cancelled or expired): its state and its event log are final."""
+
+    def __init__(self, run_id: str, state: str) -> None:
+        super().__init__(f"run {run_id} has ended ({state}); a finished run's state and events do not change")
+        self.run_id = run_id
+        self.state = state
+
+
+class StoreUnavailable(StoreError, APIError):
+    """The store cannot be written (or opened) right now: a full disk, a read-only or missing file, a lock.
+
+    It is also the HTTP answer: 503 `store_unavailable` with `Retry-After`, through the shared error
+    handler, so a request that cannot be recorded is refused before any model is called. The message
+    says what SQLite said, never the file's path (that goes to the log).
+    """
+
+    def __init__(self, reason: str) -> None:
+        APIError.__init__(
+            self,
+            503,
+            f"the run store is unavailable ({reason}); the router records every run, so it cannot take new "
+            "ones until the store can be written again",
+            type="server_error",
+            code="store_unavailable",
+            retry_after=str(RETRY_AFTER_S),
+        )
+        self.reason = reason
+
+
+def unavailable_cause(exc: BaseException) -> str | None:
+    """What made the store unavailable, if `exc` says it is (else None: the call itself was at fault)."""
+    if isinstance(exc, StoreUnavailable):
+        return exc.reason
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.IntegrityError | sqlite3.ProgrammingError
+    ):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
+            return str(exc)
+    if isinstance(exc, OSError):  # the directory could not be created, the file could not be checked
+        return exc.strerror or str(exc)
+    return None
 
 
 class StoreClosed(StoreError):

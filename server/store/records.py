@@ -15,6 +15,7 @@ __all__ = [
     "EventRecord",
     "RunRecord",
     "RunState",
+    "StoreHealth",
     "is_valid_run_id",
     "new_run_id",
 ]
@@ -63,6 +64,7 @@ class RunRecord(BaseModel):
     request: dict[str, Any]
     summary: dict[str, Any]
     terminal_reason: str | None
+    owner_id: str | None = None  # the router holding the run's lease (None: recorded before leases existed)
 
     @property
     def finished(self) -> bool:
@@ -90,3 +92,16 @@ class ArtifactRecord(BaseModel):
 
     def text(self) -> str:
         return self.content.decode("utf-8", "replace")
+
+
+class StoreHealth(BaseModel):
+    """Whether the store can be written, as `/health` reports it.
+
+    `degraded` from the first write that fails because the store cannot be written (a full disk, a
+    read-only, missing or replaced file, a lock held too long) until the next write that succeeds.
+    """
+
+    status: Literal["ok", "degraded"]
+    error: str | None = None  # what went wrong, without the file's path
+    since: str | None = None  # when the store became degraded
+    lost_writes: int = 0  # writes dropped since then (events of runs that will be recorded as failed)

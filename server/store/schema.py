@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from server.store.errors import SchemaTooNew
@@ -62,13 +62,26 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX runs_state ON runs (state)",
         "CREATE INDEX run_artifacts_sha256 ON run_artifacts (sha256)",
     ),
+    # 3: leases. A router holds a lease (owner id, renewed_at, expires_at) and renews it while it runs; the
+    #    runs it executes carry its owner id. An unfinished run whose owner holds no live lease is expired by
+    #    whichever router notices, so a second router never expires a live one's runs.
+    (
+        """CREATE TABLE leases (
+            owner_id TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            acquired_at TEXT NOT NULL,
+            renewed_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )""",
+        "ALTER TABLE runs ADD COLUMN owner_id TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def now() -> str:
-    """The store's timestamps: ISO 8601 UTC with milliseconds, so they sort as text."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+def now(after_s: float = 0.0) -> str:
+    """The store's timestamps: ISO 8601 UTC with milliseconds, so they sort as text; `after_s` from now."""
+    return (datetime.now(UTC) + timedelta(seconds=after_s)).isoformat(timespec="milliseconds")
 
 
 def connect(path: Path) -> sqlite3.Connection:
