@@ -11,10 +11,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from bridge.adapters import CallContext, ChatAdapter, make_adapter
+from bridge.auth import BearerAuth
 from bridge.endpoint import EndpointConfig
 from bridge.errors import APIError, not_found, upstream_failure
 from bridge.http import (
@@ -43,9 +44,19 @@ __all__ = ["create_app"]
 log = logging.getLogger("fusionkit.bridge")
 
 
-def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, log_json: bool = False) -> FastAPI:
-    """Build a bridge for `endpoint`. The adapter (one per process) is made here unless given."""
+def create_app(
+    endpoint: EndpointConfig,
+    adapter: ChatAdapter | None = None,
+    *,
+    log_json: bool = False,
+    auth_key: str | None = None,
+) -> FastAPI:
+    """Build a bridge for `endpoint`. The adapter (one per process) is made here unless given.
+
+    With `auth_key`, every /v1 route but /v1/health needs `Authorization: Bearer <auth_key>`.
+    """
     chat: ChatAdapter = adapter or make_adapter(endpoint)
+    guarded = [Depends(BearerAuth(auth_key))]
     tracer = TraceEmitter.from_env()
     owned_by = f"fusionkit-bridge/{endpoint.provider}" + (" (offline mock)" if endpoint.is_mock else "")
 
@@ -82,11 +93,11 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, 
     async def health() -> dict[str, object]:
         return {"status": "ok", "model": endpoint.id, "provider": endpoint.provider, "mock": endpoint.is_mock}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=guarded)
     async def models() -> ModelList:
         return ModelList(data=[ModelCard(id=endpoint.id, owned_by=owned_by)])
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post("/v1/chat/completions", response_model=None, dependencies=guarded)
     async def chat_completions(request: Request) -> Response:
         body = await parse_body(request, ChatRequest)
         if body.model not in (endpoint.id, endpoint.model):

@@ -1,0 +1,61 @@
+"""Bearer auth, shared by the router (`server.api_key_env`) and the bridge (`--auth-key-env`).
+
+A key comes from an environment variable the operator names. A named variable that is unset or
+empty is an error, never "auth off": a typo in a variable name must not open a server to anyone.
+
+    auth = BearerAuth.from_env("FK_ROUTER_KEY")     # MissingKeyError if named but unset or empty
+    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Mapping
+
+from fastapi import Request
+
+from bridge.errors import APIError
+
+__all__ = ["BearerAuth", "MissingKeyError", "key_from_env"]
+
+
+class MissingKeyError(ValueError):
+    """A key variable that is named but unset or empty."""
+
+    def __init__(self, variable: str) -> None:
+        super().__init__(f"environment variable {variable} is not set (or is empty)")
+        self.variable = variable
+
+
+def key_from_env(variable: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The key in `variable`; None when no variable is named; MissingKeyError when it is named but empty."""
+    if not variable:
+        return None
+    value = (os.environ if environ is None else environ).get(variable, "")
+    if not value.strip():
+        raise MissingKeyError(variable)
+    return value
+
+
+class BearerAuth:
+    """Checks `Authorization: Bearer <key>` in constant time; a no-op when no key is configured."""
+
+    def __init__(self, key: str | None) -> None:
+        self._key = key.encode() if key else None
+
+    @classmethod
+    def from_env(cls, variable: str | None) -> BearerAuth:
+        return cls(key_from_env(variable))
+
+    @property
+    def enabled(self) -> bool:
+        return self._key is not None
+
+    async def __call__(self, request: Request) -> None:
+        if self._key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._key):
+            raise APIError(401, "missing or invalid bearer token", type="authentication_error", code="invalid_api_key")
