@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +9,7 @@ from click.testing import CliRunner
 
 from fusionkit_cli.config_loader import ConfigError, load_config
 from fusionkit_cli.main import cli
+from tests.up_helpers import run_fusionkit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,19 +150,13 @@ def test_validate_refuses_what_up_could_not_run(tmp_path: Path, endpoint: str, e
     assert "Traceback" not in result.output and LONG_ID not in result.output
 
 
-def fusionkit(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """A real process with a deadline: on a regression these commands would start serving, not exit."""
-    command = [sys.executable, "-m", "fusionkit_cli.main", *args]
-    return subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=60)
-
-
 def test_an_over_long_id_stops_up_and_serve_endpoint_with_exit_2_not_a_raw_oserror(tmp_path: Path) -> None:
     path = write(tmp_path, f"endpoints:\n  - {{id: {LONG_ID}, provider: mock, model: m}}\n")
-    started = fusionkit(tmp_path, "up", str(path), "--no-color")
+    started = run_fusionkit(tmp_path, "up", str(path), "--no-color")
     assert started.returncode == 2, started.stdout + started.stderr
     assert f"error: {path}: endpoints[0].id: found 'mmm" in started.stderr and "1 to 64 characters" in started.stderr
     assert "Traceback" not in started.stdout + started.stderr and not (tmp_path / ".fusionkit").exists()
-    bridge = fusionkit(tmp_path, "serve-endpoint", "--id", "a" * 65, "--provider", "mock", "--model", "m")
+    bridge = run_fusionkit(tmp_path, "serve-endpoint", "--id", "a" * 65, "--provider", "mock", "--model", "m")
     assert bridge.returncode == 2 and "error: --id: allowed: 1 to 64 characters" in bridge.stderr
 
 
