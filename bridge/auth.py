@@ -15,16 +15,21 @@ from collections.abc import Mapping
 
 from fastapi import Request
 
+from bridge.endpoint import ENV_NAME, NOT_AN_ENV_NAME
 from bridge.errors import APIError
 
 __all__ = ["BearerAuth", "MissingKeyError", "key_from_env"]
 
 
 class MissingKeyError(ValueError):
-    """A key variable that is named but unset or empty."""
+    """A key variable that is named but unset or empty, or is no variable name at all."""
 
     def __init__(self, variable: str) -> None:
-        super().__init__(f"environment variable {variable} is not set (or is empty)")
+        if ENV_NAME.match(variable):
+            message = f"environment variable {variable} is not set (or is empty)"
+        else:  # not echoed: it may be the key itself, put where its variable's name belongs
+            message = NOT_AN_ENV_NAME
+        super().__init__(message)
         self.variable = variable
 
 
@@ -33,7 +38,7 @@ def key_from_env(variable: str | None, environ: Mapping[str, str] | None = None)
     if not variable:
         return None
     value = (os.environ if environ is None else environ).get(variable, "")
-    if not value.strip():
+    if not ENV_NAME.match(variable) or not value.strip():
         raise MissingKeyError(variable)
     return value
 

@@ -9,7 +9,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["ENDPOINT_ID_MAX", "PROVIDERS", "Capabilities", "EndpointConfig", "MockSettings", "Pricing"]
+__all__ = [
+    "ENDPOINT_ID_MAX",
+    "ENV_NAME",
+    "NOT_AN_ENV_NAME",
+    "PROVIDERS",
+    "Capabilities",
+    "EndpointConfig",
+    "MockSettings",
+    "Pricing",
+    "env_name",
+]
 
 Provider = Literal["openai", "anthropic", "google", "openai-compatible", "mock"]
 PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "google", "openai-compatible", "mock")
@@ -18,6 +28,17 @@ ENDPOINT_ID_MAX = 64
 ENDPOINT_ID = re.compile(rf"^[A-Za-z0-9._-]{{1,{ENDPOINT_ID_MAX}}}$")
 # Providers whose every call needs a key; `openai-compatible` needs one only when it names a variable.
 KEYED_PROVIDERS = ("openai", "anthropic", "google")
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NOT_AN_ENV_NAME = "must be the NAME of an environment variable, never the key itself"
+
+
+def env_name(value: str | None) -> str | None:
+    """`value` if it can name an environment variable (a key variable in a config or flag)."""
+    if value is not None and not ENV_NAME.match(value):
+        raise ValueError(NOT_AN_ENV_NAME)
+    return value
 
 
 class _Strict(BaseModel):
@@ -86,9 +107,7 @@ class EndpointConfig(_Strict):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
-            raise ValueError("must be the NAME of an environment variable, never the key itself")
-        return value
+        return env_name(value)
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> EndpointConfig:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bridge.endpoint import EndpointConfig
+from bridge.endpoint import EndpointConfig, env_name
 
 __all__ = ["MODES", "BudgetConfig", "PanelConfig", "PanelSettings", "SamplingConfig", "ServerConfig"]
 
@@ -48,6 +48,11 @@ class ServerConfig(_Strict):
     api_key_env: str | None = None
     run_store: str = ".fusionkit/runs.sqlite3"
     run_retention_days: float | None = Field(default=None, gt=0)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        return env_name(value)
 
 
 class PanelConfig(_Strict):

@@ -86,6 +86,10 @@ def test_env_expansion_with_defaults_and_types(tmp_path: Path) -> None:
             "endpoints:\n  - {id: a, provider: mock, model: m, api_key_env: sk-live-123}\n",
             "endpoints[0].api_key_env: found 'sk-live-123'; must be the NAME of an environment variable",
         ),
+        (
+            "endpoints:\n  - {id: a, provider: mock, model: m}\nserver: {api_key_env: sk-live-123}\n",
+            "server.api_key_env: found 'sk-live-123'; must be the NAME of an environment variable",
+        ),
         ("endpoints: []\n", "endpoints: found []"),
         ("- just a list\n", "the top level must be a mapping"),
         ("endpoints: [\n", "not valid YAML"),

@@ -149,6 +149,10 @@ def test_a_bridge_refuses_an_open_bind_without_a_key_and_a_key_variable_that_is_
     unset = run_fusionkit(tmp_path, *bridge, "--auth-key-env", "FK_BRIDGE_KEY", env={"FK_BRIDGE_KEY": ""})
     assert unset.returncode == 2
     assert "error: --auth-key-env: environment variable FK_BRIDGE_KEY is not set (or is empty)" in unset.stderr
+    # The key itself where its variable's name belongs: refused, and never echoed.
+    pasted = CliRunner().invoke(cli, [*bridge, "--auth-key-env", "sk-pasted-0d9f"])
+    assert pasted.exit_code == 2 and "sk-pasted-0d9f" not in pasted.output
+    assert "--auth-key-env: must be the NAME of an environment variable, never the key itself" in pasted.output
 
 
 def test_a_bridge_with_a_key_guards_its_v1_routes_and_the_router_sends_the_key(
