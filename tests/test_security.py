@@ -183,4 +183,4 @@ def test_a_bridge_with_a_key_guards_its_v1_routes_and_the_router_sends_the_key(
     # Without the key every member is refused: the key really is what lets the router in.
     keyless = live_server(create_app(config, clients=build_clients(config, bridges), store_path=tmp_path / "b.db"))
     refused = httpx2.post(keyless.url + "/v1/chat/completions", json={"model": "fusionkit/panel", "messages": question})
-    assert refused.status_code == 502 and "missing or invalid bearer token" in refused.text
+    assert refused.status_code == 502 and "missing or invalid API key" in refused.text
