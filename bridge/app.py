@@ -42,6 +42,7 @@ from bridge.tracing import TraceEmitter, new_span_id
 __all__ = ["create_app"]
 
 log = logging.getLogger("fusionkit.bridge")
+HEALTH_PATHS = ("/health", "/v1/health")  # open without a key, for probes
 
 
 def create_app(
@@ -53,10 +54,16 @@ def create_app(
 ) -> FastAPI:
     """Build a bridge for `endpoint`. The adapter (one per process) is made here unless given.
 
-    With `auth_key`, every /v1 route but /v1/health needs `Authorization: Bearer <auth_key>`.
+    With `auth_key`, every route but the health probes needs the key (`bridge.auth.BearerAuth`).
     """
     chat: ChatAdapter = adapter or make_adapter(endpoint)
-    guarded = [Depends(BearerAuth(auth_key))]
+    auth = BearerAuth(auth_key)
+
+    async def guard(request: Request) -> None:
+        # On the whole app, so a route added later is guarded too; probes need no key.
+        if request.url.path not in HEALTH_PATHS:
+            await auth(request)
+
     tracer = TraceEmitter.from_env()
     owned_by = f"fusionkit-bridge/{endpoint.provider}" + (" (offline mock)" if endpoint.is_mock else "")
 
@@ -74,7 +81,7 @@ def create_app(
         await tracer.aclose()
         await chat.aclose()
 
-    app = FastAPI(title=f"fusionkit bridge: {endpoint.id}", lifespan=lifespan)
+    app = FastAPI(title=f"fusionkit bridge: {endpoint.id}", lifespan=lifespan, dependencies=[Depends(guard)])
     install_error_handlers(app)
     app.add_middleware(AccessLogMiddleware, log_json=log_json)
 
@@ -93,11 +100,11 @@ def create_app(
     async def health() -> dict[str, object]:
         return {"status": "ok", "model": endpoint.id, "provider": endpoint.provider, "mock": endpoint.is_mock}
 
-    @app.get("/v1/models", dependencies=guarded)
+    @app.get("/v1/models")
     async def models() -> ModelList:
         return ModelList(data=[ModelCard(id=endpoint.id, owned_by=owned_by)])
 
-    @app.post("/v1/chat/completions", response_model=None, dependencies=guarded)
+    @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Response:
         body = await parse_body(request, ChatRequest)
         if body.model not in (endpoint.id, endpoint.model):
