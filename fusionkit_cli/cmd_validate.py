@@ -9,7 +9,7 @@ from fusionkit_cli.common import load_config_or_exit
 from fusionkit_cli.keys import missing_provider_keys
 from server.config import PanelConfig
 
-__all__ = ["summary", "validate", "warnings"]
+__all__ = ["key_warnings", "summary", "validate"]
 
 
 @click.command()
@@ -22,11 +22,11 @@ def validate(config_path: str) -> None:
     """
     config = load_config_or_exit(config_path)
     click.echo(summary(config, config_path))
-    for warning in warnings(config):
+    for warning in key_warnings(config):
         click.echo(f"warning: {config_path}: {warning}", err=True)
 
 
-def warnings(config: PanelConfig) -> list[str]:
+def key_warnings(config: PanelConfig) -> list[str]:
     """What would stop this config from running in the current environment."""
     found = []
     try:

@@ -55,7 +55,7 @@ class Env(Protocol):
         """Start `args` in its own process group, output on one pipe, tied to the supervisor's life."""
 
     def probe(self, url: str) -> bool:
-        """Whether `url`/health answers 200 right now (within a second: a hung server fails it)."""
+        """Whether `url`/health answers 200 right now (within PROBE_TIMEOUT_S: a hung server fails it)."""
 
     def identity(self, pid: int) -> tuple[float, int] | None:
         """(create_time, pgid) of a live process, for the state file; None once it is gone."""
@@ -85,7 +85,7 @@ def probe_health(url: str, timeout_s: float = 0.5) -> bool:
 
 # Long enough for a bridge busy with a full event loop to answer, short enough that a hung one
 # holds the supervisor's loop only a moment.
-PROBE_TIMEOUT_S = 1.0
+PROBE_TIMEOUT_S = 2.0
 
 
 class SystemEnv:
