@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from bridge.adapters import CallContext, ChatAdapter, make_adapter
+from bridge.auth import BearerAuth
 from bridge.endpoint import EndpointConfig
 from bridge.errors import APIError, not_found, upstream_failure
 from bridge.http import (
@@ -46,11 +47,22 @@ from bridge.tracing import CallSpan, TraceEmitter
 __all__ = ["create_app"]
 
 log = logging.getLogger("fusionkit.bridge")
+HEALTH_PATHS = ("/health", "/v1/health")  # open without a key, for probes
 
 
-def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None) -> FastAPI:
-    """Build a bridge for `endpoint`. The adapter (one per process) is made here unless given."""
+def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, auth_key: str | None = None) -> FastAPI:
+    """Build a bridge for `endpoint`. The adapter (one per process) is made here unless given.
+
+    With `auth_key`, every route but the health probes needs the key (`bridge.auth.BearerAuth`).
+    """
     chat: ChatAdapter = adapter or make_adapter(endpoint)
+    auth = BearerAuth(auth_key)
+
+    async def guard(request: Request) -> None:
+        # On the whole app, so a route added later is guarded too; probes need no key.
+        if request.url.path not in HEALTH_PATHS:
+            await auth(request)
+
     tracer = TraceEmitter.from_env()
     owned_by = f"fusionkit-bridge/{endpoint.provider}" + (" (offline mock)" if endpoint.is_mock else "")
 
@@ -68,7 +80,7 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None) -> 
         await tracer.aclose()
         await chat.aclose()
 
-    app = FastAPI(title=f"fusionkit bridge: {endpoint.id}", lifespan=lifespan)
+    app = FastAPI(title=f"fusionkit bridge: {endpoint.id}", lifespan=lifespan, dependencies=[Depends(guard)])
     install_error_handlers(app)
     app.add_middleware(AccessLogMiddleware)
 

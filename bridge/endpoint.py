@@ -4,15 +4,41 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["PROVIDERS", "Capabilities", "EndpointConfig", "MockSettings", "Pricing"]
+__all__ = [
+    "ENDPOINT_ID_MAX",
+    "ENV_NAME",
+    "NOT_AN_ENV_NAME",
+    "PROVIDERS",
+    "Capabilities",
+    "EndpointConfig",
+    "MockSettings",
+    "Pricing",
+    "env_name",
+]
 
 Provider = Literal["openai", "anthropic", "google", "openai-compatible", "mock"]
 PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "google", "openai-compatible", "mock")
-ENDPOINT_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+# An id names a log file, a process and a model clients ask for: a short, path-safe word.
+ENDPOINT_ID_MAX = 64
+ENDPOINT_ID = re.compile(rf"^[A-Za-z0-9._-]{{1,{ENDPOINT_ID_MAX}}}$")
+# Providers whose every call needs a key; `openai-compatible` needs one only when it names a variable.
+KEYED_PROVIDERS = ("openai", "anthropic", "google")
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NOT_AN_ENV_NAME = "must be the NAME of an environment variable, never the key itself"
+
+
+def env_name(value: str | None) -> str | None:
+    """`value` if it can name an environment variable (a key variable in a config or flag)."""
+    if value is not None and not ENV_NAME.match(value):
+        raise ValueError(NOT_AN_ENV_NAME)
+    return value
 
 
 class _Strict(BaseModel):
@@ -58,15 +84,30 @@ class EndpointConfig(_Strict):
     @classmethod
     def _valid_id(cls, value: str) -> str:
         if not ENDPOINT_ID.match(value):
-            raise ValueError("may contain only letters, digits, '.', '_' and '-'")
+            raise ValueError(
+                f"allowed: 1 to {ENDPOINT_ID_MAX} characters, each a letter, digit, '.', '_' or '-' "
+                f"(found {len(value)} characters)"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            parts = urllib.parse.urlsplit(value)
+            _ = parts.port  # raises on a port that is not a number in range
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("allowed: an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000/v1")
         return value
 
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
-            raise ValueError("must be the NAME of an environment variable, never the key itself")
-        return value
+        return env_name(value)
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> EndpointConfig:
@@ -77,6 +118,11 @@ class EndpointConfig(_Strict):
     @property
     def is_mock(self) -> bool:
         return self.provider == "mock"
+
+    @property
+    def needs_key(self) -> bool:
+        """Whether calls fail without an API key: a real provider, or a server that names its key variable."""
+        return self.provider in KEYED_PROVIDERS or (self.provider == "openai-compatible" and bool(self.api_key_env))
 
     def api_key(self) -> str | None:
         """The key from the environment, read only when a client is built."""

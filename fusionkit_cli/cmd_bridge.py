@@ -6,7 +6,14 @@ import click
 from pydantic import ValidationError
 
 from bridge.endpoint import PROVIDERS, EndpointConfig
-from fusionkit_cli.common import BadInput, load_config_or_exit, log_format_option, run_server
+from fusionkit_cli.common import (
+    BadInput,
+    bearer_key_or_exit,
+    load_config_or_exit,
+    log_format_option,
+    refuse_open_bind,
+    run_server,
+)
 from fusionkit_cli.logs import setup_logging
 
 __all__ = ["serve_endpoint"]
@@ -25,6 +32,12 @@ __all__ = ["serve_endpoint"]
 @click.option("--timeout-s", type=float, help="Per-call timeout in seconds.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, help="Port (default: the endpoint's port, else 9100).")
+@click.option(
+    "--auth-key-env",
+    metavar="NAME",
+    help="NAME of the environment variable holding the bearer token clients must send (auth is off without it).",
+)
+@click.option("--insecure-no-auth", is_flag=True, help="Allow a non-loopback bind without --auth-key-env.")
 @log_format_option
 def serve_endpoint(
     config_path: str | None,
@@ -37,16 +50,20 @@ def serve_endpoint(
     timeout_s: float | None,
     host: str,
     port: int | None,
+    auth_key_env: str | None,
+    insecure_no_auth: bool,
     log_format: str,
 ) -> None:
     """Front one provider model as an OpenAI Chat Completions server (the bridge)."""
+    auth_key = bearer_key_or_exit(auth_key_env, "--auth-key-env")
+    refuse_open_bind(host, auth_key, insecure_no_auth, "pass --auth-key-env NAME (a variable holding the token)")
     endpoint = _endpoint_from_flags(
         config_path, endpoint_id, endpoint_id_flag, provider, model, base_url, api_key_env, timeout_s
     )
     setup_logging(log_format)
     from bridge.app import create_app
 
-    run_server(create_app(endpoint), host, port or endpoint.port or 9100)
+    run_server(create_app(endpoint, auth_key=auth_key), host, port or endpoint.port or 9100)
 
 
 def _endpoint_from_flags(

@@ -9,6 +9,7 @@ import click
 
 from fusionkit_cli.common import (
     BadInput,
+    bearer_key_or_exit,
     load_config_or_exit,
     log_format_option,
     refuse_open_bind,
@@ -29,6 +30,11 @@ __all__ = ["serve"]
     type=click.Path(dir_okay=False),
     help="JSON file mapping endpoint ids to bridge URLs (written by `fusionkit up`).",
 )
+@click.option(
+    "--bridge-key-env",
+    metavar="NAME",
+    help="With --bridges: the variable holding the bearer token the bridges require (set by `fusionkit up`).",
+)
 @click.option("--insecure-no-auth", is_flag=True, help="Allow a non-loopback bind without server.api_key_env.")
 @log_format_option
 def serve(
@@ -36,18 +42,22 @@ def serve(
     host: str | None,
     port: int | None,
     bridges_path: str | None,
+    bridge_key_env: str | None,
     insecure_no_auth: bool,
     log_format: str,
 ) -> None:
     """Run the fusion router (OpenAI-compatible) for the panel in CONFIG."""
     config = load_config_or_exit(config_path)
     host = host or config.server.host
-    refuse_open_bind(host, config, insecure_no_auth)
+    key = bearer_key_or_exit(config.server.api_key_env, f"{config_path}: server.api_key_env")
+    refuse_open_bind(host, key, insecure_no_auth, "set server.api_key_env")
+    bridge_key = bearer_key_or_exit(bridge_key_env, "--bridge-key-env")
     bridges = _read_bridges(bridges_path, [e.id for e in config.endpoints]) if bridges_path else None
     setup_logging(log_format)
     from server.app import create_app
+    from server.clients import build_clients
 
-    app = create_app(config, bridges=bridges)
+    app = create_app(config, clients=build_clients(config, bridges, bridge_key=bridge_key))
     run_server(app, host, port or config.server.port, header_timeout_s=config.server.header_timeout_s)
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import click
 
-from fusionkit_cli.common import load_config_or_exit, refuse_open_bind
-from fusionkit_cli.up.env import probe_health
+from fusionkit_cli.common import BadInput, bearer_key_or_exit, load_config_or_exit, refuse_open_bind
+from fusionkit_cli.keys import missing_provider_keys
+from fusionkit_cli.up.env import DOWN_SIGNAL, probe_health
+from fusionkit_cli.up.policy import RestartPolicy
 from fusionkit_cli.up.printer import use_colour
 from fusionkit_cli.up.state import UpState, is_ours, read_state, remove_state, stop_leftovers
 from fusionkit_cli.up.supervisor import Supervisor, UpOptions
@@ -32,7 +34,19 @@ __all__ = ["down", "status", "up"]
     show_default=True,
     help="Seconds each process has to answer /health after it starts.",
 )
+@click.option(
+    "--max-restarts",
+    type=click.IntRange(min=0),
+    default=RestartPolicy.max_restarts,
+    show_default=True,
+    help=f"Restarts of one process allowed in any {RestartPolicy.window_s:g}s before up gives up on it.",
+)
 @click.option("--insecure-no-auth", is_flag=True, help="Let the router bind a non-loopback host without a key.")
+@click.option(
+    "--allow-missing-keys",
+    is_flag=True,
+    help="Start endpoints whose provider key variable is unset or empty (their calls will fail).",
+)
 def up(
     config_path: str,
     port: int | None,
@@ -40,13 +54,20 @@ def up(
     log_dir: str,
     no_color: bool,
     ready_timeout: float,
+    max_restarts: int,
     insecure_no_auth: bool,
+    allow_missing_keys: bool,
 ) -> None:
     """Start one bridge per endpoint of CONFIG and the fusion router; supervise until Ctrl-C."""
     config = load_config_or_exit(config_path)
     host = host or config.server.host
     # The router would refuse too, but only after every bridge had started: say it before anything does.
-    refuse_open_bind(host, config, insecure_no_auth)
+    key = bearer_key_or_exit(config.server.api_key_env, f"{config_path}: server.api_key_env")
+    refuse_open_bind(host, key, insecure_no_auth, "set server.api_key_env")
+    missing = [] if allow_missing_keys else missing_provider_keys(config)
+    if missing:
+        problems = "".join(f"\n  {config_path}: {m}" for m in missing)
+        raise BadInput(f"refusing to start endpoints without their API keys (or pass --allow-missing-keys):{problems}")
     _clear_previous(read_state())
     options = UpOptions(
         host=host,
@@ -55,6 +76,7 @@ def up(
         colour=use_colour(sys.stdout, no_color),
         ready_timeout_s=ready_timeout,
         insecure_no_auth=insecure_no_auth,
+        restart_policy=lambda: RestartPolicy(max_restarts=max_restarts),
     )
     sys.exit(Supervisor(config, config_path, options).run())
 
@@ -95,6 +117,8 @@ def status() -> None:
         alive = is_ours(entry) is not None
         # Health from a live probe, never from the pid: a live process may not be serving.
         health = ("healthy" if probe_health(entry.url, 1.0) else "unhealthy") if alive and entry.url else "down"
+        if entry.given_up:
+            health = "gave-up"  # past its restart limit: `up` serves on without it
         uptime = _duration(now - entry.create_time) if alive else "-"
         click.echo(
             f"{entry.name:<14} {entry.kind:<7} {entry.pid:>7} {entry.port or '-':>6}  {health:<9} "
@@ -113,13 +137,14 @@ def _duration(seconds: float) -> str:
 @click.command()
 @click.option("--timeout", type=float, default=20.0, show_default=True, help="Seconds to wait for a graceful stop.")
 def down(timeout: float) -> None:
-    """Stop the `fusionkit up` running from this directory (or what it left behind)."""
+    """Stop the `fusionkit up` running from this directory (or what it left behind); it exits 0."""
     state = read_state()
     if state is None:
         click.echo("fusionkit up is not running here")
         return
     if is_ours(state.supervisor) is not None:
-        os.kill(state.supervisor.pid, signal.SIGTERM)
+        # Not SIGTERM: `up` exits 143 after a SIGTERM from anyone, and 0 after a stop asked for with `down`.
+        os.kill(state.supervisor.pid, DOWN_SIGNAL)
         # Poll: the supervisor is not our child, and a zombie counts as stopped.
         deadline = time.monotonic() + timeout
         while is_ours(state.supervisor) is not None and time.monotonic() < deadline:

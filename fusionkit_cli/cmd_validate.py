@@ -4,18 +4,40 @@ from __future__ import annotations
 
 import click
 
+from bridge.auth import MissingKeyError, key_from_env
 from fusionkit_cli.common import load_config_or_exit
+from fusionkit_cli.keys import missing_provider_keys
 from server.config import PanelConfig
 
-__all__ = ["summary", "validate"]
+__all__ = ["key_warnings", "summary", "validate"]
 
 
 @click.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
 def validate(config_path: str) -> None:
-    """Check CONFIG; print its summary, or its errors with exit status 2."""
+    """Check CONFIG; print its summary, or its errors with exit status 2.
+
+    Keys the environment lacks are warnings (on stderr, exit 0): the file is valid, but `serve`
+    and `up` will refuse to start until they are set.
+    """
     config = load_config_or_exit(config_path)
     click.echo(summary(config, config_path))
+    for warning in key_warnings(config):
+        click.echo(f"warning: {config_path}: {warning}", err=True)
+
+
+def key_warnings(config: PanelConfig) -> list[str]:
+    """What would stop this config from running in the current environment."""
+    found = []
+    try:
+        key_from_env(config.server.api_key_env)
+    except MissingKeyError as exc:
+        found.append(f"server.api_key_env: {exc}; `fusionkit serve` and `fusionkit up` refuse to start without it")
+    found += [
+        f"{missing}; `fusionkit up` refuses to start it (unless --allow-missing-keys)"
+        for missing in missing_provider_keys(config)
+    ]
+    return found
 
 
 def summary(config: PanelConfig, path: str) -> str:

@@ -8,12 +8,14 @@ from typing import Any
 
 import click
 
+from bridge.auth import MissingKeyError, key_from_env
 from fusionkit_cli.config_loader import ConfigError, load_config
 from server.config import PanelConfig, ServerConfig
 
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT_S",
     "BadInput",
+    "bearer_key_or_exit",
     "is_loopback",
     "load_config_or_exit",
     "log_format_option",
@@ -34,10 +36,23 @@ class BadInput(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
-def refuse_open_bind(host: str, config: PanelConfig, insecure_no_auth: bool) -> None:
-    """A router on a non-loopback address needs a key (server.api_key_env) or an explicit opt-out."""
-    if not is_loopback(host) and not config.server.api_key_env and not insecure_no_auth:
-        raise BadInput(f"refusing to bind {host} without auth: set server.api_key_env, or pass --insecure-no-auth")
+def bearer_key_or_exit(variable: str | None, where: str) -> str | None:
+    """The bearer key held by `variable` (None when none is named); named but unset or empty: exit 2.
+
+    `where` says who named the variable (`panel.yaml: server.api_key_env`, `--auth-key-env`).
+    """
+    try:
+        return key_from_env(variable)
+    except MissingKeyError as exc:
+        raise BadInput(
+            f"{where}: {exc}; refusing to start without the auth it asks for (set the variable, or name none)"
+        ) from None
+
+
+def refuse_open_bind(host: str, key: str | None, insecure_no_auth: bool, how: str) -> None:
+    """A server on a non-loopback address needs a bearer key, or an explicit opt-out; `how` says how to set one."""
+    if not is_loopback(host) and key is None and not insecure_no_auth:
+        raise BadInput(f"refusing to bind {host} without auth: {how}, or pass --insecure-no-auth")
 
 
 def load_config_or_exit(path: str | Path) -> PanelConfig:

@@ -96,6 +96,12 @@ def _found(data: Any, loc: tuple[int | str, ...]) -> Any:
     return node
 
 
+def _shown(found: Any, limit: int = 80) -> str:
+    """`found` as the error shows it: its repr, cut short (a 300-character id would drown the message)."""
+    text = repr(found)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     """The pydantic model whose fields live at `loc` (for listing allowed keys)."""
     model: Any = PanelConfig
@@ -127,7 +133,7 @@ def _describe(exc: ValidationError, data: dict[str, Any]) -> list[str]:
             lines.append(str(cause))
             continue
         key = key_path(loc) or "(top level)"
-        found = _found(data, loc)
+        found = _shown(_found(data, loc))
         if error["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1])
             allowed = ", ".join(parent.model_fields) if parent else "see docs/configuration.md"
@@ -136,8 +142,8 @@ def _describe(exc: ValidationError, data: dict[str, Any]) -> list[str]:
             lines.append(f"{key}: required key is missing")
         elif error["type"] == "literal_error":
             expected = (error.get("ctx") or {}).get("expected", "")
-            lines.append(f"{key}: found {found!r}; allowed: {expected}")
+            lines.append(f"{key}: found {found}; allowed: {expected}")
         else:
             msg = str(error["msg"]).removeprefix("Value error, ")
-            lines.append(f"{key}: found {found!r}; {msg}")
+            lines.append(f"{key}: found {found}; {msg}")
     return lines

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,11 +20,11 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
+from bridge.auth import BearerAuth
 from bridge.errors import not_found
 from bridge.http import AccessLogMiddleware, install_error_handlers, parse_body
 from bridge.protocol import ModelCard, ModelList
 from bridge.tracing import TraceEmitter
-from server.auth import BearerAuth
 from server.chat import ChatHandler
 from server.clients import EndpointClient, build_clients
 from server.config import PanelConfig
@@ -53,6 +52,7 @@ def create_app(
     keepalive_s: float = 2.0,
 ) -> FastAPI:
     """Build a router for `config`; `bridges` maps endpoint ids to bridge URLs (else in-process)."""
+    auth = BearerAuth.from_env(config.server.api_key_env)  # a named but unset variable raises, never auth off
     endpoint_clients = clients if clients is not None else build_clients(config, bridges)
     store = RunStore(store_path or config.server.run_store)
     upkeep = StoreUpkeep(store, lease_s=config.server.run_lease_s, retention=config.server.retention)
@@ -61,7 +61,6 @@ def create_app(
     engine = FusionEngine(config, endpoint_clients)
     fusion = FusionPath(engine, runs, keepalive_s=keepalive_s)
     chat = ChatHandler(fusion)
-    auth = BearerAuth(os.environ.get(config.server.api_key_env) if config.server.api_key_env else None)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -126,14 +126,19 @@ class EndpointClient:
             await self._probe.aclose()
 
 
-def build_clients(config: PanelConfig, bridges: Mapping[str, str] | None = None) -> dict[str, EndpointClient]:
-    """A client per endpoint: to its bridge when `bridges` names one, else the in-process provider adapter."""
+def build_clients(
+    config: PanelConfig, bridges: Mapping[str, str] | None = None, *, bridge_key: str | None = None
+) -> dict[str, EndpointClient]:
+    """A client per endpoint: to its bridge when `bridges` names one (sending `bridge_key` as its bearer
+    token), else the in-process provider adapter."""
     clients: dict[str, EndpointClient] = {}
     for endpoint in config.endpoints:
         url = (bridges or {}).get(endpoint.id)
         if url is not None:
             url = url.rstrip("/")
-            adapter: ChatAdapter = BridgeClient(f"{url}/v1", model=endpoint.id, timeout_s=endpoint.timeout_s)
+            adapter: ChatAdapter = BridgeClient(
+                f"{url}/v1", model=endpoint.id, timeout_s=endpoint.timeout_s, api_key=bridge_key
+            )
             clients[endpoint.id] = EndpointClient(endpoint, adapter, bridge_url=url)
         else:
             clients[endpoint.id] = EndpointClient(endpoint, make_adapter(endpoint))

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bridge.endpoint import EndpointConfig
+from bridge.endpoint import EndpointConfig, env_name
 
 __all__ = [
     "DEFAULT_WALL_CLOCK_S",
@@ -76,6 +76,11 @@ class ServerConfig(_Strict):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     # A connection that has not sent a complete request head within this long is closed (slow clients).
     header_timeout_s: float = Field(default=10, gt=0)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        return env_name(value)
 
 
 class PanelConfig(_Strict):

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from fusionkit_cli.config_loader import ConfigError, load_config
 from fusionkit_cli.main import cli
+from tests.up_helpers import run_fusionkit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,6 +86,10 @@ def test_env_expansion_with_defaults_and_types(tmp_path: Path) -> None:
             "endpoints:\n  - {id: a, provider: mock, model: m, api_key_env: sk-live-123}\n",
             "endpoints[0].api_key_env: found 'sk-live-123'; must be the NAME of an environment variable",
         ),
+        (
+            "endpoints:\n  - {id: a, provider: mock, model: m}\nserver: {api_key_env: sk-live-123}\n",
+            "server.api_key_env: found 'sk-live-123'; must be the NAME of an environment variable",
+        ),
         ("endpoints: []\n", "endpoints: found []"),
         ("- just a list\n", "the top level must be a mapping"),
         ("endpoints: [\n", "not valid YAML"),
@@ -110,3 +115,96 @@ def test_validate_prints_a_summary_or_exits_2(tmp_path: Path) -> None:
         cli, ["validate", str(write(tmp_path, "endpoints:\n  - {id: a, provider: x, model: m}\n"))]
     )
     assert bad.exit_code == 2 and "endpoints[0].provider" in bad.output and "Traceback" not in bad.output
+
+
+LONG_ID = "m" * 252
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        (
+            f"{{id: {LONG_ID}, provider: mock, model: m}}",
+            (
+                "endpoints[0].id: found 'mmmmmmmmmm",  # cut short, not 252 characters
+                "m…; allowed: 1 to 64 characters, each a letter, digit, '.', '_' or '-' (found 252 characters)",
+            ),
+        ),
+        ("{id: 'a/b', provider: mock, model: m}", ("endpoints[0].id: found 'a/b'; allowed: 1 to 64 characters",)),
+        (
+            "{id: a, provider: openai-compatible, model: m, base_url: notaurl}",
+            ("endpoints[0].base_url: found 'notaurl'; allowed: an http:// or https:// URL with a host",),
+        ),
+        ("{id: a, provider: openai, model: m, base_url: 'ftp://host/v1'}", ("endpoints[0].base_url: found 'ftp://",)),
+        ("{id: a, provider: openai, model: m, base_url: 'http:///v1'}", ("endpoints[0].base_url: found 'http:///v1'",)),
+        (
+            "{id: a, provider: openai, model: m, base_url: 'http://h:99999'}",
+            ("endpoints[0].base_url: found 'http://h",),
+        ),
+    ],
+    ids=["252-character-id", "slash-in-id", "not-a-url", "ftp", "no-host", "bad-port"],
+)
+def test_validate_refuses_what_up_could_not_run(tmp_path: Path, endpoint: str, expected: tuple[str, ...]) -> None:
+    path = write(tmp_path, f"endpoints:\n  - {endpoint}\n")
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {path}: ")
+    for part in expected:
+        assert part in result.output
+    assert "Traceback" not in result.output and LONG_ID not in result.output
+
+
+def test_an_over_long_id_stops_up_and_serve_endpoint_with_exit_2_not_a_raw_oserror(tmp_path: Path) -> None:
+    path = write(tmp_path, f"endpoints:\n  - {{id: {LONG_ID}, provider: mock, model: m}}\n")
+    started = run_fusionkit(tmp_path, "up", str(path), "--no-color")
+    assert started.returncode == 2, started.stdout + started.stderr
+    assert f"error: {path}: endpoints[0].id: found 'mmm" in started.stderr and "1 to 64 characters" in started.stderr
+    assert "Traceback" not in started.stdout + started.stderr and not (tmp_path / ".fusionkit").exists()
+    bridge = run_fusionkit(tmp_path, "serve-endpoint", "--id", "a" * 65, "--provider", "mock", "--model", "m")
+    assert bridge.returncode == 2 and "error: --id: allowed: 1 to 64 characters" in bridge.stderr
+
+
+def test_ids_up_to_64_characters_and_http_urls_are_valid(tmp_path: Path) -> None:
+    text = (
+        f"endpoints:\n  - {{id: '{'a' * 64}', provider: mock, model: m}}\n"
+        "  - {id: A.b_c-9, provider: openai-compatible, model: m, base_url: 'https://[::1]:8443/v1'}\n"
+        "  - {id: local, provider: openai-compatible, model: m, base_url: 'http://localhost:8000/v1'}\n"
+    )
+    config = load_config(write(tmp_path, text))
+    assert [e.id for e in config.endpoints] == ["a" * 64, "A.b_c-9", "local"]
+
+
+def test_validate_warns_about_keys_the_environment_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FK_UNSET_KEY", raising=False)
+    monkeypatch.setenv("FK_EMPTY_KEY", " ")
+    monkeypatch.setenv("FK_SET_KEY", "sk-set-123")
+    path = write(
+        tmp_path,
+        "endpoints:\n"
+        "  - {id: gpt, provider: openai, model: m}\n"
+        "  - {id: claude, provider: anthropic, model: m, api_key_env: FK_UNSET_KEY}\n"
+        "  - {id: gemini, provider: google, model: m, api_key_env: FK_EMPTY_KEY}\n"
+        "  - {id: ok, provider: openai, model: m, api_key_env: FK_SET_KEY}\n"
+        "  - {id: local, provider: openai-compatible, model: m, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "  - {id: vllm, provider: openai-compatible, model: m, base_url: 'http://127.0.0.1:9/v1',"
+        " api_key_env: FK_UNSET_KEY}\n"
+        "  - {id: fake, provider: mock, model: m}\n"
+        "server: {api_key_env: FK_UNSET_KEY}\n",
+    )
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 0 and f"{path}: valid" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        f"warning: {path}: server.api_key_env: environment variable FK_UNSET_KEY is not set (or is empty); "
+        "`fusionkit serve` and `fusionkit up` refuse to start without it",
+        f"warning: {path}: endpoints[0].api_key_env: endpoint 'gpt' (openai) names no key variable; allowed: the NAME "
+        "of the variable that holds its API key; `fusionkit up` refuses to start it (unless --allow-missing-keys)",
+        f"warning: {path}: endpoints[1].api_key_env: endpoint 'claude' (anthropic) reads its key from FK_UNSET_KEY, "
+        "which is not set (or is empty); `fusionkit up` refuses to start it (unless --allow-missing-keys)",
+        f"warning: {path}: endpoints[2].api_key_env: endpoint 'gemini' (google) reads its key from FK_EMPTY_KEY, "
+        "which is not set (or is empty); `fusionkit up` refuses to start it (unless --allow-missing-keys)",
+        f"warning: {path}: endpoints[5].api_key_env: endpoint 'vllm' (openai-compatible) reads its key from "
+        "FK_UNSET_KEY, which is not set (or is empty); `fusionkit up` refuses to start it "
+        "(unless --allow-missing-keys)",
+    ]
+    assert "sk-set-123" not in result.output

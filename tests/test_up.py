@@ -23,7 +23,16 @@ from fusionkit_cli.main import cli
 from fusionkit_cli.up.policy import RestartPolicy
 from fusionkit_cli.up.state import ProcessEntry, UpState, write_state
 from tests.livesrv import free_port
-from tests.up_helpers import alive, start_up, state, stop, wait_for_output, wait_gone, write_config
+from tests.up_helpers import (
+    alive,
+    run_fusionkit,
+    start_up,
+    state,
+    stop,
+    wait_for_output,
+    wait_gone,
+    write_config,
+)
 
 DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 QUESTION = [{"role": "user", "content": "Compare two ways to deploy a Python service."}]
@@ -34,6 +43,10 @@ def health_column(status_output: str) -> dict[str, str]:
     return {row[0]: row[4] for row in rows if len(row) == 7 and row[1] in ("bridge", "router")}
 
 
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 def wait_until(check: Callable[[], bool], timeout_s: float = 10) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -41,12 +54,6 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 10) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def fusionkit(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fusionkit_cli.main", *args], cwd=directory, capture_output=True, text=True, timeout=60
-    )
 
 
 @pytest.mark.slow
@@ -69,22 +76,31 @@ def test_the_demo_config_comes_up_serves_fused_answers_then_status_and_down_stop
         assert oct((tmp_path / ".fusionkit" / "up.json").stat().st_mode & 0o777) == "0o600"
         bridges = json.loads((tmp_path / ".fusionkit" / "bridges.json").read_text())
         assert bridges == {c["name"]: c["url"] for c in info["children"] if c["kind"] == "bridge"}
+        # The bridges answer only the router, which holds this run's key; no file or argv holds it.
+        assert httpx2.get(bridges["fast"] + "/v1/models").status_code == 401
+        key = psutil.Process(info["children"][0]["pid"]).environ()["FUSIONKIT_BRIDGE_KEY"]
+        assert len(key) >= 32 and httpx2.get(bridges["fast"] + "/v1/models", headers=bearer(key)).status_code == 200
+        for child in info["children"]:
+            assert key not in " ".join(psutil.Process(child["pid"]).cmdline())
 
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
         reply = client.chat.completions.create(model="fusionkit/panel", messages=QUESTION)
         assert reply.model_extra["fusionkit"]["candidate_model_ids"] == ["fast", "careful", "structured"]
         assert reply.choices[0].message.content
 
-        shown = fusionkit(tmp_path, "status")
+        shown = run_fusionkit(tmp_path, "status")
         assert shown.returncode == 0, shown.stdout
         assert set(health_column(shown.stdout).values()) == {"healthy"} and len(health_column(shown.stdout)) == 4
 
-        stopped = fusionkit(tmp_path, "down")
+        stopped = run_fusionkit(tmp_path, "down")
         assert stopped.returncode == 0 and "stopped fusionkit up" in stopped.stdout
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=30) == 0  # a stop asked for with `down` is a normal end
         assert wait_gone(pids, 5) == []
         assert not (tmp_path / ".fusionkit" / "up.json").exists()
         assert "fusionkit.bridge: bridge fast ready" in (tmp_path / ".fusionkit" / "logs" / "fast.log").read_text()
+        assert proc.stdout is not None and "`fusionkit down` asked to stop" in proc.stdout.read()
+        written = b"".join(p.read_bytes() for p in (tmp_path / ".fusionkit").rglob("*") if p.is_file())
+        assert key.encode() not in written  # logs, the run store, bridges.json
     finally:
         stop(proc, pids)
 
@@ -119,10 +135,10 @@ def test_a_killed_bridge_is_restarted_and_requests_keep_succeeding(tmp_path: Pat
         again = client.chat.completions.create(model="fusionkit/panel", messages=QUESTION)
         assert again.model_extra["fusionkit"]["candidate_model_ids"] == ["m0", "m1", "m2"]
 
-        # SIGTERM: a requested stop, exit 0, and nothing left alive.
+        # SIGTERM: a requested stop, exit 143 (128 + 15), and nothing left alive.
         descendants = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=30) == 143
         assert wait_gone([*pids, *descendants], 5) == []
     finally:
         stop(proc, pids)
@@ -195,7 +211,7 @@ def test_ctrl_c_is_a_requested_stop_that_leaves_nothing_alive(tmp_path: Path) ->
         proc.send_signal(signal.SIGINT)
         out = wait_for_output(proc, "fusionkit up: stopped")
         assert "SIGINT received: stopping the router, then the bridges" in out
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=30) == 130  # 128 + SIGINT, as a shell reports Ctrl-C
         assert wait_gone(pids, 5) == []
         assert not (tmp_path / ".fusionkit" / "up.json").exists()
     finally:
@@ -317,6 +333,29 @@ def test_a_non_loopback_router_without_a_key_is_refused_before_anything_starts(
     assert "refusing to bind 0.0.0.0 without auth" in result.output and "server.api_key_env" in result.output
     assert "bridges for" not in result.output and "Traceback" not in result.output
     assert not (tmp_path / ".fusionkit").exists()
+
+
+def test_up_refuses_endpoints_without_their_provider_keys_unless_allowed(tmp_path: Path) -> None:
+    extra = {"id": "claude", "provider": "anthropic", "model": "claude-x", "api_key_env": "FK_ANTHROPIC_KEY"}
+    config = write_config(tmp_path, free_port())
+    data = json.loads(config.read_text())
+    data["endpoints"].append(extra)
+    config.write_text(json.dumps(data))
+    refused = run_fusionkit(tmp_path, "up", str(config), env={"FK_ANTHROPIC_KEY": ""})
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "refusing to start endpoints without their API keys (or pass --allow-missing-keys)" in refused.stderr
+    assert (
+        f"{config}: endpoints[3].api_key_env: endpoint 'claude' (anthropic) reads its key from FK_ANTHROPIC_KEY, "
+        "which is not set (or is empty)" in refused.stderr
+    )
+    assert not (tmp_path / ".fusionkit").exists()
+    # Allowed: past the key check to the next one (a router port in use), which stops it before anything starts.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", data["server"]["port"]))
+        holder.listen()
+        allowed = run_fusionkit(tmp_path, "up", str(config), "--no-color", "--allow-missing-keys")
+    assert allowed.returncode == 1 and "nothing was started" in allowed.stdout, allowed.stdout + allowed.stderr
+    assert "API keys" not in allowed.stdout + allowed.stderr
 
 
 def test_restart_policy_backs_off_gives_up_within_its_window_and_starts_over_once_stable() -> None:

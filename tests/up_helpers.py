@@ -22,12 +22,25 @@ def write_config(directory: Path, router_port: int, endpoints: int = 3, **extra:
             for i, v in enumerate(["concise", "cautious", "structured", "other"][:endpoints])
         ],
         "default_mode": "panel",
-        "server": {"port": router_port, "run_store": str(directory / "runs.sqlite3")},
         **extra,
+        "server": {"port": router_port, "run_store": str(directory / "runs.sqlite3"), **extra.get("server", {})},
     }
     path = directory / "panel.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
     return path
+
+
+def run_fusionkit(directory: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run one `fusionkit` command as a real process, with a deadline: a command that should refuse
+    to start and instead starts serving fails the test instead of hanging it."""
+    return subprocess.run(
+        [sys.executable, "-m", "fusionkit_cli.main", *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def start_up(directory: Path, config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -37,11 +37,16 @@ class Child:
     description: str = ""
     host: str = "127.0.0.1"  # where the supervisor reaches it
     auto_port: bool = False
+    # Added to the inherited environment: how secrets reach a child (argv and up.json are readable by others).
+    extra_env: dict[str, str] = field(default_factory=dict, repr=False)
     proc: Process | None = None
     identity: tuple[float, int] | None = None  # (create_time, pgid) of the last process spawned, for up.json
     restarts: int = 0
     spawned_at: float = 0.0
     healthy_at: float | None = None  # None until it answered /health since its last spawn
+    failed_probes: int = 0  # /health probes failed in a row since it was last healthy
+    next_probe: float = 0.0
+    given_up: bool = False  # crash-looped past the restart limit: left down, never restarted
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     _reader: threading.Thread | None = field(default=None, repr=False)
 
@@ -55,9 +60,10 @@ class Child:
         return self.proc.pid if self.proc is not None else None
 
     def spawn(self, env: Env, death_fd: int) -> None:
-        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", ENV_VAR: str(death_fd)}
+        child_env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1", ENV_VAR: str(death_fd)}
         self.recent.clear()
         self.healthy_at = None
+        self.failed_probes = 0
         self.proc = env.spawn([*self.command, "--port", str(self.port)], child_env, death_fd)
         self.spawned_at = env.now()
         self.identity = env.identity(self.proc.pid)

@@ -19,9 +19,14 @@ from typing import IO, Protocol
 
 from fusionkit_cli.up import procs
 
-__all__ = ["Env", "Process", "SignalHandler", "SystemEnv", "probe_health"]
+__all__ = ["DOWN_SIGNAL", "STOP_SIGNALS", "Env", "Process", "SignalHandler", "SystemEnv", "probe_health"]
 
 SignalHandler = Callable[[int], None]
+
+# `fusionkit down` asks with its own signal, so `up` can tell it from a SIGTERM sent by anyone else
+# and exit 0 after it (130 after SIGINT, 143 after SIGTERM).
+DOWN_SIGNAL = signal.SIGUSR1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, DOWN_SIGNAL)
 
 
 class Process(Protocol):
@@ -50,7 +55,7 @@ class Env(Protocol):
         """Start `args` in its own process group, output on one pipe, tied to the supervisor's life."""
 
     def probe(self, url: str) -> bool:
-        """Whether `url`/health answers 200 right now."""
+        """Whether `url`/health answers 200 right now (within PROBE_TIMEOUT_S: a hung server fails it)."""
 
     def identity(self, pid: int) -> tuple[float, int] | None:
         """(create_time, pgid) of a live process, for the state file; None once it is gone."""
@@ -62,7 +67,7 @@ class Env(Protocol):
         """SIGKILL these processes' groups at once; safe to call from a signal handler."""
 
     def on_signals(self, handler: SignalHandler) -> Callable[[], None]:
-        """Route SIGINT and SIGTERM to `handler`; returns a function that restores the previous handlers."""
+        """Route STOP_SIGNALS to `handler`; returns a function that restores the previous handlers."""
 
 
 def probe_health(url: str, timeout_s: float = 0.5) -> bool:
@@ -78,6 +83,11 @@ def probe_health(url: str, timeout_s: float = 0.5) -> bool:
         conn.close()
 
 
+# Long enough for a bridge busy with a full event loop to answer, short enough that a hung one
+# holds the supervisor's loop only a moment.
+PROBE_TIMEOUT_S = 2.0
+
+
 class SystemEnv:
     def now(self) -> float:
         return time.monotonic()
@@ -89,7 +99,7 @@ class SystemEnv:
         return procs.spawn(args, env, death_fd)
 
     def probe(self, url: str) -> bool:
-        return probe_health(url)
+        return probe_health(url, PROBE_TIMEOUT_S)
 
     def identity(self, pid: int) -> tuple[float, int] | None:
         return procs.identity(pid)
@@ -101,13 +111,10 @@ class SystemEnv:
         procs.kill_groups(pids)
 
     def on_signals(self, handler: SignalHandler) -> Callable[[], None]:
-        previous = {sig: signal.signal(sig, lambda signum, _frame: handler(signum)) for sig in _STOP_SIGNALS}
+        previous = {sig: signal.signal(sig, lambda signum, _frame: handler(signum)) for sig in STOP_SIGNALS}
 
         def restore() -> None:
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
         return restore
-
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -34,6 +34,7 @@ class ProcessEntry(BaseModel):
     port: int | None = None
     url: str | None = None
     restarts: int = 0
+    given_up: bool = False  # a bridge past its restart limit, left down while the rest serve
 
 
 class UpState(BaseModel):

@@ -1,14 +1,19 @@
 """The `fusionkit up` supervisor: start the bridges, gate on health, start the router, watch, stop.
 
     supervisor = Supervisor(config, "panel.yaml", UpOptions(ready_timeout_s=30))
-    code = supervisor.run()   # blocks until Ctrl-C, SIGTERM or `fusionkit down` (0), or a failure (1)
+    code = supervisor.run()   # blocks until a stop: 130 after Ctrl-C, 143 after SIGTERM, 0 after
+                              # `fusionkit down`, 1 after a failure
 
 Start: configured ports are checked before anything is spawned; the bridges start together and
 each must answer /health before its deadline (one that exits fails the start at once, with its
 last log lines; one whose automatic port was taken meanwhile moves to another port); then the
-router starts, pointed at the bridges. Watch: a child that dies is restarted after 1 s, 2 s,
-4 s ...; too many restarts in the window and everything stops. Stop: the router first, then the
-bridges, each tree SIGTERM, then SIGKILL after a grace period; a second signal kills at once.
+router starts, pointed at the bridges (which require a bearer key generated here, handed to
+every child in its environment). Watch: a child that dies, or a bridge that stops answering its
+health probes, is restarted after 1 s, 2 s, 4 s ...; past the restart limit, `up` gives up on
+that bridge alone and serves on without it, unless the stack can no longer answer without it
+(the judge, the synthesizer, or fewer than `panel.min_successful` members left) or it is the
+router: then everything stops. Stop: the router first, then the bridges, each tree SIGTERM, then
+SIGKILL after a grace period; a second signal kills at once.
 
 Every spawn happens on the thread that calls `run()` (the main thread under the CLI), because
 PR_SET_PDEATHSIG fires when the spawning *thread* exits. Time, signals, processes and probes go
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -30,14 +36,14 @@ from typing import IO
 from fusionkit_cli.up import procs
 from fusionkit_cli.up.banner import ready_banner
 from fusionkit_cli.up.child import Child
-from fusionkit_cli.up.env import Env, SystemEnv
+from fusionkit_cli.up.env import DOWN_SIGNAL, Env, SystemEnv
 from fusionkit_cli.up.policy import RestartPolicy
 from fusionkit_cli.up.ports import PortInUse, check_free, free_port
 from fusionkit_cli.up.printer import LogFile, Printer
 from fusionkit_cli.up.state import STATE_PATH, ProcessEntry, UpState, remove_state, write_state
 from server.config import PanelConfig
 
-__all__ = ["Failure", "Supervisor", "UpOptions"]
+__all__ = ["BRIDGE_KEY_ENV", "STOP_REQUESTS", "Failure", "StopRequest", "Supervisor", "UpOptions"]
 
 POLL_S = 0.05  # health polling during start-up: the banner should follow readiness closely
 TICK_S = 0.2  # the supervision loop: how soon a death or a due restart is noticed
@@ -45,6 +51,8 @@ PROGRESS_EVERY_S = 2.0
 PORT_MOVES = 3  # an automatic port taken between choosing and binding it: try this many others
 BRIDGES_PATH = STATE_PATH.parent / "bridges.json"
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+# The variable that carries the bridges' bearer key to every child; only its name is ever in argv.
+BRIDGE_KEY_ENV = "FUSIONKIT_BRIDGE_KEY"
 
 
 class Failure(Exception):
@@ -53,6 +61,22 @@ class Failure(Exception):
 
 class _Stopped(Exception):
     """A stop was requested while starting."""
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """A stop someone asked for: how the output names it, and the status `up` then exits with."""
+
+    how: str
+    exit_code: int
+
+
+# 128 + the signal number after a signal, as a shell reports it; `fusionkit down` is a normal end.
+STOP_REQUESTS = {
+    signal.SIGINT: StopRequest("SIGINT received", 130),
+    signal.SIGTERM: StopRequest("SIGTERM received", 143),
+    DOWN_SIGNAL: StopRequest("`fusionkit down` asked to stop", 0),
+}
 
 
 @dataclass
@@ -65,6 +89,8 @@ class UpOptions:
     grace_s: float = 5.0
     insecure_no_auth: bool = False  # passed to the router, which otherwise refuses a non-loopback bind without a key
     restart_policy: Callable[[], RestartPolicy] = field(default=RestartPolicy)
+    probe_every_s: float = 5.0  # a healthy bridge's /health is probed this often ...
+    unhealthy_probes: int = 3  # ... and this many failures in a row make it hung: it is restarted
 
 
 class Supervisor:
@@ -90,9 +116,9 @@ class Supervisor:
         self.router: Child | None = None
         self.policies: dict[str, RestartPolicy] = {}
         self.restart_due: dict[str, float] = {}
-        self.stop_requested = False
-        self.stop_signal: str | None = None
+        self.stop_request: StopRequest | None = None
         self.hurry = False
+        self._bridge_key = secrets.token_urlsafe(32)  # this run's only: never written to a file or argv
         self.started_at = time.time()
         self._ports_taken: set[int] = {self.router_port}
         self._death_read, self._death_write = os.pipe()  # the write end is ours alone (not inheritable)
@@ -107,13 +133,12 @@ class Supervisor:
     def _on_signal(self, signum: int) -> None:
         # Flags and kill syscalls only: the handler runs between two bytecodes of the main thread,
         # which may hold the printer's lock, so printing from here could deadlock.
-        if self.stop_requested:
+        if self.stop_request is not None:
             self.hurry = True  # a second Ctrl-C: no more grace
             live = [c.proc.pid for c in self._children() if c.proc is not None and c.proc.returncode is None]
             self.env.kill_now(live)
             return
-        self.stop_requested = True
-        self.stop_signal = signal.Signals(signum).name
+        self.stop_request = STOP_REQUESTS[signal.Signals(signum)]
 
     # -- start ------------------------------------------------------------------------------------
 
@@ -130,7 +155,18 @@ class Supervisor:
         self.policies[name] = self.options.restart_policy()
         log = LogFile(self.options.log_dir / f"{name}.log")
         host = self._reach if kind == "router" else "127.0.0.1"
-        return Child(name, kind, command, port, self.printer, log, description, host=host, auto_port=auto_port)
+        return Child(
+            name,
+            kind,
+            command,
+            port,
+            self.printer,
+            log,
+            description,
+            host=host,
+            auto_port=auto_port,
+            extra_env={BRIDGE_KEY_ENV: self._bridge_key},
+        )
 
     def _plan(self) -> None:
         """Ports first: a configured port in use is reported before anything is spawned."""
@@ -146,7 +182,7 @@ class Supervisor:
                 self._child(
                     endpoint.id,
                     "bridge",
-                    [*command, "--host", "127.0.0.1"],
+                    [*command, "--host", "127.0.0.1", "--auth-key-env", BRIDGE_KEY_ENV],
                     endpoint.port or self._free_port(),
                     f"{endpoint.provider}/{endpoint.model}",
                     auto_port=endpoint.port is None,
@@ -154,6 +190,7 @@ class Supervisor:
             )
         bridges = str(BRIDGES_PATH.resolve())
         command = [*python, "serve", "--config", self.config_path, "--bridges", bridges, "--host", self.options.host]
+        command += ["--bridge-key-env", BRIDGE_KEY_ENV]
         if self.options.insecure_no_auth:
             command.append("--insecure-no-auth")
         self.router = self._child("router", "router", command, self.router_port, "fusion router")
@@ -176,7 +213,7 @@ class Supervisor:
         waiting = list(children)
         next_progress = self.env.now() + PROGRESS_EVERY_S
         while waiting:
-            if self.stop_requested:
+            if self.stop_request is not None:
                 raise _Stopped
             now = self.env.now()
             for child in list(waiting):
@@ -188,7 +225,7 @@ class Supervisor:
                     raise Failure(f"{child.kind} '{child.name}' {what}; {child.tail()}")
                 if self.env.probe(child.url):
                     waiting.remove(child)
-                    child.healthy_at = now
+                    self._healthy(child, now)
                     self.printer.say(
                         f"  ready    {child.name:<{self.printer.width}}  {child.description:<28}  "
                         f"port {child.port:<5}  in {now - child.spawned_at:.2f}s"
@@ -228,13 +265,19 @@ class Supervisor:
         return [*self.bridges, *([self.router] if self.router is not None else [])]
 
     def watch(self) -> None:
-        while not self.stop_requested:
+        while self.stop_request is None:
             now = self.env.now()
             for child in self._children():
                 self._check(child, now)
             self.env.sleep(TICK_S)
 
+    def _healthy(self, child: Child, now: float) -> None:
+        child.healthy_at = now
+        child.next_probe = now + self.options.probe_every_s
+
     def _check(self, child: Child, now: float) -> None:
+        if child.given_up:
+            return
         due = self.restart_due.get(child.name)
         if due is not None:
             if now >= due:
@@ -251,30 +294,96 @@ class Supervisor:
         policy = self.policies[child.name]
         if child.healthy_at is None:
             if self.env.probe(child.url):
-                child.healthy_at = now
+                self._healthy(child, now)
                 self.printer.say(
                     f"{child.kind} '{child.name}' is healthy again ({now - child.spawned_at:.1f}s after restart "
                     f"{child.restarts})"
                 )
             elif now - child.spawned_at > self.options.ready_timeout_s:
-                assert child.pid is not None
-                self.env.stop([child.pid], self.options.grace_s)
-                child.exit_code()  # reap it
-                self._schedule_restart(child, now, f"was not healthy {self.options.ready_timeout_s:g}s after a restart")
+                self._restart_unresponsive(child, f"was not healthy {self.options.ready_timeout_s:g}s after a restart")
+        elif child.kind == "bridge" and now >= child.next_probe and not self._answers(child, now):
+            self._restart_unresponsive(
+                child,
+                f"stopped answering /health ({child.failed_probes} probes in a row failed, "
+                f"{self.options.probe_every_s:g}s apart) although its process runs",
+            )
         elif policy.step and now - child.healthy_at >= policy.stable_s:
             policy.stable()
             self.printer.say(f"{child.name} stayed healthy for {policy.stable_s:g}s; its restart back-off starts over")
+
+    def _answers(self, child: Child, now: float) -> bool:
+        """A healthy bridge's periodic probe: False once `unhealthy_probes` in a row have failed.
+
+        Only bridges: the router's /health waits on its bridges' probes, so a hung bridge would
+        make a healthy router look hung too.
+        """
+        child.next_probe = now + self.options.probe_every_s
+        if self.env.probe(child.url):
+            child.failed_probes = 0
+            return True
+        child.failed_probes += 1
+        limit = self.options.unhealthy_probes
+        if child.failed_probes < limit:
+            self.printer.say(
+                f"{child.kind} '{child.name}' did not answer /health ({child.failed_probes} of {limit} "
+                "failures before it is restarted)"
+            )
+        return child.failed_probes < limit
+
+    def _restart_unresponsive(self, child: Child, why: str) -> None:
+        """A live process that does not serve is stopped and restarted like a dead one."""
+        assert child.pid is not None
+        self.env.stop([child.pid], self.options.grace_s)
+        child.exit_code()  # reap it
+        self._schedule_restart(child, self.env.now(), why)
 
     def _schedule_restart(self, child: Child, now: float, why: str) -> None:
         policy = self.policies[child.name]
         delay = policy.next_delay(now)
         if delay is None:
-            raise Failure(
-                f"{child.kind} '{child.name}' {why}; restarted {policy.max_restarts} times in "
-                f"{policy.window_s:g}s; giving up and stopping everything; {child.tail()}"
-            )
+            self._give_up(child, f"{why}; restarted {policy.max_restarts} times in {policy.window_s:g}s")
+            return
         self.printer.say(f"{child.kind} '{child.name}' {why}; restarting in {delay:g}s")
         self.restart_due[child.name] = now + delay
+
+    def _give_up(self, child: Child, why: str) -> None:
+        """Past its restart limit: leave a bridge down and serve on, unless the stack needs it."""
+        if child.kind == "router":
+            raise Failure(f"router {why}; giving up and stopping everything; {child.tail()}")
+        child.given_up = True
+        child.log.write(f"--- fusionkit up: gave up on {child.name}: {why}")
+        self._write_state()
+        lost = self._lost()
+        if lost is not None:
+            raise Failure(
+                f"bridge '{child.name}' {why}; giving up on it, and without it {lost}, so everything stops; "
+                f"{child.tail()}"
+            )
+        serving = [m for m in self.config.panel_members if m not in self._given_up()]
+        self.printer.say(
+            f"!!! GAVE UP on bridge '{child.name}': {why}.\n"
+            f"!!! '{child.name}' stays DOWN until `fusionkit up` starts again; the stack keeps serving without it: "
+            f"the router reports it not ready, and panels answer from {', '.join(serving)} "
+            f"(panel.min_successful {self.config.panel.min_successful}).\n"
+            f"    {child.tail()}"
+        )
+
+    def _given_up(self) -> set[str]:
+        return {child.name for child in self.bridges if child.given_up}
+
+    def _lost(self) -> str | None:
+        """What the stack can no longer do with the bridges given up, or None while it still serves."""
+        down = self._given_up()
+        for role, endpoint in (("judge", self.config.judge), ("synthesizer", self.config.synthesizer)):
+            if endpoint in down:
+                return f"the {role} ('{endpoint}') is down"
+        left = [m for m in self.config.panel_members if m not in down]
+        needed = self.config.panel.min_successful
+        if len(left) < needed:
+            are = "member is" if len(left) == 1 else "members are"
+            names = ", ".join(left) or "none"
+            return f"only {len(left)} panel {are} left ({names}), fewer than panel.min_successful {needed}"
+        return None
 
     # -- stop -------------------------------------------------------------------------------------
 
@@ -282,8 +391,8 @@ class Supervisor:
         return [child.proc.pid for child in children if child.proc is not None and child.exit_code() is None]
 
     def stop(self) -> None:
-        if self.stop_signal:
-            self.printer.say(f"{self.stop_signal} received: stopping the router, then the bridges")
+        if self.stop_request is not None:
+            self.printer.say(f"{self.stop_request.how}: stopping the router, then the bridges")
         for group in ([self.router] if self.router is not None else [], self.bridges):
             pids = self._live_pids(group)
             if pids:
@@ -312,6 +421,7 @@ class Supervisor:
                     port=child.port,
                     url=child.url,
                     restarts=child.restarts,
+                    given_up=child.given_up,
                 )
             )
         me = procs.identity(os.getpid())
@@ -332,15 +442,16 @@ class Supervisor:
     # -- the whole life ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        """0 after a requested stop, 1 after a failure; everything started is stopped either way."""
+        """The exit status: the stop request's (STOP_REQUESTS) after a requested stop, 1 after a
+        failure; everything started is stopped either way."""
         restore = self.env.on_signals(self._on_signal)
-        code = 1  # until proven otherwise: an unexpected error is a failure too
+        failed = True  # until proven otherwise: an unexpected error is a failure too
         try:
             self.start()
             self.watch()
-            code = 0
+            failed = False
         except _Stopped:
-            code = 0
+            failed = False
         except (PortInUse, Failure) as exc:
             self.printer.say(f"error: {exc}")
         finally:
@@ -348,6 +459,8 @@ class Supervisor:
                 self.stop()
             finally:
                 restore()
-                self.printer.say("fusionkit up: stopped" if code == 0 else "fusionkit up: stopped after a failure")
+                self.printer.say("fusionkit up: stopped after a failure" if failed else "fusionkit up: stopped")
                 self.printer.close()
-        return code
+        if failed or self.stop_request is None:
+            return 1
+        return self.stop_request.exit_code
