@@ -11,6 +11,7 @@ import click
 import httpx2
 
 from fusionkit_cli.common import BadInput, load_config_or_exit
+from fusionkit_cli.eval.command import rejudge_command
 from server.run_views import inspect_run, run_summary
 from server.store import RunStore, is_valid_run_id
 
@@ -199,3 +200,6 @@ async def _prune(path: Path, days: float) -> int:
         return await store.prune(days)
     finally:
         await store.close()
+
+
+runs.add_command(rejudge_command)  # `fusionkit runs rejudge`, from the eval package (docs/eval.md)

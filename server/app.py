@@ -29,6 +29,7 @@ from server.clients import EndpointClient, build_clients
 from server.config import PanelConfig
 from server.engine import FusionEngine
 from server.protocol import FUSION_MODELS, FusionChatRequest
+from server.rejudge import rejudge_router
 from server.runs import RunService
 from server.runs_api import runs_router
 from server.store import RunStore
@@ -103,6 +104,7 @@ def create_app(
 
     v1.include_router(runs_router(engine, runs, store))
     v1.include_router(trajectories_router(engine, runs, keepalive_s=keepalive_s))
+    v1.include_router(rejudge_router(engine, runs, store, keepalive_s=keepalive_s))
     app.include_router(v1)
     app.state.store = store
     app.state.engine = engine

@@ -97,10 +97,11 @@ class FusionEngine:
         *,
         judge_id: str,
         synth_id: str,
-        best: Callable[[list[Candidate], JudgeAnalysis | None], Candidate],
+        best: Callable[[list[Candidate], JudgeAnalysis | None], Candidate] | None = None,
         emit: Emit | None = None,
     ) -> FusionResult:
-        """Fuse answers produced elsewhere (agent trajectories): judge, synthesize, else fall back to `best`."""
+        """Fuse answers produced elsewhere (agent trajectories, a rejudged run): judge, synthesize, else fall
+        back to `best` (default: the judge's best, else the first)."""
         run = _Run(recorder=recorder, emit=emit, deadline=self._deadline())
         await self._record_given(recorder, candidates)
         async with self._wall_clock():
