@@ -23,7 +23,9 @@ import click
 from fusionkit_cli.common import BadInput, load_config_or_exit
 
 if TYPE_CHECKING:
+    from fusionkit_cli.eval.answers import Answer
     from fusionkit_cli.eval.routers import RouterSource
+    from fusionkit_cli.eval.runner import EvalOptions
     from fusionkit_cli.eval.summary import Summary
 
 __all__ = ["eval_command", "rejudge_command"]
@@ -94,6 +96,9 @@ def _print_summary(summary: Summary, out: Path) -> None:
 )
 @click.option("--out", type=click.Path(file_okay=False), help="Report directory (default .fusionkit/eval/<time>).")
 @click.option("--grader", help="Endpoint id that grades judge tasks (default: the first config's judge).")
+@click.option(
+    "--members", help="Endpoint ids to measure alone (default: each config's panel; with --url every endpoint)."
+)
 @click.option("--replay", type=click.Path(file_okay=False), help="Rejudge an earlier eval's recorded candidates.")
 @click.option("--judge", help="With --replay: the judge endpoint (default: each config's).")
 @click.option("--synthesizer", help="With --replay: the synthesizer endpoint (default: each config's).")
@@ -107,6 +112,7 @@ def eval_command(
     max_cost: float | None,
     out: str | None,
     grader: str | None,
+    members: str | None,
     replay: str | None,
     judge: str | None,
     synthesizer: str | None,
@@ -129,9 +135,10 @@ def eval_command(
             if not configs and not urls:
                 raise BadInput("give at least one --config FILE (run in-process) or --url URL (a running router)")
             out_dir = Path(out) if out else Path(".fusionkit") / "eval" / stamp
-            summary = _evaluate(
-                tasks_path, configs, urls, _modes(modes), repeat, concurrency, max_cost, out_dir, grader
-            )
+            options = _options(tasks_path, configs, urls, _modes(modes), repeat, concurrency, max_cost, out_dir)
+            options.grader = grader
+            options.members = [m.strip() for m in members.split(",") if m.strip()] if members else None
+            summary = _evaluate(options)
     except TaskFileError as exc:
         raise BadInput(str(exc)) from None
     except RouterUnreachable as exc:
@@ -141,7 +148,7 @@ def eval_command(
     _print_summary(summary, out_dir)
 
 
-def _evaluate(
+def _options(
     tasks_path: str,
     configs: tuple[str, ...],
     urls: tuple[str, ...],
@@ -150,22 +157,18 @@ def _evaluate(
     concurrency: int,
     max_cost: float | None,
     out: Path,
-    grader: str | None,
-) -> Summary:
-    from fusionkit_cli.eval.runner import EvalOptions, evaluate
+) -> EvalOptions:
+    from fusionkit_cli.eval.runner import EvalOptions
     from fusionkit_cli.eval.tasks import load_tasks
 
     load_tasks(tasks_path)  # a bad task file fails before any router starts
-    options = EvalOptions(
-        tasks_path=tasks_path,
-        sources=_sources(configs, urls, out),
-        out=out,
-        modes=modes,
-        repeat=repeat,
-        concurrency=concurrency,
-        max_cost=max_cost,
-        grader=grader,
-    )
+    sources = _sources(configs, urls, out)
+    return EvalOptions(tasks_path, sources, out, modes, repeat, concurrency, max_cost)
+
+
+def _evaluate(options: EvalOptions) -> Summary:
+    from fusionkit_cli.eval.runner import evaluate
+
     return asyncio.run(evaluate(options))
 
 
@@ -215,7 +218,7 @@ def rejudge_command(
             raise BadInput(f"{store}: no run store here (give --store PATH)")
     source = RouterSource("rejudge", config_path=config_path, url=url, store=store)
 
-    async def ask() -> object:
+    async def ask() -> Answer:
         async with RouterClient() as client, open_routers([source], client) as routers:
             return await client.rejudge(routers[0], run_id, judge=judge, synthesizer=synthesizer)
 
@@ -223,9 +226,6 @@ def rejudge_command(
         answer = asyncio.run(ask())
     except RouterUnreachable as exc:
         raise click.ClickException(str(exc)) from None
-    from fusionkit_cli.eval.answers import Answer
-
-    assert isinstance(answer, Answer)
     if answer.error is not None:
         if answer.status in (400, 404, 409):
             raise BadInput(answer.error)

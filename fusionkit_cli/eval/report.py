@@ -201,7 +201,7 @@ class _Markdown:
                 out.append(f"- `{r.name}`: the router at {r.url} (`fusionkit runs show RUN_ID --url {r.url}`)")
             else:
                 out.append(
-                    f"- `{r.name}`: `{r.config_path}`, run store `{r.store}` beside this report "
+                    f"- `{r.name}`: `{r.config_path}`, run store `{r.store}` (relative to this report) "
                     f"(`fusionkit runs show RUN_ID --store DIR/{r.store}`)"
                 )
         out += [f"- {note}" for note in meta.notes]

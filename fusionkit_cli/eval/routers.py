@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -62,6 +62,7 @@ class Router:
     synthesizer: str | None
     source: RouterSource
     api_key: str | None = None
+    endpoints: list[str] = field(default_factory=list)  # every endpoint id it serves
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -177,11 +178,12 @@ async def open_routers(sources: list[RouterSource], client: RouterClient) -> Asy
                     synthesizer=config.synthesizer,
                     source=source,
                     api_key=os.environ.get(key_env) if key_env else None,
+                    endpoints=[e.id for e in config.endpoints],
                 )
             else:
                 url = str(source.url).rstrip("/")
                 key = os.environ.get("FUSIONKIT_API_KEY")
                 members = await client.endpoints(url, key)
-                router = Router(source.name, url, members, None, None, source, key)
+                router = Router(source.name, url, members, None, None, source, key, endpoints=members)
             routers.append(router)
         yield routers

@@ -65,6 +65,7 @@ class EvalOptions:
     concurrency: int = 4
     max_cost: float | None = None
     grader: str | None = None
+    members: list[str] | None = None  # the members measured alone (default: each config's panel, or every endpoint)
 
 
 async def _ask(client: RouterClient, job: Job) -> Answer:
@@ -145,8 +146,19 @@ def record_of(router: Router, out: Path) -> RouterRecord:
     )
 
 
-def plan(tasks: list[Task], routers: list[Router], modes: list[str], repeat: int) -> tuple[list[Arm], list[Job]]:
+def plan(
+    tasks: list[Task], routers: list[Router], modes: list[str], repeat: int, members: list[str] | None = None
+) -> tuple[list[Arm], list[Job]]:
     """The arms (each config's modes, then its members alone) and the jobs, task by task."""
+    for router in routers:
+        if members is not None:
+            unknown = [m for m in members if m not in router.endpoints]
+            if unknown:
+                allowed = ", ".join(router.endpoints)
+                raise ValueError(
+                    f"--members: {', '.join(unknown)} not an endpoint of {router.name}; allowed: {allowed}"
+                )
+            router.members = list(members)
     arms_of = {
         r.name: [Arm(r.name, "fused", m) for m in modes] + [Arm(r.name, "member", e) for e in r.members]
         for r in routers
@@ -186,7 +198,7 @@ async def evaluate(options: EvalOptions, *, progress_factory: Callable[..., Prog
     options.out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(options.tasks_path, options.out / "tasks.jsonl")
     async with RouterClient() as client, open_routers(options.sources, client) as routers:
-        arms, jobs = plan(tasks, routers, options.modes, options.repeat)
+        arms, jobs = plan(tasks, routers, options.modes, options.repeat, options.members)
         scoring = Scoring(Sandbox(), grader_for(tasks, routers, client, options.grader))
         progress = progress_factory(tasks=len(tasks) * options.repeat, answers=len(jobs))
         result = await run_jobs(

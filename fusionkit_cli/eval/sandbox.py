@@ -64,16 +64,20 @@ except Exception:
 
 OWN_PID = os.getpid()
 REFUSED_PREFIXES = ("subprocess.", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "ctypes.", "pty.")
-REFUSED = {"os.system", "os.startfile", "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
-           "socket.getnameinfo", "socket.sethostname"}
+REFUSED = {"os.system", "os.startfile"}
+LOOKUPS = {"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr", "socket.getnameinfo",
+           "socket.sethostname"}
+NO_NETWORK = "the python scorer's sandbox has no network: "
 
 def guard(event, args):
     if event == "socket.__new__":
         if args[1] != socket.AF_UNIX:
-            raise PermissionError("the python scorer's sandbox has no network: sockets are refused")
+            raise PermissionError(NO_NETWORK + "Internet sockets are refused")
     elif event in ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"):
         if not isinstance(args[1], (str, bytes)):
-            raise PermissionError("the python scorer's sandbox has no network: " + event + " is refused")
+            raise PermissionError(NO_NETWORK + event + " is refused")
+    elif event in LOOKUPS:
+        raise PermissionError(NO_NETWORK + event + " is refused")
     elif event in REFUSED or event.startswith(REFUSED_PREFIXES):
         raise PermissionError("the python scorer's sandbox refuses " + event)
     elif event in ("os.kill", "os.killpg") and args[0] not in (OWN_PID, 0):
