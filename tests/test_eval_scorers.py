@@ -20,7 +20,9 @@ def task(scorer: dict[str, Any], **fields: Any) -> Task:
 
 
 async def score(scorer: dict[str, Any], text: str = "", calls: list[CalledTool] | None = None, **fields: Any) -> Score:
-    return await Scoring(Sandbox(), grader=None).score(task(scorer, **fields), Answer(text=text, tool_calls=calls or []))
+    return await Scoring(Sandbox(), grader=None).score(
+        task(scorer, **fields), Answer(text=text, tool_calls=calls or [])
+    )
 
 
 async def test_exact_is_case_insensitive_unless_asked_and_folds_whitespace() -> None:
@@ -29,7 +31,7 @@ async def test_exact_is_case_insensitive_unless_asked_and_folds_whitespace() -> 
     assert not (await score({"type": "exact", "expected": "Au", "case_sensitive": True}, "AU")).passed
     assert (await score({"type": "exact", "expected": ["New York", "NYC"]}, "new   york")).passed
     failed = await score({"type": "exact", "expected": "97"}, "I think 89")
-    assert not failed.passed and "expected '97'; got 'I think 89'" == failed.reason
+    assert not failed.passed and failed.reason == "expected '97'; got 'I think 89'"
 
 
 async def test_contains_and_regex() -> None:
@@ -102,7 +104,11 @@ def test_code_is_taken_from_the_python_block() -> None:
     assert extract_code("x = 1") == "x = 1"
 
 
-PY = {"type": "python", "tests": "assert add(2, 3) == 5\n\ndef test_negative():\n    assert add(-1, 1) == 0", "timeout_s": 5}
+PY = {
+    "type": "python",
+    "tests": "assert add(2, 3) == 5\n\ndef test_negative():\n    assert add(-1, 1) == 0",
+    "timeout_s": 5,
+}
 
 
 async def test_python_passes_and_captures_what_it_prints() -> None:
@@ -145,7 +151,8 @@ def listener() -> Iterator[socket.socket]:
 
 async def test_python_cannot_reach_the_network(listener: socket.socket) -> None:
     port = listener.getsockname()[1]
-    code = f"import socket\ndef fetch():\n    socket.create_connection(('127.0.0.1', {port}), timeout=2).close()\n    return 1"
+    connect = f"socket.create_connection(('127.0.0.1', {port}), timeout=2).close()"
+    code = f"import socket\ndef fetch():\n    {connect}\n    return 1"
     result = await score({**PY, "tests": "assert fetch() == 1"}, f"```python\n{code}\n```")
     assert not result.passed and "the python scorer's sandbox has no network" in result.reason
     with pytest.raises(BlockingIOError):
