@@ -364,6 +364,14 @@ def test_simulated_panels_land_where_probability_says(tmp_path: Path) -> None:
         assert low <= 0.7 <= high
     low, high = arms["independent · panel"]["ci95"]
     assert low <= 0.784 <= high
+    # Trial by trial, the fused answer is right exactly when at least two members alone were.
+    trials: dict[tuple[str, int], dict[str, bool]] = {}
+    for o in data["outcomes"]:
+        if o["arm"].startswith("independent"):
+            trials.setdefault((o["task_id"], o["repeat"]), {})[o["arm"]] = o["passed"]
+    for results in trials.values():
+        members_right = sum(passed for arm, passed in results.items() if arm.endswith("alone"))
+        assert results["independent · panel"] == (members_right >= 2)
     (config,) = [c for c in data["summary"]["configs"] if c["name"] == "independent"]
     # Independent errors: the failures are uncorrelated (phi's standard error here is about 0.06).
     assert all(abs(k["phi"]) < 0.2 for k in config["failure_correlation"])
