@@ -13,6 +13,7 @@ import openai
 import pytest
 from click.testing import CliRunner, Result
 
+from bench.upstream import JUDGE_ANALYSIS as ANALYSIS
 from fusionkit_cli.config_loader import load_config
 from fusionkit_cli.main import cli
 from server.app import create_app
@@ -23,18 +24,6 @@ from tests.standins.recorder import StandinState
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "configs" / "eval" / "tiny.jsonl"
 MOCK_PANEL = ROOT / "configs" / "eval" / "mock-panel.yaml"
-ANALYSIS = json.dumps(
-    {
-        "consensus": [],
-        "contradictions": [],
-        "unique_insights": [],
-        "coverage_gaps": [],
-        "likely_errors": [],
-        "ranking": ["c1", "c2", "c3"],
-        "best_candidate_id": "c1",
-        "rationale": "stand-in judge",
-    }
-)
 
 
 def run_eval(*args: str) -> Result:

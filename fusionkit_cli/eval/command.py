@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -146,6 +147,9 @@ def eval_command(
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     _print_summary(summary, out_dir)
+    if summary.stopped and summary.stopped.startswith("interrupted"):
+        # The shell's convention for a command ended by a signal: 128 + its number.
+        sys.exit(143 if summary.stopped.endswith("SIGTERM") else 130)
 
 
 def _options(

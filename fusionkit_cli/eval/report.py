@@ -331,6 +331,7 @@ def write_report(out_dir: Path, meta: ReportMeta, arms: list[Arm], outcomes: lis
     """Write report.json, report.md and (with matplotlib) pareto.png into `out_dir`."""
     planned = meta.task_count * meta.repeat
     summary = summarise(arms, outcomes, planned_trials=planned)
+    summary.stopped = meta.stopped
     chart = out_dir / "pareto.png"
     drawn = draw_pareto(summary, chart, title=meta.title)
     if not drawn:

@@ -13,6 +13,7 @@ import asyncio
 import datetime
 import os
 import shutil
+import signal
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,10 @@ from fusionkit_cli.eval.scorers import Grader, Scoring
 from fusionkit_cli.eval.summary import Summary
 from fusionkit_cli.eval.tasks import JudgeScorer, Task, load_tasks
 
-__all__ = ["EvalOptions", "Job", "JobsResult", "evaluate", "record_of", "run_jobs"]
+__all__ = ["INTERRUPTS", "EvalOptions", "Job", "JobsResult", "evaluate", "record_of", "run_jobs"]
+
+# Ctrl-C and `kill`: stop asking, and report what was answered.
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -110,26 +114,43 @@ async def run_jobs(
     max_cost: float | None,
     progress: Progress,
 ) -> JobsResult:
-    """Ask and score every job, `concurrency` at a time, in order, until done or the cost limit is reached."""
+    """Ask and score every job, `concurrency` at a time, in order, until done, the cost limit is reached,
+    or SIGINT / SIGTERM: then the answers so far are the result, and what was in flight is abandoned."""
     queue = deque(jobs)
     left = Counter(job.trial for job in jobs)
-    outcomes: list[Outcome] = []
-    state: dict[str, Any] = {"cost": 0.0, "stopped": None}
+    result = JobsResult([], None, 0.0)
 
     async def worker() -> None:
-        while queue and state["stopped"] is None:
+        while queue and result.stopped is None:
             job = queue.popleft()
             outcome = await _outcome(client, scoring, job)
-            outcomes.append(outcome)
-            state["cost"] += outcome.cost + outcome.grading_cost
+            result.outcomes.append(outcome)
+            result.cost += outcome.cost + outcome.grading_cost
             left[job.trial] -= 1
             progress.answered(cost=outcome.cost + outcome.grading_cost, task_finished=left[job.trial] == 0)
-            if max_cost is not None and state["cost"] >= max_cost and state["stopped"] is None:
-                state["stopped"] = f"--max-cost {max_cost:g} USD reached (${state['cost']:.4f} spent)"
-                progress.note(f"eval: {state['stopped']}; finishing the answers in flight, asking nothing more")
+            if max_cost is not None and result.cost >= max_cost and result.stopped is None:
+                result.stopped = f"--max-cost {max_cost:g} USD reached (${result.cost:.4f} spent)"
+                progress.note(f"eval: {result.stopped}; finishing the answers in flight, asking nothing more")
 
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
-    return JobsResult(outcomes, state["stopped"], state["cost"])
+    work = asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+
+    def interrupt(name: str) -> None:
+        result.stopped = f"interrupted by {name}"
+        work.cancel()
+
+    loop = asyncio.get_running_loop()
+    for signum in INTERRUPTS:
+        loop.add_signal_handler(signum, interrupt, signum.name)
+    try:
+        await work
+    except asyncio.CancelledError:
+        if not (result.stopped or "").startswith("interrupted"):
+            raise  # cancelled from outside, not by a signal: not ours to swallow
+        progress.note(f"eval: {result.stopped}; writing the report of what was answered")
+    finally:
+        for signum in INTERRUPTS:
+            loop.remove_signal_handler(signum)
+    return result
 
 
 def record_of(router: Router, out: Path) -> RouterRecord:

@@ -13,7 +13,8 @@ with a minimal environment, in its own session. Before the answer's code runs it
 - and in any case installs an audit hook (PEP 578) that refuses Internet sockets, name lookups,
   new processes, `ctypes` and signals to other processes, so ordinary code fails at once with a
   PermissionError where no namespace could be made.
-The parent kills the child's whole process group at `timeout_s` (wall clock). What the code prints
+The parent kills the child's whole process group at `timeout_s` (wall clock), and the child dies
+with the parent (`PR_SET_PDEATHSIG`) however the parent ends. What the code prints
 is captured (the first 4000 characters of each stream).
 
 This stops accidents (a runaway loop, a memory blow-up, a test that calls out to a service), not an
@@ -54,6 +55,10 @@ network = "audit hook"
 try:
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
+    # PR_SET_PDEATHSIG: die with the eval, even when it is killed outright (this child has its own session).
+    libc.prctl(1, 9)
+    if os.getppid() != settings["parent"]:
+        os._exit(1)
     # CLONE_NEWUSER | CLONE_NEWNET (no privilege needed where user namespaces are on), else CLONE_NEWNET.
     for flags in (0x10000000 | 0x40000000, 0x40000000):
         if libc.unshare(flags) == 0:
@@ -161,7 +166,12 @@ class Sandbox:
         (tmp / "solution.py").write_text(code, encoding="utf-8")
         (tmp / "tests.py").write_text(tests, encoding="utf-8")
         result_file = tmp / ".result.json"
-        settings = {"memory_mb": memory_mb, "cpu_s": max(1, int(timeout_s) + 1), "result": str(result_file)}
+        settings = {
+            "memory_mb": memory_mb,
+            "cpu_s": max(1, int(timeout_s) + 1),
+            "result": str(result_file),
+            "parent": os.getpid(),
+        }
         env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "TMPDIR": str(tmp), "LANG": "C.UTF-8"}
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -92,6 +92,7 @@ class Summary:
     comparisons: list[Comparison]
     front_cost: list[str] = field(default_factory=list)
     front_latency: list[str] = field(default_factory=list)
+    stopped: str | None = None  # why the eval ended early, if it did
 
     def arm(self, label: str) -> ArmStats:
         return next(a for a in self.arms if a.arm.label == label)
