@@ -16,7 +16,7 @@ from typing import Any
 
 from fusionkit_cli.eval.chart import draw_pareto
 from fusionkit_cli.eval.results import Arm, Outcome, RouterRecord
-from fusionkit_cli.eval.summary import ArmStats, Summary, summarise
+from fusionkit_cli.eval.summary import ArmStats, ConfigStats, Summary, summarise
 
 __all__ = ["REPORT_FORMAT", "ReportMeta", "load_report", "write_report"]
 
@@ -246,7 +246,7 @@ class _Markdown:
             lines.append(f"| {s.arm.label} | " + " | ".join(cells) + " |")
         return lines
 
-    def _config(self, config: Any) -> list[str]:
+    def _config(self, config: ConfigStats) -> list[str]:
         n = self.summary.trials
         lines = ["", f"## `{config.name}`: fusion against its members", ""]
         if config.best_member:

@@ -100,9 +100,18 @@ async def _outcome(client: RouterClient, scoring: Scoring, job: Job) -> Outcome:
         completion_tokens=answer.completion_tokens,
         answer=answer.shown(),
         error=answer.error,
-        details={**score.details, **({"decision": answer.decision} if answer.decision else {})}
-        | ({"failed_members": answer.failed_members} if answer.failed_members else {}),
+        details=_details(score.details, answer),
     )
+
+
+def _details(scored: dict[str, Any], answer: Answer) -> dict[str, Any]:
+    """What the scorer found, and how the router reached the answer (its decision, members it dropped)."""
+    details = dict(scored)
+    if answer.decision:
+        details["decision"] = answer.decision
+    if answer.failed_members:
+        details["failed_members"] = answer.failed_members
+    return details
 
 
 async def run_jobs(
