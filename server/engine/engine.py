@@ -97,11 +97,10 @@ class FusionEngine:
         *,
         judge_id: str,
         synth_id: str,
-        best: Callable[[list[Candidate], JudgeAnalysis | None], Candidate] | None = None,
+        best: Callable[[list[Candidate], JudgeAnalysis | None], Candidate],
         emit: Emit | None = None,
     ) -> FusionResult:
-        """Fuse answers produced elsewhere (agent trajectories, a rejudged run): judge, synthesize, else fall
-        back to `best` (default: the judge's best, else the first)."""
+        """Fuse answers produced elsewhere (agent trajectories): judge, synthesize, else fall back to `best`."""
         run = _Run(recorder=recorder, emit=emit, deadline=self._deadline())
         await self._record_given(recorder, candidates)
         async with self._wall_clock():
