@@ -8,8 +8,10 @@ uvicorn.run(app, port=9101)
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -28,22 +30,25 @@ from bridge.http import (
     sse_stream,
 )
 from bridge.protocol import (
+    ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
     ModelCard,
     ModelList,
+    Usage,
     chunk_to_dict,
+    completion_to_dict,
     new_completion_id,
 )
-from bridge.stream import normalize_stream
-from bridge.tracing import TraceEmitter, new_span_id
+from bridge.stream import StreamAccumulator, normalize_stream
+from bridge.tracing import CallSpan, TraceEmitter
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("fusionkit.bridge")
 
 
-def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, log_json: bool = False) -> FastAPI:
+def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None) -> FastAPI:
     """Build a bridge for `endpoint`. The adapter (one per process) is made here unless given."""
     chat: ChatAdapter = adapter or make_adapter(endpoint)
     tracer = TraceEmitter.from_env()
@@ -65,7 +70,7 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, 
 
     app = FastAPI(title=f"fusionkit bridge: {endpoint.id}", lifespan=lifespan)
     install_error_handlers(app)
-    app.add_middleware(AccessLogMiddleware, log_json=log_json)
+    app.add_middleware(AccessLogMiddleware)
 
     def context_of(request: Request) -> CallContext:
         headers = request.headers
@@ -82,9 +87,17 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, 
     async def health() -> dict[str, object]:
         return {"status": "ok", "model": endpoint.id, "provider": endpoint.provider, "mock": endpoint.is_mock}
 
+    card = ModelCard(id=endpoint.id, owned_by=owned_by)
+
     @app.get("/v1/models")
     async def models() -> ModelList:
-        return ModelList(data=[ModelCard(id=endpoint.id, owned_by=owned_by)])
+        return ModelList(data=[card])
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> ModelCard:
+        if model_id not in (endpoint.id, endpoint.model):
+            raise not_found(f"model '{model_id[:80]}' is not served here; this bridge serves '{endpoint.id}'")
+        return card
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Response:
@@ -95,29 +108,66 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, 
                 f"({endpoint.provider}/{endpoint.model})"
             )
         log_context(request)["model"] = endpoint.id
+        body.require_one_choice()
         # The upstream gets the provider's model name whatever alias the client used.
         upstream = body.model_copy(update={"model": endpoint.model})
         ctx = context_of(request)
-        if ctx.trace_id and tracer.enabled:
-            tracer.emit(
-                trace_id=ctx.trace_id,
-                span_id=new_span_id(),
-                parent_span_id=ctx.span_id,
-                component="bridge",
-                event_type="bridge.request",
-                candidate_id=ctx.candidate_id,
-                model_id=endpoint.id,
-                payload={"provider": endpoint.provider, "model": endpoint.model, "stream": body.stream},
-            )
+        span = CallSpan(
+            tracer,
+            trace_id=ctx.trace_id,
+            parent_span_id=ctx.span_id,  # the caller's span for this call: the router's model.call
+            component="bridge",
+            model_id=endpoint.id,
+            candidate_id=ctx.candidate_id,
+        )
+        span.start({"provider": endpoint.provider, "model": endpoint.model, "stream": body.stream})
         if not body.stream:
-            completion = await race_disconnect(request, chat.complete(upstream, ctx))
+            started = time.perf_counter()
+            try:
+                completion = await race_disconnect(request, chat.complete(upstream, ctx))
+            except APIError as error:
+                span.finish(latency_ms=_ms_since(started), error=error.message, status=error.status)
+                raise
+            span.finish(latency_ms=_ms_since(started), **_outcome(completion))
             completion.model = body.model
-            return JSONResponse(
-                completion.model_dump(exclude_none=True, exclude={"choices": {"__all__": {"logprobs"}}})
-            )
-        return await _stream_response(chat.stream(upstream, ctx), body)
+            return JSONResponse(completion_to_dict(completion))
+        return await _stream_response(_observed(chat.stream(upstream, ctx), span), body)
 
     return app
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def _outcome(completion: ChatCompletion) -> dict[str, Any]:
+    choice = completion.choices[0]
+    return {
+        "finish_reason": choice.finish_reason,
+        "tool_call_count": len(choice.message.tool_calls or []),
+        "usage": (completion.usage or Usage()).model_dump(),
+    }
+
+
+async def _observed(chunks: AsyncIterator[ChatCompletionChunk], span: CallSpan) -> AsyncIterator[ChatCompletionChunk]:
+    """The adapter's stream, passed on unchanged; the span finishes when it ends, however it ends."""
+    if not span.on:
+        async for chunk in chunks:
+            yield chunk
+        return
+    started = time.perf_counter()
+    seen = StreamAccumulator()
+    outcome: dict[str, Any] = {"error": "the client went away", "status": 499}
+    try:
+        async for chunk in chunks:
+            seen.add(chunk)
+            yield chunk
+        outcome = _outcome(seen.completion(model=""))
+    except APIError as error:
+        outcome = {"error": error.message, "status": error.status}
+        raise
+    finally:
+        span.finish(latency_ms=_ms_since(started), **outcome)
 
 
 async def _stream_response(chunks: AsyncIterator[ChatCompletionChunk], body: ChatRequest) -> Response:

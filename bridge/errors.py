@@ -45,12 +45,19 @@ class APIError(Exception):
         self.code = code
         self.param = param
         self.retry_after = retry_after
+        # The router's run this failure ended, so a client can look the run up (an extra field of the body).
+        self.run_id: str | None = None
 
     def body(self) -> dict[str, Any]:
-        return error_body(self.message, self.type, code=self.code, param=self.param)
+        body = error_body(self.message, self.type, code=self.code, param=self.param)
+        if self.run_id is not None:
+            body["error"]["run_id"] = self.run_id
+        return body
 
     def headers(self) -> dict[str, str]:
         headers = {}
+        if self.run_id is not None:
+            headers["x-fusion-run-id"] = self.run_id
         if self.retry_after is not None:
             headers["Retry-After"] = self.retry_after
         if self.status not in (408, 409, 429) and self.status < 500:

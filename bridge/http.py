@@ -26,6 +26,7 @@ from bridge.protocol import InvalidParam
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "AccessLogMiddleware",
+    "ClientDisconnected",
     "error_response",
     "install_error_handlers",
     "parse_body",
@@ -66,6 +67,9 @@ async def parse_body(request: Request, model: type[M]) -> M:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        # Python's parser gives up near 1,000 levels of nesting: a body no API here needs.
+        raise bad_request("request body is nested too deeply", code="invalid_json") from None
     if not isinstance(data, dict):
         raise bad_request("request body must be a JSON object", code="invalid_json")
     try:
@@ -80,6 +84,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(ClientDisconnected)
+    async def _gone(_: Request, exc: ClientDisconnected) -> Response:
+        return Response(status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -97,6 +105,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=500)
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its answer was ready; the work for it was cancelled.
+
+    Not an error of the server: the error handlers answer it with a 499 that nobody reads, and the
+    access log's one line (status 499) is all that is logged.
+    """
+
+
 async def race_disconnect(request: Request, work: Awaitable[T], poll_s: float = 0.1) -> T:
     """Run `work`, cancelling it if the client goes away first (so upstream calls stop too)."""
     task = asyncio.ensure_future(work)
@@ -107,7 +123,7 @@ async def race_disconnect(request: Request, work: Awaitable[T], poll_s: float = 
                 return task.result()
             if await request.is_disconnected():
                 task.cancel()
-                raise asyncio.CancelledError("client disconnected")
+                raise ClientDisconnected
     finally:
         if not task.done():
             task.cancel()
@@ -140,10 +156,9 @@ async def sse_stream(frames: AsyncIterator[bytes], on_error: Callable[[BaseExcep
 class AccessLogMiddleware:
     """One log line per request; refuses bodies over the size limit with 413 before reading them."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_json: bool = False) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.log_json = log_json
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -199,13 +214,17 @@ class AccessLogMiddleware:
         if "x-fusion-candidate-id" in headers:
             fields["candidate_id"] = headers["x-fusion-candidate-id"]
         fields.update(context)
-        if self.log_json:
-            access_log.info(json.dumps(fields))
-        else:
-            extra = " ".join(
-                f"{k}={v}" for k, v in fields.items() if k not in ("method", "path", "status", "latency_ms")
-            )
-            access_log.info("%s %s %s %.1fms %s", fields["method"], fields["path"], status, fields["latency_ms"], extra)
+        # The fields ride on the record too: the JSON log format (fusionkit_cli.logs) makes them keys.
+        extra = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("method", "path", "status", "latency_ms"))
+        access_log.info(
+            "%s %s %s %.1fms %s",
+            fields["method"],
+            fields["path"],
+            status,
+            fields["latency_ms"],
+            extra,
+            extra={"fields": fields},
+        )
 
 
 class _BodyTooLarge(Exception):

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bridge.errors import bad_request
+
 __all__ = [
     "AssistantMessage",
     "ChatCompletion",
@@ -36,12 +38,15 @@ __all__ = [
     "ToolCallDelta",
     "Usage",
     "chunk_to_dict",
+    "completion_to_dict",
     "message_text",
     "new_completion_id",
     "now",
 ]
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
+MAX_STOP_SEQUENCES = 4  # as OpenAI
+MAX_OUTPUT_TOKENS = 1 << 20  # beyond any model's output; a larger limit is a mistake, refused as OpenAI does
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 
@@ -113,7 +118,8 @@ def message_text(message: ChatMessage | AssistantMessage) -> str:
 
 
 class FunctionDefinition(_Wire):
-    name: str = Field(min_length=1)
+    # OpenAI's rule for function names; providers refuse anything else, so it is checked at the door.
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
@@ -151,8 +157,8 @@ class ChatRequest(_Wire):
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int | None = Field(default=None, ge=1)
@@ -163,9 +169,13 @@ class ChatRequest(_Wire):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     user: str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ChatRequest:
+        if isinstance(self.stop, list) and len(self.stop) > MAX_STOP_SEQUENCES:
+            raise InvalidParam("stop", f"'stop' takes at most {MAX_STOP_SEQUENCES} sequences")
         if self.stream_options is not None and not self.stream:
             raise InvalidParam("stream_options", "'stream_options' is only allowed when 'stream' is true")
         if self.tool_choice is not None and self.tool_choice != "none" and not self.tools:
@@ -177,6 +187,13 @@ class ChatRequest(_Wire):
                     "tool_choice", f"'tool_choice' names undefined tool '{self.tool_choice.function.name}'"
                 )
         return self
+
+    def require_one_choice(self) -> None:
+        """Both servers answer with one choice; asking for more is refused, never silently ignored."""
+        if self.n not in (None, 1):
+            raise bad_request(
+                "'n' must be 1: this server returns one answer per request", param="n", code="unsupported_n"
+            )
 
     @property
     def token_limit(self) -> int | None:
@@ -227,7 +244,7 @@ class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
     finish_reason: FinishReason | None = "stop"
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -270,6 +287,7 @@ class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta = Field(default_factory=Delta)
     finish_reason: FinishReason | None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -279,6 +297,16 @@ class ChatCompletionChunk(BaseModel):
     model: str = ""
     choices: list[ChunkChoice] = Field(default_factory=list)
     usage: Usage | None = None
+
+
+def completion_to_dict(completion: ChatCompletion) -> dict[str, Any]:
+    """A completion as OpenAI sends it: unset fields omitted, but every message carries `content`
+    (null beside tool calls, CONFORMANCE 3), and `logprobs` is there (null unless asked for)."""
+    data = completion.model_dump(exclude_none=True)
+    for choice, parsed in zip(data["choices"], completion.choices, strict=True):
+        choice["message"].setdefault("content", None)
+        choice["logprobs"] = parsed.logprobs
+    return data
 
 
 def chunk_to_dict(chunk: ChatCompletionChunk, extra: dict[str, Any] | None = None) -> dict[str, Any]:

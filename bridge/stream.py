@@ -57,9 +57,10 @@ async def normalize_stream(
         if not sent_role:
             sent_role = True
             choice.delta.role = "assistant"
-            if choice.finish_reason is not None or choice.delta.tool_calls:
-                # Keep the role frame separate so the finish (or a call head) stays its own delta.
-                yield stamp(ChatCompletionChunk(choices=[ChunkChoice(delta=Delta(role="assistant", content=""))]))
+            if choice.finish_reason is not None:
+                # Keep the role frame separate so the finish stays its own delta. No `content: ""`: an empty
+                # text delta before a tool call becomes an empty text part in some clients (the AI SDK).
+                yield stamp(ChatCompletionChunk(choices=[ChunkChoice(delta=Delta(role="assistant"))]))
                 choice.delta.role = None
         if (
             choice.delta.content is None

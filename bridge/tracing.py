@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TRACE_SCHEMA",
+    "CallSpan",
     "Component",
     "TraceEmitter",
     "TraceEvent",
@@ -342,3 +343,62 @@ class TraceEmitter:
             self._client = None
         if self.dropped:
             log.warning("%d trace events were dropped", self.dropped)
+
+
+class CallSpan:
+    """One model call as trace events: `model.call.started` at once, `model.call.finished` when it ends.
+
+        span = CallSpan(tracer, trace_id=t, parent_span_id=callers_span, component="bridge", model_id="fast")
+        span.start({"provider": "openai", "model": "gpt-x"})
+        span.finish(latency_ms=812.0, finish_reason="stop", tool_call_count=0, usage={...})   # or error=...
+
+    Both events share one span id (`span.span_id`), so whatever the call leads to downstream can name
+    it as its parent; the names and payload keys are fusionkit 0.1's. A disabled tracer makes it free.
+    """
+
+    def __init__(
+        self,
+        tracer: TraceEmitter,
+        *,
+        trace_id: str | None,
+        parent_span_id: str | None,
+        component: Component,
+        model_id: str | None,
+        candidate_id: str | None = None,
+        span_id: str | None = None,
+    ) -> None:
+        self.tracer = tracer
+        self.trace_id = trace_id
+        self.parent_span_id = parent_span_id
+        self.component: Component = component
+        self.model_id = model_id
+        self.candidate_id = candidate_id
+        self.span_id = span_id or new_span_id()
+        self._base: dict[str, Any] = {}
+
+    @property
+    def on(self) -> bool:
+        return self.trace_id is not None and self.tracer.enabled
+
+    def start(self, payload: dict[str, Any]) -> None:
+        self._base = payload
+        self._emit("model.call.started", payload)
+
+    def finish(self, **outcome: Any) -> None:
+        """`outcome`: latency_ms, finish_reason, tool_call_count, usage, or error (and status) when it failed."""
+        self._emit("model.call.finished", {**self._base, **{k: v for k, v in outcome.items() if v is not None}})
+
+    def _emit(self, event_type: str, payload: dict[str, Any]) -> None:
+        if not self.on:
+            return
+        assert self.trace_id is not None
+        self.tracer.emit(
+            trace_id=self.trace_id,
+            span_id=self.span_id,
+            parent_span_id=self.parent_span_id,
+            component=self.component,
+            event_type=event_type,
+            candidate_id=self.candidate_id,
+            model_id=self.model_id,
+            payload=payload,
+        )

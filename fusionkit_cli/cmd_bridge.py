@@ -6,7 +6,8 @@ import click
 from pydantic import ValidationError
 
 from bridge.endpoint import PROVIDERS, EndpointConfig
-from fusionkit_cli.common import BadInput, load_config_or_exit, log_format_option, run_server, setup_logging
+from fusionkit_cli.common import BadInput, load_config_or_exit, log_format_option, run_server
+from fusionkit_cli.logs import setup_logging
 
 __all__ = ["serve_endpoint"]
 
@@ -45,7 +46,7 @@ def serve_endpoint(
     setup_logging(log_format)
     from bridge.app import create_app
 
-    run_server(create_app(endpoint, log_json=log_format == "json"), host, port or endpoint.port or 9100)
+    run_server(create_app(endpoint), host, port or endpoint.port or 9100)
 
 
 def _endpoint_from_flags(

@@ -130,7 +130,8 @@ async def _inspect_local(path: Path, run_id: str) -> dict[str, Any]:
 
 
 def render_inspection(data: dict[str, Any]) -> str:
-    out = [f"run {data['run_id']}  mode={data['mode']} route={data.get('route')}  state={data['state']}"]
+    door = f"  door={data['door']}" if data.get("door") else ""
+    out = [f"run {data['run_id']}  mode={data['mode']} route={data.get('route')}  state={data['state']}{door}"]
     if data.get("terminal_reason") and data["state"] != "completed":
         out.append(f"  reason: {data['terminal_reason']}")
     if data.get("error"):

@@ -13,8 +13,8 @@ from fusionkit_cli.common import (
     log_format_option,
     refuse_open_bind,
     run_server,
-    setup_logging,
 )
+from fusionkit_cli.logs import setup_logging
 
 __all__ = ["serve"]
 
@@ -47,7 +47,7 @@ def serve(
     setup_logging(log_format)
     from server.app import create_app
 
-    run_server(create_app(config, bridges=bridges, log_json=log_format == "json"), host, port or config.server.port)
+    run_server(create_app(config, bridges=bridges), host, port or config.server.port)
 
 
 def _read_bridges(path: str, endpoint_ids: list[str]) -> dict[str, str]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,6 @@ __all__ = [
     "log_format_option",
     "refuse_open_bind",
     "run_server",
-    "setup_logging",
 ]
 
 
@@ -44,24 +41,6 @@ def load_config_or_exit(path: str | Path) -> PanelConfig:
         return load_config(path)
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
-
-
-def setup_logging(log_format: str = "text", level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(
-            logging.Formatter(
-                '{"ts": "%(asctime)s", "logger": "%(name)s", "level": "%(levelname)s", "message": %(message)r}'
-            )
-        )
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # The HTTP clients log every request at INFO; our access log already says what matters.
-    for noisy in ("httpx", "httpx2", "openai", "anthropic", "google_genai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 log_format_option = click.option(

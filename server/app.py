@@ -3,7 +3,8 @@
     app = create_app(load_config("configs/demo.yaml"))                  # in-process adapters
     app = create_app(config, bridges={"fast": "http://127.0.0.1:9101"})  # through bridges (under `up`)
 
-Routes: GET /health, GET /v1/models, POST /v1/chat/completions, the /v1/fusion/runs family
+Routes: GET /health, GET /v1/models, POST /v1/chat/completions, the agent front doors
+POST /v1/responses and POST /v1/messages (`server.doors`, SPEC §14), the /v1/fusion/runs family
 (`server.runs_api`) and the trajectory endpoints (`server.trajectories_api`) (SPEC §5). The HTTP layer
 parses and answers; the fusion engine (`server.engine`) does the work; `server.runs` records it.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
+from bridge.errors import not_found
 from bridge.http import AccessLogMiddleware, install_error_handlers, parse_body
 from bridge.protocol import ModelCard, ModelList
 from bridge.tracing import TraceEmitter
@@ -27,6 +29,7 @@ from server.auth import BearerAuth
 from server.chat import ChatHandler
 from server.clients import EndpointClient, build_clients
 from server.config import PanelConfig
+from server.doors import FusionPath, messages_router, responses_router
 from server.engine import FusionEngine
 from server.protocol import FUSION_MODELS, FusionChatRequest
 from server.rejudge import rejudge_router
@@ -47,7 +50,6 @@ def create_app(
     clients: dict[str, EndpointClient] | None = None,
     store_path: str | Path | None = None,
     tracer: TraceEmitter | None = None,
-    log_json: bool = False,
     keepalive_s: float = 2.0,
 ) -> FastAPI:
     """Build a router for `config`; `bridges` maps endpoint ids to bridge URLs (else in-process)."""
@@ -56,7 +58,8 @@ def create_app(
     trace = tracer or TraceEmitter.from_env()
     runs = RunService(store, trace)
     engine = FusionEngine(config, endpoint_clients)
-    chat = ChatHandler(engine, runs, keepalive_s=keepalive_s)
+    fusion = FusionPath(engine, runs, keepalive_s=keepalive_s)
+    chat = ChatHandler(fusion)
     auth = BearerAuth(os.environ.get(config.server.api_key_env) if config.server.api_key_env else None)
 
     @asynccontextmanager
@@ -75,7 +78,7 @@ def create_app(
 
     app = FastAPI(title="fusionkit router", lifespan=lifespan)
     install_error_handlers(app)
-    app.add_middleware(AccessLogMiddleware, log_json=log_json)
+    app.add_middleware(AccessLogMiddleware)
 
     @app.get("/health")
     async def health() -> dict[str, object]:
@@ -86,22 +89,35 @@ def create_app(
         status = "ok" if ready == len(ids) else ("degraded" if ready else "unavailable")
         return {"status": status, "endpoints": endpoints, "auth": auth.enabled}
 
+    @app.head("/")
+    async def preflight() -> Response:
+        """Claude Code checks the base URL with `HEAD /` before its first request."""
+        return Response(status_code=200)
+
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+
+    cards = [ModelCard(id=m, owned_by="fusionkit") for m in FUSION_MODELS]
+    for client in endpoint_clients.values():
+        label = f"fusionkit-endpoint/{client.endpoint.provider}"
+        cards.append(ModelCard(id=client.id, owned_by=label + (" (offline mock)" if client.endpoint.is_mock else "")))
 
     @v1.get("/models")
     async def models() -> ModelList:
-        cards = [ModelCard(id=m, owned_by="fusionkit") for m in FUSION_MODELS]
-        for client in endpoint_clients.values():
-            label = f"fusionkit-endpoint/{client.endpoint.provider}"
-            cards.append(
-                ModelCard(id=client.id, owned_by=label + (" (offline mock)" if client.endpoint.is_mock else ""))
-            )
         return ModelList(data=cards)
+
+    @v1.get("/models/{model_id:path}")
+    async def model(model_id: str) -> ModelCard:
+        card = next((c for c in cards if c.id == model_id), None)
+        if card is None:
+            raise not_found(f"model '{model_id[:80]}' does not exist here; see GET /v1/models")
+        return card
 
     @v1.post("/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Response:
         return await chat(request, await parse_body(request, FusionChatRequest))
 
+    v1.include_router(responses_router(fusion))
+    v1.include_router(messages_router(fusion))
     v1.include_router(runs_router(engine, runs, store))
     v1.include_router(trajectories_router(engine, runs, keepalive_s=keepalive_s))
     v1.include_router(rejudge_router(engine, runs, store, keepalive_s=keepalive_s))

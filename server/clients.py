@@ -1,8 +1,9 @@
 """How the router reaches its endpoints: one client per endpoint, with retries and deadlines.
 
-An endpoint is reached either in-process (the provider adapter itself, when `fusionkit serve`
-runs without bridges) or over HTTP with `OpenAIHTTPClient`: to its bridge (under `fusionkit up`)
-or, for `openai-compatible` endpoints, to the server itself. Either way the engine sees an
+An endpoint is reached either in-process, through the provider adapter a bridge would use (when
+`fusionkit serve` runs without bridges), or through its bridge with `BridgeClient` (under
+`fusionkit up`), so an upstream's quirks, errors and keys are handled by one piece of code
+whichever way the router runs. Either way the engine sees an
 `EndpointClient`, which adds what a fan-out needs: a per-call timeout, retries on 429/5xx that
 honour `Retry-After` without outliving the run's deadline, and a readiness probe.
 
@@ -25,8 +26,8 @@ from bridge.adapters import CallContext, ChatAdapter, make_adapter
 from bridge.endpoint import EndpointConfig
 from bridge.errors import APIError, timed_out
 from bridge.protocol import ChatCompletion, ChatCompletionChunk, ChatRequest
+from server.bridge_client import BridgeClient
 from server.config import PanelConfig
-from server.http_client import OpenAIHTTPClient
 
 __all__ = ["EndpointClient", "build_clients"]
 
@@ -126,20 +127,14 @@ class EndpointClient:
 
 
 def build_clients(config: PanelConfig, bridges: Mapping[str, str] | None = None) -> dict[str, EndpointClient]:
-    """A client per endpoint: HTTP to its bridge when `bridges` names one, plain HTTP to an
-    OpenAI-compatible server, else the in-process provider adapter."""
+    """A client per endpoint: to its bridge when `bridges` names one, else the in-process provider adapter."""
     clients: dict[str, EndpointClient] = {}
     for endpoint in config.endpoints:
         url = (bridges or {}).get(endpoint.id)
         if url is not None:
             url = url.rstrip("/")
-            adapter: ChatAdapter = OpenAIHTTPClient(f"{url}/v1", model=endpoint.id, timeout_s=endpoint.timeout_s)
+            adapter: ChatAdapter = BridgeClient(f"{url}/v1", model=endpoint.id, timeout_s=endpoint.timeout_s)
             clients[endpoint.id] = EndpointClient(endpoint, adapter, bridge_url=url)
-        elif endpoint.provider == "openai-compatible" and endpoint.base_url:
-            adapter = OpenAIHTTPClient(
-                endpoint.base_url, model=endpoint.model, timeout_s=endpoint.timeout_s, api_key=endpoint.api_key()
-            )
-            clients[endpoint.id] = EndpointClient(endpoint, adapter)
         else:
             clients[endpoint.id] = EndpointClient(endpoint, make_adapter(endpoint))
     return clients

@@ -27,6 +27,9 @@ class SamplingConfig(_Strict):
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_tokens: int = Field(default=1024, ge=1)
     seed: int | None = None
+    # The judge's analysis and the verifier's verdict are JSON for the engine: a client's small
+    # max_tokens must not truncate them, so they have a budget of their own.
+    judge_max_tokens: int = Field(default=2048, ge=1)
 
 
 class BudgetConfig(_Strict):
@@ -92,7 +95,20 @@ class PanelConfig(_Strict):
                 raise _ref_error(f"panel_models[{i}]", member, f"one of the endpoint ids: {allowed}")
         if len(set(self.panel_models)) != len(self.panel_models):
             raise _ref_error("panel_models", self.panel_models, "each endpoint at most once")
+        # One run's cost is one sum: every endpoint prices in the same currency.
+        first = self.endpoints[0].pricing.currency
+        for i, endpoint in enumerate(self.endpoints):
+            if endpoint.pricing.currency != first:
+                raise _ref_error(
+                    f"endpoints[{i}].pricing.currency",
+                    endpoint.pricing.currency,
+                    f"{first!r}, the currency of endpoints[0]: a run's cost estimate is one sum",
+                )
         return self
+
+    @property
+    def currency(self) -> str:
+        return self.endpoints[0].pricing.currency
 
     # Resolved roles: the defaults the spec gives, applied in one place.
     @property

@@ -17,9 +17,18 @@ __all__ = [
     "FusionMetadata",
     "FusionOptions",
     "ToolExecution",
+    "mode_of_model",
 ]
 
 FUSION_MODELS = ("fusionkit/router", "fusionkit/single", "fusionkit/self", "fusionkit/panel")
+# fusionkit 0.10 calls the router mode "heuristic"; its clients ask for this model.
+MODEL_ALIASES = {"fusionkit/heuristic": "fusionkit/router"}
+
+
+def mode_of_model(model: str) -> str | None:
+    """The mode a `fusionkit/*` model name asks for (`fusionkit/router` included); None for anything else."""
+    model = MODEL_ALIASES.get(model, model)
+    return model.removeprefix("fusionkit/") if model in FUSION_MODELS else None
 
 
 class _Strict(BaseModel):
@@ -45,11 +54,15 @@ class FusionOptions(_Strict):
 
 
 class FusionChatRequest(ChatRequest):
+    # As in fusionkit 0.1: a request that names no model asks the router.
+    model: str = "fusionkit/router"
     fusion: FusionOptions | None = None
 
     def chat_request(self) -> ChatRequest:
         """The request without the `fusion` object, as a panel member receives it."""
-        return ChatRequest.model_validate(self.model_dump(exclude={"fusion"}, exclude_unset=True))
+        return ChatRequest.model_validate(
+            {**self.model_dump(exclude={"fusion"}, exclude_unset=True), "model": self.model}
+        )
 
 
 class FailedMember(BaseModel):

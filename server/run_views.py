@@ -10,9 +10,11 @@ from typing import Any
 
 from server.store import RunRecord, RunStore
 
-__all__ = ["inspect_run", "run_summary"]
+__all__ = ["DOOR_EVENT", "inspect_run", "run_summary"]
 
 MAX_EVENTS = 10_000
+# The event that says which front door a run came through (chat.completions, responses, messages).
+DOOR_EVENT = "run.door"
 
 
 def run_summary(record: RunRecord) -> dict[str, Any]:
@@ -72,6 +74,7 @@ async def inspect_run(store: RunStore, record: RunRecord, *, pending: dict[str, 
     if judge is not None:
         judge = {**judge, "raw": await _text(store, judge.get("raw_artifact_sha256"))}
     decision = next((e.payload for e in reversed(events) if e.type == "decision"), None)
+    door = next((e.payload.get("door") for e in events if e.type == DOOR_EVENT), None)
     verification = next((e.payload for e in events if e.type == "verification.completed"), None)
     phases = [
         {"state": e.payload.get("state"), "seq": e.seq, "ts": e.ts}
@@ -81,6 +84,7 @@ async def inspect_run(store: RunStore, record: RunRecord, *, pending: dict[str, 
     return {
         **run_summary(record),
         "object": "fusion.run.inspection",
+        "door": door,
         "request": record.request,
         "candidates": candidates,
         "judge_synthesis_record": judge,

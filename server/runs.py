@@ -2,7 +2,7 @@
 
 runs = RunService(store, tracer)
 recorder = await runs.start(mode="panel", request=body)
-task = runs.launch(engine, recorder, chat_request, options)   # completed / failed / cancelled recorded
+task = runs.launch(engine, recorder, engine.plan(chat_request, options))   # completed / failed / cancelled recorded
 result = await task
 """
 
@@ -13,19 +13,16 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from bridge.errors import APIError, bad_request
 from bridge.http import validation_error
-from bridge.protocol import ChatRequest
 from bridge.tracing import Component, TraceEmitter, new_span_id, new_trace_id
-from server.engine import FusionEngine, FusionResult
-from server.engine.engine import Emit
+from server.engine import Emit, FusionEngine, FusionResult, RunPlan
 from server.engine.pauses import ToolPauses, ToolResult
-from server.protocol import FusionOptions
 from server.store import TERMINAL_STATES, IdempotencyConflict, RunRecord, RunStore, new_run_id
 
 __all__ = ["RunRecorder", "RunService"]
@@ -39,6 +36,12 @@ _COMPONENT: dict[str, Component] = {
     "judge": "judge",
     "synthesizer": "synthesis",
     "verifier": "judge",
+}
+# Model calls carry fusionkit 0.1's trace event names; everything else keeps the run event's name.
+_TRACE_NAMES = {
+    "model_call.started": "model.call.started",
+    "model_call.completed": "model.call.finished",
+    "model_call.failed": "model.call.finished",
 }
 
 
@@ -90,15 +93,27 @@ class RunRecorder:
     async def artifact(self, content: str, media_type: str = "text/plain") -> str:
         return self.store.record_artifact(content, media_type, self.run_id)
 
+    def trace_started(self, mode: str) -> None:
+        """The run's root span: every other event of the run names it as its parent."""
+        if self.tracer.enabled:
+            self.tracer.emit(
+                trace_id=self.trace_id,
+                span_id=self.root_span,
+                component="router",
+                event_type="run.started",
+                payload={"run_id": self.run_id, "mode": mode},
+            )
+
     def _trace(self, type: str, payload: dict[str, Any]) -> None:
         if not self.tracer.enabled:
             return
         self.tracer.emit(
             trace_id=self.trace_id,
-            span_id=new_span_id(),
+            # A model call's events share its span, which the router also sends to the bridge it calls.
+            span_id=payload.get("span_id") or new_span_id(),
             parent_span_id=self.root_span,
             component=_COMPONENT.get(str(payload.get("role")), "router"),
-            event_type=type,
+            event_type=_TRACE_NAMES.get(type, type),
             candidate_id=payload.get("candidate_id"),
             model_id=payload.get("endpoint_id"),
             payload={"run_id": self.run_id, **payload},
@@ -132,16 +147,16 @@ class RunService:
         self,
         engine: FusionEngine,
         recorder: RunRecorder,
-        request: ChatRequest,
-        options: FusionOptions,
+        plan: RunPlan,
         emit: Emit | None = None,
     ) -> asyncio.Task[FusionResult]:
-        """Start a fusion run as a task; external tool execution gets its pause registry here."""
-        policy = options.tool_execution
+        """Start a planned fusion run as a task; external tool execution gets its pause registry here."""
+        policy = plan.options.tool_execution
+        tools = plan.request.tools
         pauses = None
-        if policy is not None and policy.mode == "external" and request.tools:
-            pauses = ToolPauses(recorder, policy, request.tools, engine.config.budget)
-        return self.launch_work(recorder, lambda: engine.run(request, options, recorder, emit, pauses), pauses)
+        if policy is not None and policy.mode == "external" and tools:
+            pauses = ToolPauses(recorder, policy, tools, engine.config.budget)
+        return self.launch_work(recorder, lambda: engine.run(plan, recorder, emit, pauses), pauses)
 
     def launch_work(
         self,
@@ -216,7 +231,9 @@ class RunService:
             idempotency_key=idempotency_key,
             request_hash=request_hash,
         )
-        return RunRecorder(self.store, self.tracer, run_id, trace)
+        recorder = RunRecorder(self.store, self.tracer, run_id, trace)
+        recorder.trace_started(mode)
+        return recorder
 
     async def _execute(
         self, recorder: RunRecorder, work: Coroutine[Any, Any, FusionResult], cancel_reason: Callable[[], str]
@@ -234,18 +251,17 @@ class RunService:
             log.exception("run %s failed unexpectedly", recorder.run_id)
             await self._end(recorder, "failed", {"error": {"message": f"internal error: {type(exc).__name__}"}})
             raise
-        meta = result.metadata
         summary = {
-            "route": meta.route,
-            "models": meta.candidate_model_ids,
-            "decision": meta.decision.model_dump() if meta.decision else None,
-            "latency_ms": meta.latency_ms,
-            "cost_estimate": meta.cost_estimate,
+            "route": result.route,
+            "models": [c.endpoint_id for c in result.candidates],
+            "decision": result.decision.model_dump(),
+            "latency_ms": result.latency_ms,
+            "cost_estimate": asdict(result.cost),
             "usage": result.usage.model_dump(),
             "final_output": result.message.model_dump(exclude_none=True),
-            "failed_members": [f.model_dump() for f in meta.failed_members],
+            "failed_members": [f.model_dump() for f in result.failed],
         }
-        meta.event_cursor = await recorder.transition(
+        result.event_cursor = await recorder.transition(
             "completed", {"decision": summary["decision"]}, summary=summary, terminal_reason="completed"
         )
         return result

@@ -111,7 +111,7 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIR
             )
         respond_async = "respond-async" in request.headers.get("prefer", "").lower()
         chat, options = body.chat_request(), body.options()
-        engine.check(chat, options)
+        plan = engine.plan(chat, options)
         fingerprint = body.fingerprint()
         if key is not None:
             existing = await store.find_by_idempotency_key(key)
@@ -132,7 +132,7 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIR
                 raise
             return await _replay(existing, fingerprint)
         log_context(request)["run_id"] = recorder.run_id
-        task = runs.launch(engine, recorder, chat, options)
+        task = runs.launch(engine, recorder, plan)
         if respond_async:
             record = await known_run(recorder.run_id)
             return JSONResponse(

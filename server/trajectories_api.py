@@ -89,6 +89,7 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
             model=body.model or "fusionkit/step",
             stream=chat.stream,
             include_usage=chat.wants_usage_chunk,
+            run_id=recorder.run_id,
             headers={"x-fusion-run-id": recorder.run_id, "x-fusion-trace-id": recorder.trace_id},
             start=lambda emit: runs.launch_work(
                 recorder,

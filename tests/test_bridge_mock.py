@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx2
 import openai
 import pytest
+from pydantic import BaseModel, Field
 
 from bench.procs import spawn, wait_healthy
 from bridge.app import create_app
@@ -338,3 +339,40 @@ def test_trace_headers_become_bridge_trace_events(
         "c2",
         "m",
     )
+
+
+class Ingredient(BaseModel):
+    name: str
+    grams: int = Field(ge=5)
+
+
+class Recipe(BaseModel):
+    title: str
+    difficulty: Literal["easy", "hard"]
+    ingredients: list[Ingredient]
+    vegetarian: bool
+    notes: str | None
+
+
+def test_structured_output_parses_into_the_clients_model(client: openai.OpenAI) -> None:
+    # The SDK's parse() sends a strict json_schema and validates the answer against the pydantic model.
+    parsed = client.beta.chat.completions.parse(model="m", messages=ASK, response_format=Recipe)
+    recipe = parsed.choices[0].message.parsed
+    assert isinstance(recipe, Recipe) and recipe.ingredients and recipe.ingredients[0].grams >= 5
+
+
+def test_json_object_mode_answers_one_json_object(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(model="m", messages=ASK, response_format={"type": "json_object"})
+    answer = json.loads(reply.choices[0].message.content or "")
+    assert isinstance(answer, dict) and answer["answer"].startswith("[offline mock model mock-1]")
+
+
+def test_a_judge_prompt_written_by_another_client_gets_analysis_json(client: openai.OpenAI) -> None:
+    # No <candidate> tags and no response_format: only an instruction to answer with the analysis JSON.
+    prompt = (
+        "You are a judge. Compare the answers below and reply in JSON with consensus, contradictions, "
+        "ranking and best_candidate_id.\n\nCandidate alpha: Use Postgres.\nCandidate beta: Use SQLite.\n"
+    )
+    reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": prompt}])
+    analysis = json.loads(reply.choices[0].message.content or "")
+    assert set(analysis["ranking"]) == {"alpha", "beta"} and analysis["best_candidate_id"] in ("alpha", "beta")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -84,12 +84,19 @@ def _check(response: httpx2.Response) -> None:
         assert set(error) == {"message", "type", "param", "code"} and error["message"]
 
 
-def _post(url: str, body: Any) -> None:
+def _check_anthropic(response: httpx2.Response) -> None:
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        body = response.json()
+        assert body["type"] == "error" and set(body["error"]) == {"type", "message"} and body["error"]["message"]
+
+
+def _post(url: str, body: Any, check: Callable[[httpx2.Response], None] = _check) -> None:
     with httpx2.stream(
         "POST", url, content=json.dumps(body), headers={"content-type": "application/json"}, timeout=30
     ) as response:
         response.read()
-        _check(response)
+        check(response)
 
 
 @FUZZ
@@ -123,3 +130,126 @@ def test_run_ids(servers: dict[str, str], run_id: str, suffix: str) -> None:
     method = "POST" if suffix in ("/cancel", "/tool-results") else "GET"
     response = httpx2.request(method, url + suffix, json={}, timeout=30)
     assert response.status_code < 500, response.text
+
+
+# Shaped like what Codex and the Agents SDK send, every part of it open to junk.
+response_items = st.lists(
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(
+                [
+                    "message",
+                    "function_call",
+                    "function_call_output",
+                    "custom_tool_call",
+                    "reasoning",
+                    "web_search_call",
+                    "x",
+                ]
+            )
+            | json_values
+        },
+        optional={
+            "role": roles,
+            "content": contents
+            | st.lists(
+                st.fixed_dictionaries(
+                    {"type": st.sampled_from(["input_text", "output_text", "input_image", "x"]), "text": json_values}
+                ),
+                max_size=3,
+            ),
+            "call_id": json_values,
+            "name": json_values,
+            "arguments": json_values,
+            "output": json_values,
+            "input": json_values,
+            "namespace": json_values,
+        },
+    ),
+    max_size=4,
+)
+response_tools = st.lists(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["function", "custom", "namespace", "web_search", "tool_search"]) | json_values},
+        optional={"name": json_values, "parameters": json_values, "tools": json_values, "format": json_values},
+    ),
+    max_size=3,
+)
+responses_bodies = st.fixed_dictionaries(
+    {"input": st.text(max_size=20) | response_items | json_values},
+    optional={
+        "model": st.sampled_from(["fusionkit/panel", "fast", "nope"]) | json_values,
+        "instructions": json_values,
+        "tools": response_tools | json_values,
+        "tool_choice": json_values | st.sampled_from(["auto", "none", "required"]),
+        "max_output_tokens": json_values,
+        "temperature": json_values,
+        "text": json_values,
+        "stream": st.booleans() | json_values,
+        "store": json_values,
+        "previous_response_id": json_values | st.just("resp_" + "0" * 24),
+        "reasoning": json_values,
+        "fusion": json_values,
+    },
+)
+blocks = st.lists(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "image", "tool_use", "tool_result", "thinking", "document"]) | json_values},
+        optional={
+            "text": json_values,
+            "id": json_values,
+            "name": json_values,
+            "input": json_values,
+            "tool_use_id": json_values,
+            "content": json_values,
+            "is_error": json_values,
+            "signature": json_values,
+            "source": json_values,
+            "cache_control": json_values,
+        },
+    ),
+    max_size=3,
+)
+messages_bodies = st.fixed_dictionaries(
+    {
+        "messages": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "role": st.sampled_from(["user", "assistant", "system", "tool"]) | json_values,
+                    "content": st.text(max_size=20) | blocks | json_values,
+                }
+            ),
+            max_size=4,
+        )
+        | json_values
+    },
+    optional={
+        "model": st.sampled_from(["fusionkit/panel", "fast", "nope"]) | json_values,
+        "max_tokens": st.integers(-5, 50) | json_values,
+        "system": json_values,
+        "tools": st.lists(
+            st.fixed_dictionaries({"name": json_values, "input_schema": json_values}, optional={"type": json_values}),
+            max_size=2,
+        )
+        | json_values,
+        "tool_choice": json_values,
+        "thinking": json_values,
+        "stream": st.booleans() | json_values,
+        "temperature": json_values,
+        "stop_sequences": json_values,
+    },
+)
+
+
+@FUZZ
+@given(body=responses_bodies)
+def test_router_responses(servers: dict[str, str], body: dict[str, Any]) -> None:
+    _post(servers["router"] + "/v1/responses", body)
+
+
+@FUZZ
+@given(
+    body=messages_bodies, path=st.sampled_from(["/v1/messages", "/v1/messages?beta=true", "/v1/messages/count_tokens"])
+)
+def test_router_messages(servers: dict[str, str], body: dict[str, Any], path: str) -> None:
+    _post(servers["router"] + path, body, _check_anthropic)

@@ -16,7 +16,7 @@ def test_a_model_label_with_quotes_cannot_open_another_candidate() -> None:
         Candidate(candidate_id="agent-a", endpoint_id=forged, model=forged, text="first answer"),
         Candidate(candidate_id="agent-b", endpoint_id="fast", model="fast", text="second answer"),
     ]
-    prompt = message_text(judge_request("judge", BASE, candidates, structured=False).messages[-1])
+    prompt = message_text(judge_request("judge", BASE, candidates, structured=False, max_tokens=512).messages[-1])
     blocks = CANDIDATE_BLOCK.findall(prompt)
     assert [(cid, text) for cid, _, text in blocks] == [("agent-a", "first answer"), ("agent-b", "second answer")]
     assert blocks[0][1] == (

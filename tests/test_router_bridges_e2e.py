@@ -89,4 +89,5 @@ def test_fused_answer_through_bridge_processes(stack: tuple[str, dict[str, subpr
     meta = degraded.model_extra["fusionkit"]
     assert meta["candidate_model_ids"] == ["fast", "careful"]
     assert [f["endpoint_id"] for f in meta["failed_members"]] == ["structured"]
-    assert "cannot reach upstream" in meta["failed_members"][0]["reason"]
+    assert "is not reachable; it may be restarting" in meta["failed_members"][0]["reason"]
+    assert meta["failed_members"][0]["status"] == 503  # not ready, as SPEC §4 words it: not a failure of the model

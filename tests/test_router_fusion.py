@@ -17,6 +17,8 @@ import pytest
 from server.app import create_app
 from server.store import RunStore
 from tests.router_helpers import demo_endpoints, mock_endpoint, panel_config
+from tests.standins.openai_standin import create_openai_standin
+from tests.standins.recorder import StandinState
 
 QUESTION = [{"role": "user", "content": "Should I compare Postgres and SQLite for a small web app?"}]
 
@@ -148,11 +150,16 @@ def test_unanimous_candidates_skip_judge_and_synthesizer(tmp_path: Path, live_se
     assert roles == ["panel", "panel"]
 
 
+def _standin_judge_config(tmp_path: Path, url: str) -> Any:
+    judge = {"id": "judge", "provider": "openai-compatible", "model": "j", "base_url": url + "/v1"}
+    return panel_config(
+        tmp_path, [*demo_endpoints(), judge], panel_models=["fast", "careful", "structured"], judge_model="judge"
+    )
+
+
 def test_judge_reply_that_is_not_json_is_recorded_and_synthesis_goes_on(tmp_path: Path, live_server: Any) -> None:
-    # Without structured output the mock judge gets no JSON response format and answers in prose.
-    endpoints = demo_endpoints()
-    endpoints[1]["capabilities"] = {"structured_output": False}
-    server = live_server(create_app(panel_config(tmp_path, endpoints, judge_model="careful")))
+    upstream = live_server(create_openai_standin(StandinState(answer="I would pick c2, it reads best.")))
+    server = live_server(create_app(_standin_judge_config(tmp_path, upstream.url)))
     reply = client_for(server).chat.completions.create(model="fusionkit/panel", messages=QUESTION)
 
     meta = reply.model_extra["fusionkit"]
@@ -160,6 +167,21 @@ def test_judge_reply_that_is_not_json_is_recorded_and_synthesis_goes_on(tmp_path
     assert meta["decision"]["type"] == "synthesize"
     judge = next(e.payload for e in events_of(tmp_path, meta["run_id"]) if e.type == "judge.record")
     assert judge["analysis"] is None and judge["raw_artifact_sha256"]
+
+
+def test_a_fenced_judge_reply_with_prose_around_it_is_parsed(tmp_path: Path, live_server: Any) -> None:
+    analysis = '{"consensus": ["both cache"], "ranking": ["c3", "c1", "c2"], "best_candidate_id": "c3"}'
+    fenced = f"Here is my analysis:\n```json\n{analysis}\n```\nI hope this helps."
+    upstream = live_server(create_openai_standin(StandinState(answer=fenced)))
+    server = live_server(create_app(_standin_judge_config(tmp_path, upstream.url)))
+    reply = client_for(server).chat.completions.create(model="fusionkit/panel", messages=QUESTION)
+    meta = reply.model_extra["fusionkit"]
+    assert meta["judge_parse_error"] is None
+    assert meta["decision"] == {
+        "type": "synthesize",
+        "reason": "judged_and_synthesized",
+        "selected_candidate_id": "c3",
+    }
 
 
 def test_verify_adds_a_verifier_pass(tmp_path: Path, live_server: Any) -> None:
@@ -211,8 +233,12 @@ def test_budget_max_cost_stops_spending_after_the_panel(tmp_path: Path, live_ser
         ("What are the trade-offs between microservices and a monolith for our team?", "panel"),
     ],
 )
-def test_router_mode_picks_a_route_and_says_why(tmp_path: Path, live_server: Any, prompt: str, route: str) -> None:
-    config = panel_config(tmp_path, demo_endpoints(), default_mode="router", sample_count=3)
+@pytest.mark.parametrize("default_mode", ["router", "panel", "single"])
+def test_router_mode_picks_a_route_and_says_why(
+    tmp_path: Path, live_server: Any, prompt: str, route: str, default_mode: str
+) -> None:
+    # The model suffix decides the mode whatever the config's default_mode (SPEC §5).
+    config = panel_config(tmp_path, demo_endpoints(), default_mode=default_mode, sample_count=3)
     server = live_server(create_app(config))
     reply = client_for(server).chat.completions.create(
         model="fusionkit/router", messages=[{"role": "user", "content": prompt}]
@@ -223,13 +249,40 @@ def test_router_mode_picks_a_route_and_says_why(tmp_path: Path, live_server: Any
     assert meta["candidate_count"] == expected
 
 
+@pytest.mark.parametrize("model", [None, "fusionkit/heuristic"])
+def test_a_request_without_a_model_or_with_the_0_10_alias_asks_the_router(
+    tmp_path: Path, live_server: Any, model: str | None
+) -> None:
+    server = live_server(create_app(panel_config(tmp_path, demo_endpoints(), default_mode="panel")))
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": "Hi there"}]}
+    if model is not None:
+        body["model"] = model
+    reply = httpx2.post(server.url + "/v1/chat/completions", json=body)
+    assert reply.status_code == 200, reply.text
+    meta = reply.json()["fusionkit"]
+    assert (meta["mode"], meta["route"], meta["candidate_count"]) == ("router", "single", 1)
+
+
 def test_self_mode_samples_the_default_model_at_each_temperature(tmp_path: Path, live_server: Any) -> None:
-    config = panel_config(tmp_path, demo_endpoints(), sample_count=3, self_temperatures=[0.1, 0.5, 0.9])
+    # The default model is a stand-in, so what each sample was sent is what the upstream saw.
+    state = StandinState()
+    upstream = live_server(create_openai_standin(state))
+    sampled = {"id": "sampled", "provider": "openai-compatible", "model": "m", "base_url": upstream.url + "/v1"}
+    config = panel_config(
+        tmp_path,
+        [sampled, *demo_endpoints()],
+        sample_count=3,
+        self_temperatures=[0.1, 0.5, 0.9],
+        judge_model="careful",
+        sampling={"seed": 40},
+    )
     server = live_server(create_app(config))
     reply = client_for(server).chat.completions.create(model="fusionkit/self", messages=QUESTION)
     meta = reply.model_extra["fusionkit"]
-    assert meta["candidate_model_ids"] == ["fast", "fast", "fast"]
-    assert meta["decision"]["type"] == "synthesize"
+    assert meta["candidate_model_ids"] == ["sampled", "sampled", "sampled"]
+    assert meta["decision"]["reason"] == "unanimous"  # the stand-in echoes: three identical samples
+    sent = sorted((r["temperature"], r["seed"]) for r in state.requests)
+    assert sent == [(0.1, 40), (0.5, 41), (0.9, 42)]
 
 
 def test_single_mode_and_endpoint_ids_answer_directly(tmp_path: Path, live_server: Any) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import anthropic
 import httpx2
 
-from bridge.adapters.base import CallContext
+from bridge.adapters.base import CallContext, refuse_logprobs
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
 from bridge.adapters.turns import Part, split_conversation
 from bridge.endpoint import EndpointConfig
@@ -110,6 +110,7 @@ def _tool_choice(request: ChatRequest) -> dict[str, Any] | None:
 
 def to_messages_request(request: ChatRequest, model: str) -> dict[str, Any]:
     """The Messages API body for an OpenAI request (sampling fields apart: see `_sampling`)."""
+    refuse_logprobs(request, "anthropic")
     system, turns = split_conversation(request.messages)
     if not turns:
         raise bad_request("the conversation needs at least one user or assistant message", param="messages")

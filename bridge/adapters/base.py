@@ -19,9 +19,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bridge.errors import bad_request
 from bridge.protocol import ChatCompletion, ChatCompletionChunk, ChatRequest
 
-__all__ = ["CallContext", "ChatAdapter"]
+__all__ = ["CallContext", "ChatAdapter", "refuse_logprobs"]
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,13 @@ class ChatAdapter(Protocol):
     def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]: ...
 
     async def aclose(self) -> None: ...
+
+
+def refuse_logprobs(request: ChatRequest, provider: str) -> None:
+    """For providers whose answers carry no token log probabilities: say so instead of answering without them."""
+    if request.logprobs or request.top_logprobs:
+        raise bad_request(
+            f"provider '{provider}' does not return logprobs; ask an openai or openai-compatible endpoint",
+            param="logprobs",
+            code="unsupported_parameter",
+        )

@@ -28,7 +28,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from bridge.adapters.base import CallContext
+from bridge.adapters.base import CallContext, refuse_logprobs
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
 from bridge.adapters.turns import Part, split_conversation
 from bridge.endpoint import EndpointConfig
@@ -145,6 +145,7 @@ def to_gemini_request(
     request: ChatRequest, signature_of: SignatureLookup = lambda _: None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(contents, config) for generateContent, in the SDK's snake_case field names."""
+    refuse_logprobs(request, "google")
     system, turns = split_conversation(request.messages)
     if not turns:
         raise bad_request("the conversation needs at least one user or assistant message", param="messages")

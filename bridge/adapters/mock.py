@@ -3,7 +3,8 @@
 It is deterministic for a given (model, seed, messages, temperature); different models answer in
 different voices; a judge request (a JSON response format over `<candidate>` blocks) gets valid
 analysis JSON that names the candidates; a synthesis request merges the candidates it is shown;
-a request with tools calls one; a verification request (a JSON response format over a
+a request with tools calls one (the tool the user's message names, with the JSON arguments it
+spells out, else the first tool); a verification request (a JSON response format over a
 `<final_answer>` block) gets a passing verdict. `latency_ms`, `tokens_per_s` and `fail_rate` simulate slow,
 streaming and failing members. With `knows` and `accuracy` it answers a task set right by chance
 (`mock_knowledge.py`), for `fusionkit eval`. Every other answer says it comes from a mock (a known
@@ -21,13 +22,15 @@ import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from bridge.adapters.base import CallContext
+from bridge.adapters.base import CallContext, refuse_logprobs
+from bridge.adapters.mock_json import instance
 from bridge.endpoint import EndpointConfig
 from bridge.errors import upstream_failure
 from bridge.protocol import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
+    ChatMessage,
     ChatRequest,
     Choice,
     ChunkChoice,
@@ -157,6 +160,7 @@ class MockAdapter:
         return known or self._answer(request)
 
     def _answer(self, request: ChatRequest) -> tuple[AssistantMessage, str, Usage]:
+        refuse_logprobs(request, "mock")
         prompt_text = "\n".join(message_text(m) for m in request.messages)
         prompt_tokens = len(_words(prompt_text)) + 3 * len(request.messages)
         seed = _digest(self.model, self.settings.seed, request.seed, request.temperature, prompt_text)
@@ -168,15 +172,18 @@ class MockAdapter:
             return message, "tool_calls", Usage.of(prompt_tokens, completion)
 
         candidates = CANDIDATE_BLOCK.findall(prompt_text)
-        wants_json = request.response_format is not None and request.response_format.type != "text"
+        form = request.response_format
+        wants_json = form is not None and form.type != "text"
         if wants_json and "<final_answer>" in prompt_text:
             text = json.dumps({"verdict": "pass", "issues": [], "note": f"{MOCK_LABEL} {self.model}"})
-        elif candidates and wants_json:
-            text = self._judge_analysis(candidates, seed)
-        elif candidates:
-            text = self._synthesis(candidates)
+        elif _asks_for_analysis(request, prompt_text, bool(candidates)):
+            text = self._judge_analysis(candidates or _labelled_candidates(prompt_text), seed)
         else:
-            text = self._plain_answer(request, seed)
+            text = self._synthesis(candidates) if candidates else self._plain_answer(request, seed)
+            if form is not None and form.type == "json_schema":
+                text = json.dumps(instance((form.json_schema or {}).get("schema", {}), text))
+            elif wants_json:
+                text = json.dumps({"answer": text})
 
         finish = "stop"
         for stop in request.stop_list:
@@ -190,7 +197,7 @@ class MockAdapter:
         return AssistantMessage(content=text), finish, Usage.of(prompt_tokens, len(pieces))
 
     def _plain_answer(self, request: ChatRequest, seed: int) -> str:
-        last = request.messages[-1]
+        last = _last_turn(request)
         if last.role == "tool":
             return f"[{MOCK_LABEL} {self.model}] From the tool result, the answer is {message_text(last)[:200]}"
         question = next((message_text(m) for m in reversed(request.messages) if m.role == "user"), "")
@@ -208,6 +215,9 @@ class MockAdapter:
         return f"[{MOCK_LABEL} {self.model}] " + template.format(**values)
 
     def _judge_analysis(self, candidates: list[tuple[str, str, str]], seed: int) -> str:
+        if not candidates:
+            # A judge prompt whose candidates it cannot tell apart still gets analysis JSON that parses.
+            candidates = [("c1", "unknown", "")]
         ids = [cid for cid, _, _ in candidates]
         ranked = sorted(candidates, key=lambda c: (-len(c[2]), c[0]))
         best_id, best_model, _ = ranked[0]
@@ -217,7 +227,9 @@ class MockAdapter:
         analysis = {
             "consensus": [f"All {len(ids)} candidates ({', '.join(ids)}) address the question directly."],
             "contradictions": [f"{a} and {b} recommend different first steps." for a, b in itertools.pairwise(ids)][:2],
-            "unique_insights": [f"{cid} ({model}): {sentences[cid][-1][:120]}" for cid, model, _ in candidates],
+            "unique_insights": [
+                f"{cid} ({model}): {(sentences[cid] or ['(no text seen)'])[-1][:120]}" for cid, model, _ in candidates
+            ],
             "coverage_gaps": ["None of the candidates gives a concrete example."],
             "likely_errors": [],
             "ranking": [cid for cid, _, _ in ranked],
@@ -239,16 +251,72 @@ class MockAdapter:
         return "\n".join(parts)
 
     def _maybe_call_tool(self, request: ChatRequest, seed: int) -> ToolCall | None:
-        if not request.tools or request.tool_choice == "none" or request.messages[-1].role == "tool":
+        if not request.tools or request.tool_choice == "none" or _last_turn(request).role == "tool":
             return None
-        tool = request.tools[0]
+        question = next((message_text(m) for m in reversed(request.messages) if m.role == "user"), "")
+        tool, given = _tool_named_in(question, request.tools)
         choice = request.tool_choice
         if choice is not None and not isinstance(choice, str):
             tool = next(t for t in request.tools if t.function.name == choice.function.name)
-        question = next((message_text(m) for m in reversed(request.messages) if m.role == "user"), "")
-        arguments = json.dumps(_arguments_for(tool, question), sort_keys=True)
+        arguments = json.dumps(given if given is not None else _arguments_for(tool, question), sort_keys=True)
         call_id = f"call_{_digest(seed, tool.function.name) % 10**12:012d}"
         return ToolCall(id=call_id, function=FunctionCall(name=tool.function.name, arguments=arguments))
+
+
+# How other clients label candidates in a judge prompt: "Candidate c1", "### Candidate 2", "candidate_id": "c3".
+_FOREIGN_LABEL = re.compile(
+    r"""(?:candidate_id["']?\s*[:=]\s*["']([A-Za-z0-9_.-]+)|^[\s#*\[]*candidate[\s:#-]+([A-Za-z0-9_.-]+))""",
+    re.I | re.M,
+)
+
+
+def _asks_for_analysis(request: ChatRequest, prompt_text: str, has_candidates: bool) -> bool:
+    """Is this a judge's request (by its schema, or an instruction to answer with the analysis JSON)?"""
+    if "<judge_analysis>" in prompt_text:
+        return False  # a synthesis request carries the judge's analysis; it does not ask for one
+    form = request.response_format
+    wants_json = form is not None and form.type != "text"
+    if form is not None and "best_candidate_id" in json.dumps(form.json_schema or {}):
+        return True
+    lowered = prompt_text.lower()
+    instructed = "best_candidate_id" in lowered or ("consensus" in lowered and "contradictions" in lowered)
+    if instructed and (wants_json or "json" in lowered):
+        return True
+    return has_candidates and wants_json
+
+
+def _labelled_candidates(prompt_text: str) -> list[tuple[str, str, str]]:
+    ids = dict.fromkeys(a or b for a, b in _FOREIGN_LABEL.findall(prompt_text))
+    return [(cid, "unknown", "") for cid in ids]
+
+
+def _last_turn(request: ChatRequest) -> ChatMessage:
+    """The last message that is not system text (agents such as Claude Code append system turns)."""
+    return next((m for m in reversed(request.messages) if m.role not in ("system", "developer")), request.messages[-1])
+
+
+def _tool_named_in(question: str, tools: list[Tool]) -> tuple[Tool, dict[str, Any] | None]:
+    """The tool the user's message names (the one named last; else the first tool) and the arguments
+    it spells out as a JSON object, if any: `Call Bash with {"command": "ls"}` calls Bash with them.
+
+    Agents offer dozens of tools and put the task last in the message, after their own reminders;
+    naming the tool and its arguments is how a test or demo makes the mock take a useful step.
+    """
+    named = [
+        (m.start(), t)
+        for t in tools
+        for m in re.finditer(rf"(?<![\w-]){re.escape(t.function.name)}(?![\w-])", question)
+    ]
+    tool = max(named, key=lambda found: found[0])[1] if named else tools[0]
+    decoder = json.JSONDecoder()
+    for start in (m.start() for m in re.finditer(r"\{", question)):
+        try:
+            value, _ = decoder.raw_decode(question, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return tool, value
+    return tool, None
 
 
 def _arguments_for(tool: Tool, question: str) -> dict[str, Any]:

@@ -132,7 +132,8 @@ def _completion(data: object, base_url: str) -> ChatCompletion:
         raise upstream_failure(f"upstream at {base_url} answered with something that is not a chat.completion")
     for choice in data["choices"]:
         if isinstance(choice, dict):
-            choice.pop("logprobs", None)  # not carried by the bridge; must not fail the answer either
+            if not isinstance(choice.get("logprobs"), dict):
+                choice.pop("logprobs", None)  # servers that send something else must not fail the answer
             if choice.get("finish_reason") is not None:
                 choice["finish_reason"] = _finish_reason(choice["finish_reason"])
     usage = data.pop("usage", None)
@@ -171,6 +172,7 @@ class _UpstreamChoice(BaseModel):
     index: int = 0
     delta: _UpstreamDelta = Field(default_factory=_UpstreamDelta)
     finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class _UpstreamUsage(BaseModel):
@@ -203,7 +205,9 @@ class _ChunkShaper:
             if choice.index != 0:
                 continue  # the bridge streams one choice
             if choice.delta.content:
-                yield text_chunk(choice.delta.content)
+                chunk_out = text_chunk(choice.delta.content)
+                chunk_out.choices[0].logprobs = choice.logprobs
+                yield chunk_out
             for call in choice.delta.tool_calls or []:
                 yield from self._tool_call(call)
             if choice.finish_reason is not None:

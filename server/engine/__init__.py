@@ -1,7 +1,31 @@
-"""The fusion engine: modes, panel fan-out, judge, synthesizer, verifier. It knows nothing about HTTP."""
+"""The fusion engine: modes, panel fan-out, judge, synthesizer, verifier. It knows nothing about HTTP.
 
-from server.engine.engine import FusionEngine, FusionResult
+`engine` is the entry point; `planning` plans a run; `calls` makes the recorded model calls;
+`panel` gathers candidates; `decide` turns them into the answer; `result` holds what came out.
+"""
+
+from server.engine.calls import Emit
+from server.engine.decide import Best, best_candidate
+from server.engine.engine import FusionEngine
 from server.engine.events import EngineEvent, Phase, TextDelta
+from server.engine.planning import RunPlan
 from server.engine.recorder import MemoryRecorder, Recorder
+from server.engine.result import CostEstimate, FusionResult, JudgeOutcome, Outcome, Verification
 
-__all__ = ["EngineEvent", "FusionEngine", "FusionResult", "MemoryRecorder", "Phase", "Recorder", "TextDelta"]
+__all__ = [
+    "Best",
+    "CostEstimate",
+    "Emit",
+    "EngineEvent",
+    "FusionEngine",
+    "FusionResult",
+    "JudgeOutcome",
+    "MemoryRecorder",
+    "Outcome",
+    "Phase",
+    "Recorder",
+    "RunPlan",
+    "TextDelta",
+    "Verification",
+    "best_candidate",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["EngineEvent", "Phase", "TextDelta"]
 
@@ -16,9 +17,10 @@ class Phase:
 
 @dataclass(frozen=True)
 class TextDelta:
-    """A piece of the final answer, as the model that writes it produces it."""
+    """A piece of the final answer, as the model that writes it produces it (with its logprobs, if asked)."""
 
     text: str
+    logprobs: dict[str, Any] | None = None
 
 
 EngineEvent = Phase | TextDelta

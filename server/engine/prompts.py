@@ -13,6 +13,7 @@ import json
 from bridge.protocol import ChatMessage, ChatRequest, ResponseFormat, message_text
 from server.engine.candidates import Candidate
 from server.engine.judge import JUDGE_SCHEMA, JudgeAnalysis
+from server.engine.result import Verification
 
 __all__ = ["agent_request", "conversation_text", "judge_request", "synthesis_request", "verifier_request"]
 
@@ -89,26 +90,44 @@ def _candidates_text(candidates: list[Candidate]) -> str:
     return "\n\n".join(blocks)
 
 
-def _request(model: str, system: str, user: str, base: ChatRequest, **extra: object) -> ChatRequest:
+def _request(model: str, system: str, prompt: str, /, **fields: object) -> ChatRequest:
     return ChatRequest.model_validate(
         {
             "model": model,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            "temperature": base.temperature,
-            "max_tokens": base.token_limit,
-            "seed": base.seed,
-            **{k: v for k, v in extra.items() if v is not None},
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+            **{k: v for k, v in fields.items() if v is not None},
         }
     )
 
 
-def judge_request(model: str, base: ChatRequest, candidates: list[Candidate], *, structured: bool) -> ChatRequest:
+def _answer_form(base: ChatRequest) -> dict[str, object]:
+    """What the client asked of its answer's form. The synthesizer writes that answer, so it gets all of it."""
+    return {
+        "temperature": base.temperature,
+        "top_p": base.top_p,
+        "max_tokens": base.token_limit,
+        "seed": base.seed,
+        "stop": base.stop,
+        "user": base.user,
+        "response_format": base.response_format,
+    }
+
+
+def _reviewer_form(base: ChatRequest, max_tokens: int) -> dict[str, object]:
+    """The judge and the verifier write for the engine, not for the client: their own token budget, no
+    client stop sequence or format that could cut or bend their JSON."""
+    return {"temperature": 0, "max_tokens": max_tokens, "seed": base.seed, "user": base.user}
+
+
+def judge_request(
+    model: str, base: ChatRequest, candidates: list[Candidate], *, structured: bool, max_tokens: int
+) -> ChatRequest:
     user = (
         f"<conversation>\n{conversation_text(base.messages)}\n</conversation>\n\n"
         f"{_candidates_text(candidates)}\n\nReturn the JSON analysis."
     )
     response_format = ResponseFormat(type="json_schema", json_schema=JUDGE_SCHEMA) if structured else None
-    return _request(model, JUDGE_SYSTEM, user, base, response_format=response_format, temperature=0)
+    return _request(model, JUDGE_SYSTEM, user, **_reviewer_form(base, max_tokens), response_format=response_format)
 
 
 def synthesis_request(
@@ -120,7 +139,7 @@ def synthesis_request(
         f"{_candidates_text(candidates)}\n\n<judge_analysis>\n{_truncate(judged, 8000)}\n</judge_analysis>\n\n"
         "Write the final answer to the user's last message."
     )
-    return _request(model, SYNTH_SYSTEM, user, base)
+    return _request(model, SYNTH_SYSTEM, user, **_answer_form(base))
 
 
 def agent_request(model: str, base: ChatRequest, candidates: list[Candidate]) -> ChatRequest:
@@ -135,21 +154,29 @@ def agent_request(model: str, base: ChatRequest, candidates: list[Candidate]) ->
     )
 
 
-def verifier_request(model: str, base: ChatRequest, final_text: str) -> ChatRequest:
+def verifier_request(model: str, base: ChatRequest, final_text: str, *, max_tokens: int) -> ChatRequest:
     user = (
         f"<conversation>\n{conversation_text(base.messages)}\n</conversation>\n\n"
         f"<final_answer>\n{_truncate(final_text, 8000)}\n</final_answer>\n\nReturn the JSON verdict."
     )
-    return _request(model, VERIFY_SYSTEM, user, base, response_format=ResponseFormat(type="json_object"))
+    return _request(
+        model,
+        VERIFY_SYSTEM,
+        user,
+        **_reviewer_form(base, max_tokens),
+        response_format=ResponseFormat(type="json_object"),
+    )
 
 
-def parse_verdict(text: str) -> dict[str, object]:
+def parse_verdict(text: str, verifier_model_id: str) -> Verification:
     start, end = text.find("{"), text.rfind("}")
     try:
         data = json.loads(text[start : end + 1]) if 0 <= start < end else None
     except json.JSONDecodeError:
         data = None
     if not isinstance(data, dict) or data.get("verdict") not in ("pass", "fail"):
-        return {"passed": None, "issues": [], "parse_error": "the verifier returned no JSON verdict"}
+        return Verification(verifier_model_id, None, [], "the verifier returned no JSON verdict")
     issues = data.get("issues") or []
-    return {"passed": data["verdict"] == "pass", "issues": [str(i) for i in issues] if isinstance(issues, list) else []}
+    return Verification(
+        verifier_model_id, data["verdict"] == "pass", [str(i) for i in issues] if isinstance(issues, list) else []
+    )

@@ -8,6 +8,7 @@ from typing import Any
 from server.engine import FusionResult
 from server.engine.candidates import Candidate
 from server.engine.judge import JudgeAnalysis
+from server.metadata import fusion_metadata
 from server.trajectories.models import Trajectory
 
 __all__ = ["best_verified", "render", "synthesis_record", "to_candidates"]
@@ -81,7 +82,7 @@ def synthesis_record(
     result: FusionResult, *, judge: str, synth: str, synthesis_id: str | None, trajectory_ids: list[str]
 ) -> dict[str, Any]:
     """The `:fuse` answer (also what `fusionkit fuse --json` prints)."""
-    meta = result.metadata
+    meta = fusion_metadata(result)
     return {
         "object": "fusion.trajectory_synthesis",
         "final_output": result.message.content or "",

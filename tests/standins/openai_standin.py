@@ -7,7 +7,8 @@ Answers are a pure function of the request, so tests can compute them: the text 
 `echo: <last user text>` (or `state.answer`), one token per word; a request with tools (unless
 `tool_choice` is "none" or the last message is a tool result) calls every tool in parallel
 (call ids `call_<index>_<name>`) with `{"q": <last user text>}`. `max_tokens` /
-`max_completion_tokens` cut the answer with finish_reason "length". Streams send each tool call
+`max_completion_tokens` cut the answer with finish_reason "length"; `logprobs: true` adds
+`logprobs.content`, one entry per token with logprob -0.5 (per chunk when streaming). Streams send each tool call
 as OpenAI does (a head, then the arguments in two pieces) and the usage chunk only when asked.
 Like OpenAI, `stream_options` without `stream: true` is a 400.
 
@@ -78,6 +79,10 @@ def _plan(body: dict[str, Any], state: StandinState) -> tuple[list[str], list[di
     return tokens, [], state.finish or "stop"
 
 
+def logprobs_of(tokens: list[str]) -> dict[str, Any]:
+    return {"content": [{"token": t, "logprob": -0.5, "bytes": list(t.encode()), "top_logprobs": []} for t in tokens]}
+
+
 def _usage(body: dict[str, Any], completion: int) -> dict[str, int]:
     prompt = sum(len(str(m.get("content") or "").split()) for m in body.get("messages", []))
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -118,7 +123,14 @@ def create_openai_standin(state: StandinState) -> FastAPI:
                 {
                     **base,
                     "object": "chat.completion",
-                    "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": message,
+                            "finish_reason": finish,
+                            "logprobs": logprobs_of(tokens) if body.get("logprobs") else None,
+                        }
+                    ],
                     "usage": _usage(body, len(tokens) + 5 * len(calls)),
                 }
             )
@@ -142,7 +154,10 @@ async def _stream(
     chunk = {**base, "object": "chat.completion.chunk"}
 
     def delta(d: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        return _sse({**chunk, "choices": [{"index": 0, "delta": d, "finish_reason": finish_reason}]})
+        choice = {"index": 0, "delta": d, "finish_reason": finish_reason}
+        if body.get("logprobs") and d.get("content"):
+            choice["logprobs"] = logprobs_of([d["content"]])
+        return _sse({**chunk, "choices": [choice]})
 
     yield delta({"role": "assistant", "content": ""})
     for i, token in enumerate(tokens):

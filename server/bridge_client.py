@@ -1,12 +1,12 @@
-"""The router's OpenAI-compatible HTTP client: one connection pool per endpoint, nothing more.
+"""The router's client for its own bridges: one aiohttp connection pool per bridge, nothing more.
 
-The router reaches bridges and OpenAI-compatible servers with this rather than the openai SDK:
-profiling a fused request showed more than half of the router's CPU inside the SDK's request
-machinery (options, retries, response parsing) and, below it, httpx — which the router does not
-need: it has its own retries and deadlines, and parses answers into `bridge.protocol` models.
-aiohttp's client does the same HTTP for a fraction of the CPU (see docs/benchmarks.md).
+A bridge already speaks the ChatAdapter contract on the wire (it normalised its provider's answer,
+mapped its errors and scrubbed its key), so this client only moves JSON: the router has its own
+retries and deadlines and parses answers into `bridge.protocol` models. aiohttp does that HTTP
+for a fraction of the SDK's CPU (docs/benchmarks.md). Anything that is not one of our bridges is
+reached through the provider adapters (`bridge.adapters`), as a bridge would reach it.
 
-    client = OpenAIHTTPClient("http://127.0.0.1:9101/v1", model="fast", timeout_s=120)
+    client = BridgeClient("http://127.0.0.1:9101/v1", model="fast", timeout_s=120)
     completion = await client.complete(request, ctx)
 """
 
@@ -20,16 +20,16 @@ import aiohttp
 from pydantic import ValidationError
 
 from bridge.adapters.base import CallContext
-from bridge.errors import APIError, from_openai_status, timed_out, upstream_failure
+from bridge.errors import APIError, from_openai_status, not_ready, timed_out, upstream_failure
 from bridge.protocol import ChatCompletion, ChatCompletionChunk, ChatRequest
 
-__all__ = ["OpenAIHTTPClient"]
+__all__ = ["BridgeClient"]
 
 
-class OpenAIHTTPClient:
-    """A `ChatAdapter` over plain HTTP to any OpenAI Chat Completions server."""
+class BridgeClient:
+    """A `ChatAdapter` over plain HTTP to one fusionkit bridge."""
 
-    provider = "openai-compatible"
+    provider = "bridge"
 
     def __init__(self, base_url: str, *, model: str, timeout_s: float, api_key: str | None = None) -> None:
         self.model = model
@@ -62,19 +62,34 @@ class OpenAIHTTPClient:
 
     def _error(self, exc: BaseException) -> APIError:
         if isinstance(exc, TimeoutError):
-            return timed_out(f"upstream at {self.base_url} did not answer in time")
-        return upstream_failure(f"cannot reach upstream at {self.base_url}")
+            return timed_out(f"the bridge at {self.base_url} did not answer in time")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            # Nothing listens: the bridge is down or restarting (`up` restarts it), which is "not ready", not a failure.
+            return not_ready(f"the bridge for '{self.model}' at {self.base_url} is not reachable; it may be restarting")
+        return upstream_failure(f"the connection to the bridge at {self.base_url} failed")
 
     @staticmethod
     async def _raise_for(response: aiohttp.ClientResponse) -> None:
         if response.status == 200:
             return
         text = await response.text(errors="replace")
+        retry_after = response.headers.get("retry-after")
         try:
-            body = json.loads(text)
-        except ValueError:
-            body = {"error": {"message": text[:300]}}
-        raise from_openai_status(response.status, body, response.headers.get("retry-after"))
+            error = json.loads(text)["error"]
+            # The bridge's error is already the one the client should see: passed on as it is.
+            raise APIError(
+                response.status,
+                str(error["message"]),
+                type=str(error["type"]),
+                code=error.get("code"),
+                param=error.get("param"),
+                retry_after=retry_after,
+            )
+        except (ValueError, KeyError, TypeError):
+            # Not a bridge's answer (a proxy in between, say): mapped by its status.
+            raise from_openai_status(
+                response.status, {"error": {"message": text[:300]}}, retry_after, label="bridge"
+            ) from None
 
     async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
         try:
@@ -87,7 +102,9 @@ class OpenAIHTTPClient:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._error(exc) from None
         except ValidationError:
-            raise upstream_failure("upstream answered with something that is not a chat.completion") from None
+            raise upstream_failure(
+                f"the bridge at {self.base_url} answered with something that is not a chat.completion"
+            ) from None
 
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
         try:
@@ -104,10 +121,10 @@ class OpenAIHTTPClient:
                         return
                     payload = json.loads(data)
                     if "error" in payload:
-                        message = (payload["error"] or {}).get("message", "upstream stream failed")
-                        raise upstream_failure(f"upstream: {message}")
+                        message = (payload["error"] or {}).get("message", "the stream failed")
+                        raise upstream_failure(str(message))
                     yield ChatCompletionChunk.model_validate(payload)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._error(exc) from None
         except (ValueError, ValidationError):
-            raise upstream_failure("upstream sent a malformed stream frame") from None
+            raise upstream_failure(f"the bridge at {self.base_url} sent a malformed stream frame") from None

@@ -1,0 +1,245 @@
+"""The one fusion path behind every front door (Chat Completions, Responses, Messages).
+
+    fusion = FusionPath(engine, runs, keepalive_s=2.0)
+    options = fusion.options(body.model, body.fusion)           # the mode, from `fusion` or the model name
+    run = await fusion.start(request, door="messages", model=body.model, chat=chat, options=options,
+                             record=body_as_received)
+    result = await run.result(request)                          # non-streaming: cancelled if the client leaves
+    return stream_response(await run.events(), writer, run.headers)   # streaming, in the door's own frames
+
+A door translates its wire request into the engine's (`ChatRequest` + `FusionOptions`) and the
+engine's result and events back into its own wire format (a `StreamWriter`); starting and
+recording the run, following its events, keep-alives and cancelling it when the client goes are
+done here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from bridge.errors import APIError, not_found, upstream_failure
+from bridge.http import SSE_HEADERS, ClientDisconnected, log_context, race_disconnect
+from bridge.protocol import ChatRequest
+from server.engine import EngineEvent, FusionEngine, FusionResult, Phase, TextDelta
+from server.protocol import FUSION_MODELS, FusionOptions, mode_of_model
+from server.run_views import DOOR_EVENT
+from server.runs import RunRecorder, RunService
+
+__all__ = [
+    "Emit",
+    "FusionPath",
+    "KeepAlive",
+    "RunEvents",
+    "RunItem",
+    "Start",
+    "StartedRun",
+    "StreamWriter",
+    "stream_response",
+]
+
+Emit = Callable[[EngineEvent], Awaitable[None]]
+Start = Callable[[Emit | None], "asyncio.Task[FusionResult]"]
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """Nothing happened for `keepalive_s`: the door sends its own keep-alive frame."""
+
+
+RunItem = Phase | TextDelta | KeepAlive | FusionResult
+
+
+class RunEvents:
+    """A launched run as an async stream: the engine's events, keep-alives while it is quiet, the result last.
+
+    `open` waits for the first event, so a run that fails before it started (unknown panel
+    members, budgets) raises its error while the door can still answer with a plain HTTP error.
+    After that, iterating raises the run's error where it happens. Leaving the `async with`
+    block (stream finished, client gone, error) cancels a run that is still going.
+    """
+
+    def __init__(
+        self, task: asyncio.Task[FusionResult], queue: asyncio.Queue[Any], keepalive_s: float, run_id: str
+    ) -> None:
+        self._task = task
+        self._queue = queue
+        self._keepalive_s = keepalive_s
+        self._run_id = run_id
+        self._pending: Any = None
+
+    @classmethod
+    async def open(cls, start: Start, *, keepalive_s: float, run_id: str) -> RunEvents:
+        queue: asyncio.Queue[EngineEvent | FusionResult | BaseException] = asyncio.Queue()
+        task = start(queue.put)
+        task.add_done_callback(lambda t: queue.put_nowait(_outcome(t)))
+        events = cls(task, queue, keepalive_s, run_id)
+        first = await queue.get()
+        if isinstance(first, BaseException):
+            raise run_failure(first, run_id)
+        events._pending = first
+        return events
+
+    async def __aenter__(self) -> RunEvents:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    def __aiter__(self) -> AsyncIterator[RunItem]:
+        return self._items()
+
+    async def _items(self) -> AsyncIterator[RunItem]:
+        while True:
+            item, self._pending = self._pending, None
+            if item is None:
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), timeout=self._keepalive_s)
+                except TimeoutError:
+                    yield KeepAlive()
+                    continue
+            if isinstance(item, BaseException):
+                raise run_failure(item, self._run_id)
+            yield item
+            if isinstance(item, FusionResult):
+                return
+
+
+def run_failure(exc: BaseException, run_id: str) -> APIError:
+    """What the client sees of a run that failed: its error (or a 502 for a bug, logged by the run) naming the run."""
+    error = exc if isinstance(exc, APIError) else upstream_failure("the run failed; see the router's log")
+    error.run_id = run_id
+    return error
+
+
+def _outcome(task: asyncio.Task[FusionResult]) -> FusionResult | BaseException:
+    # A run cancelled from elsewhere (POST .../cancel) ends the stream with an error instead of keep-alives forever.
+    if task.cancelled():
+        return APIError(409, "the run was cancelled", type="invalid_request_error", code="run_cancelled")
+    return task.exception() or task.result()
+
+
+class StreamWriter(Protocol):
+    """A door's wire format for a streamed answer: the frames for each thing that happens in a run."""
+
+    def opening(self) -> list[bytes]: ...
+
+    def keepalive(self) -> list[bytes]: ...
+
+    def phase(self, name: str) -> list[bytes]: ...
+
+    def delta(self, piece: TextDelta) -> list[bytes]: ...
+
+    def finish(self, result: FusionResult) -> list[bytes]: ...
+
+    def failed(self, error: APIError) -> list[bytes]: ...
+
+
+def stream_response(events: RunEvents, writer: StreamWriter, headers: dict[str, str]) -> StreamingResponse:
+    """The run as an SSE response in `writer`'s frames; an error after the stream began is a frame too."""
+
+    async def frames() -> AsyncIterator[bytes]:
+        async with events:
+            for frame in writer.opening():
+                yield frame
+            try:
+                async for item in events:
+                    if isinstance(item, KeepAlive):
+                        written = writer.keepalive()
+                    elif isinstance(item, Phase):
+                        written = writer.phase(item.name)
+                    elif isinstance(item, TextDelta):
+                        written = writer.delta(item)
+                    else:
+                        written = writer.finish(item)
+                    for frame in written:
+                        yield frame
+            except APIError as error:
+                for frame in writer.failed(error):
+                    yield frame
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+
+
+@dataclass
+class StartedRun:
+    """A recorded run a door has started: its recorder, the headers that name it, and how to launch it."""
+
+    recorder: RunRecorder
+    launch: Start
+    keepalive_s: float
+    headers: dict[str, str] = field(default_factory=dict)
+
+    async def result(self, request: Request) -> FusionResult:
+        """Run to the end; a client that goes away cancels the run (and its upstream calls)."""
+        try:
+            return await race_disconnect(request, self.launch(None))
+        except ClientDisconnected:
+            raise
+        except Exception as exc:
+            raise run_failure(exc, self.recorder.run_id) from None
+
+    async def events(self) -> RunEvents:
+        return await RunEvents.open(self.launch, keepalive_s=self.keepalive_s, run_id=self.recorder.run_id)
+
+
+class FusionPath:
+    """Chooses a run's options from the model name and starts recorded runs for the doors."""
+
+    def __init__(self, engine: FusionEngine, runs: RunService, *, keepalive_s: float) -> None:
+        self.engine = engine
+        self.runs = runs
+        self.keepalive_s = keepalive_s
+
+    def options(self, model: str, fusion: FusionOptions | None) -> FusionOptions:
+        """`fusion.mode`, else the model suffix (SPEC §5: `fusionkit/panel`, `fusionkit/router`, the 0.10
+        alias `fusionkit/heuristic`); an endpoint id means single on it."""
+        options = fusion or FusionOptions()
+        mode = mode_of_model(model)
+        if mode is not None:
+            return options if options.mode is not None else options.model_copy(update={"mode": mode})
+        if model in self.engine.clients:
+            return options.model_copy(update={"mode": "single", "panel_models": [model]})
+        allowed = ", ".join([*FUSION_MODELS, *self.engine.clients])
+        raise not_found(f"model '{model}' does not exist here; allowed: {allowed}")
+
+    async def start(
+        self,
+        request: Request,
+        *,
+        door: str,
+        model: str,
+        chat: ChatRequest,
+        options: FusionOptions,
+        record: dict[str, Any],
+    ) -> StartedRun:
+        """Check the run, record it (with the door it came through) and return it ready to launch."""
+        plan = self.engine.plan(chat, options)
+        recorder = await self.runs.start(
+            mode=options.mode or self.engine.config.default_mode,
+            request=record,
+            trace_id=request.headers.get("x-fusion-trace-id"),
+        )
+        await recorder.event(DOOR_EVENT, {"door": door, "path": request.url.path})
+        log_context(request).update({"run_id": recorder.run_id, "model": model})
+        return StartedRun(
+            recorder=recorder,
+            launch=lambda emit: self.runs.launch(self.engine, recorder, plan, emit),
+            keepalive_s=self.keepalive_s,
+            headers={"x-fusion-run-id": recorder.run_id, "x-fusion-trace-id": recorder.trace_id},
+        )

@@ -1,0 +1,94 @@
+"""What the three doors share (`server.doors.launch`): a client that leaves mid-stream cancels the run,
+and a run cancelled from elsewhere ends the stream with an error in the door's own shape."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from server.app import create_app
+from server.store import RunStore
+from tests.doors_helpers import Frame, sse_frames
+from tests.router_helpers import demo_endpoints, panel_config
+
+ASK = "Should I compare Postgres and SQLite for a small web app?"
+DOORS = {
+    "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": ASK}]}),
+    "responses": ("/v1/responses", {"input": ASK}),
+    "messages": ("/v1/messages", {"max_tokens": 256, "messages": [{"role": "user", "content": ASK}]}),
+}
+SLOW_PANEL = {name: {"latency_ms": 20_000} for name in ("fast", "careful", "structured")}
+
+
+def slow_router(tmp_path: Path, live_server: Any) -> Any:
+    config = panel_config(tmp_path, demo_endpoints(**SLOW_PANEL), judge_model="fast", synthesizer_model="careful")
+    return live_server(create_app(config, keepalive_s=0.05))
+
+
+def run_record(tmp_path: Path, run_id: str) -> Any:
+    async def read() -> Any:
+        store = RunStore(tmp_path / "runs.sqlite3")
+        try:
+            return await store.get_run(run_id)
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def wait_for_end(tmp_path: Path, run_id: str, timeout_s: float = 15) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = run_record(tmp_path, run_id)
+        if record.state in ("completed", "failed", "cancelled"):
+            return record
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not end")
+
+
+@pytest.mark.parametrize("door", list(DOORS))
+def test_a_client_leaving_mid_stream_cancels_the_run(tmp_path: Path, live_server: Any, door: str) -> None:
+    server = slow_router(tmp_path, live_server)
+    path, body = DOORS[door]
+    with httpx2.stream(
+        "POST", server.url + path, json={"model": "fusionkit/panel", "stream": True, **body}, timeout=30
+    ) as response:
+        run_id = response.headers["x-fusion-run-id"]
+        next(sse_frames(response))  # the stream is open; the panel is still thinking (20 s)
+    record = wait_for_end(tmp_path, run_id)
+    assert record.state == "cancelled" and record.terminal_reason == "client_disconnected"
+
+
+def _last_error(frames: list[Frame], door: str) -> dict[str, Any] | None:
+    last = frames[-1].data
+    assert last is not None
+    if door == "chat":
+        return dict(last["error"])
+    if door == "responses":
+        assert frames[-1].event == "response.failed"
+        return dict(last["response"]["error"])
+    assert frames[-1].event == "error"
+    return dict(last["error"])
+
+
+@pytest.mark.parametrize("door", list(DOORS))
+def test_a_run_cancelled_elsewhere_ends_the_stream_with_an_error(tmp_path: Path, live_server: Any, door: str) -> None:
+    server = slow_router(tmp_path, live_server)
+    path, body = DOORS[door]
+    with httpx2.stream(
+        "POST", server.url + path, json={"model": "fusionkit/panel", "stream": True, **body}, timeout=30
+    ) as response:
+        run_id = response.headers["x-fusion-run-id"]
+        frames = sse_frames(response)
+        seen = [next(frames)]
+        assert httpx2.post(f"{server.url}/v1/fusion/runs/{run_id}/cancel", timeout=30).status_code == 200
+        # Before, the stream went on sending keep-alives for a run that no longer existed.
+        seen.extend(f for f in frames if f.data is not None)
+    error = _last_error(seen, door)
+    assert error is not None and "cancelled" in error["message"]
+    assert run_record(tmp_path, run_id).terminal_reason == "cancel_requested"

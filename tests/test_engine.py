@@ -1,0 +1,170 @@
+"""The fusion engine on its own: scripted endpoints, the in-memory recorder, no HTTP server.
+
+Each endpoint is a `Scripted` adapter that answers what the test says (text, a tool call, an
+error) and remembers the requests it got, so fusion logic is checked without uvicorn or mocks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.adapters import CallContext
+from bridge.adapters.chunks import finish_chunk, text_chunk, usage_chunk
+from bridge.endpoint import EndpointConfig
+from bridge.errors import APIError, upstream_failure
+from bridge.protocol import AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatRequest, Choice, Usage
+from server.clients import EndpointClient
+from server.engine import FusionEngine, MemoryRecorder, Phase, TextDelta
+from server.engine.events import EngineEvent
+from server.protocol import FusionOptions
+from tests.router_helpers import panel_config
+
+ANALYSIS = json.dumps({"ranking": ["c2", "c1"], "best_candidate_id": "c2", "rationale": "c2 is complete"})
+
+
+class Scripted:
+    """An adapter that answers with `answers` in turn (a string, or an APIError to raise)."""
+
+    provider = "scripted"
+
+    def __init__(self, *answers: str | APIError, finish: str = "stop") -> None:
+        self.model = "scripted"
+        self.answers = list(answers)
+        self.finish = finish
+        self.requests: list[ChatRequest] = []
+
+    def _next(self, request: ChatRequest) -> str:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, APIError):
+            raise answer
+        return answer
+
+    async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
+        text = self._next(request)
+        message = AssistantMessage(content=text)
+        return ChatCompletion(
+            model=self.model, choices=[Choice(message=message, finish_reason=self.finish)], usage=Usage.of(10, 5)
+        )
+
+    async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
+        text = self._next(request)
+        for word in text.split(" "):
+            yield text_chunk(word + " ")
+        yield finish_chunk(self.finish)
+        yield usage_chunk(Usage.of(10, 5))
+
+    async def aclose(self) -> None:
+        return None
+
+
+def engine_of(tmp_path: Path, adapters: dict[str, Scripted], **settings: Any) -> FusionEngine:
+    endpoints = [
+        {"id": name, "provider": "openai-compatible", "model": name, "base_url": "http://x.invalid/v1"}
+        for name in adapters
+    ]
+    config = panel_config(tmp_path, endpoints, **settings)
+    clients = {e.id: EndpointClient(e, adapters[e.id]) for e in (EndpointConfig.model_validate(x) for x in endpoints)}
+    return FusionEngine(config, clients)
+
+
+def ask(text: str = "Compare A and B", **fields: Any) -> ChatRequest:
+    return ChatRequest.model_validate(
+        {"model": "fusionkit/panel", "messages": [{"role": "user", "content": text}], **fields}
+    )
+
+
+async def test_a_panel_is_judged_and_synthesized_with_every_step_recorded(tmp_path: Path) -> None:
+    judge = Scripted(ANALYSIS, "the fused answer")
+    engine = engine_of(
+        tmp_path,
+        {"a": Scripted("answer A"), "b": Scripted("answer B"), "judge": judge},
+        panel_models=["a", "b"],
+        judge_model="judge",
+    )
+    recorder = MemoryRecorder()
+    result = await engine.run(engine.plan(ask(), FusionOptions(mode="panel")), recorder)
+
+    assert result.message.content == "the fused answer" and result.finish_reason == "stop"
+    assert result.decision.reason == "judged_and_synthesized" and result.decision.selected_candidate_id == "c2"
+    assert result.outcome.judge is not None and result.outcome.judge.analysis is not None
+    assert [c.text for c in result.candidates] == ["answer A", "answer B"]
+    assert result.usage.total_tokens == 4 * 15  # two members, the judge, the synthesizer
+    types = [t for _, t, _ in recorder.events]
+    assert types.count("model_call.started") == types.count("model_call.completed") == 4
+    assert recorder.states == ["generating", "judging", "synthesizing"]
+    assert types.index("judge.record") < types.index("synthesis.completed") < types.index("decision")
+    # The judge saw both candidates and wrote with temperature 0 and its own budget.
+    judged = judge.requests[0]
+    assert "answer A" in judged.messages[-1].content and judged.temperature == 0  # type: ignore[operator]
+    assert judged.max_tokens == engine.config.sampling.judge_max_tokens
+
+
+async def test_a_failing_member_is_dropped_and_too_few_answers_fail_the_run(tmp_path: Path) -> None:
+    broken = Scripted(upstream_failure("boom"))
+    engine = engine_of(tmp_path, {"a": Scripted("answer A"), "b": broken}, panel={"min_successful": 2})
+    with pytest.raises(APIError) as caught:
+        await engine.run(engine.plan(ask(), FusionOptions(mode="panel")), MemoryRecorder())
+    assert caught.value.status == 502 and "1 of 2 panel members answered, 2 needed" in caught.value.message
+    assert "b (c2): boom" in caught.value.message
+
+
+async def test_a_stream_gets_phases_then_the_synthesizers_words(tmp_path: Path) -> None:
+    adapters = {"a": Scripted("answer A"), "b": Scripted("answer B"), "judge": Scripted(ANALYSIS, "one two three")}
+    engine = engine_of(tmp_path, adapters, panel_models=["a", "b"], judge_model="judge")
+    seen: list[EngineEvent] = []
+
+    async def emit(event: EngineEvent) -> None:
+        seen.append(event)
+
+    result = await engine.run(engine.plan(ask(stream=True), FusionOptions(mode="panel")), MemoryRecorder(), emit)
+    assert [e.name for e in seen if isinstance(e, Phase)] == ["generating", "judging", "synthesizing"]
+    assert "".join(e.text for e in seen if isinstance(e, TextDelta)) == result.message.content == "one two three "
+
+
+async def test_a_synthesizer_that_fails_before_writing_falls_back_to_the_judges_best(tmp_path: Path) -> None:
+    judge = Scripted(ANALYSIS, upstream_failure("synthesizer down"))
+    engine = engine_of(
+        tmp_path,
+        {"a": Scripted("answer A"), "b": Scripted("answer B"), "judge": judge},
+        panel_models=["a", "b"],
+        judge_model="judge",
+    )
+    result = await engine.run(engine.plan(ask(), FusionOptions(mode="panel")), MemoryRecorder())
+    assert (result.decision.type, result.decision.reason) == ("select_candidate", "synthesizer_failed")
+    assert result.message.content == "answer B"  # c2, the judge's best
+
+
+async def test_the_plan_refuses_what_cannot_run_before_any_call(tmp_path: Path) -> None:
+    member = Scripted("x")
+    engine = engine_of(tmp_path, {"a": member, "b": Scripted("y")}, budget={"max_candidates": 1})
+    for options, code in (
+        (FusionOptions(mode="panel", panel_models=["ghost"]), "unknown_endpoint"),
+        (FusionOptions(mode="panel"), "budget_exceeded"),
+    ):
+        with pytest.raises(APIError) as caught:
+            engine.plan(ask(), options)
+        assert caught.value.status == 400 and caught.value.code == code
+    assert member.requests == []
+
+
+async def test_a_plan_is_made_once_with_the_configs_sampling_defaults(tmp_path: Path) -> None:
+    engine = engine_of(tmp_path, {"a": Scripted("x")}, sampling={"temperature": 0.3, "seed": 7}, sample_count=2)
+    plan = engine.plan(ask(), FusionOptions(mode="self"))
+    assert plan.request.temperature == 0.3 and plan.request.seed == 7
+    assert [(m.endpoint_id, m.seed) for m in plan.members] == [("a", 7), ("a", 8)]
+
+
+async def test_the_answer_is_cut_at_a_stop_sequence_and_a_cut_by_the_limit_says_length(tmp_path: Path) -> None:
+    engine = engine_of(tmp_path, {"a": Scripted("keep this STOP not this")})
+    stopped = await engine.run(engine.plan(ask(stop=["STOP"]), FusionOptions(mode="single")), MemoryRecorder())
+    assert (stopped.message.content, stopped.finish_reason) == ("keep this ", "stop")
+
+    long = engine_of(tmp_path / "2", {"a": Scripted("a b c", finish="length")})
+    cut = await long.run(long.plan(ask(), FusionOptions(mode="single")), MemoryRecorder())
+    assert cut.finish_reason == "length"
