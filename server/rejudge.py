@@ -26,8 +26,8 @@ from bridge.protocol import ChatRequest, ToolCall
 from server.completions import respond
 from server.engine import FusionEngine, FusionResult
 from server.engine.candidates import Candidate
+from server.engine.decide import best_candidate
 from server.engine.engine import Emit
-from server.engine.judge import JudgeAnalysis
 from server.engine.recorder import Recorder
 from server.runs import RunService
 from server.store import RunStore, is_valid_run_id
@@ -98,20 +98,12 @@ async def rejudge(
         result = await engine.take_step(request, candidates, recorder, model_id=synthesizer, emit=emit)
     else:
         result = await engine.fuse_answers(
-            request, candidates, recorder, judge_id=judge, synth_id=synthesizer, best=_judges_best, emit=emit
+            request, candidates, recorder, judge_id=judge, synth_id=synthesizer, best=best_candidate, emit=emit
         )
     # The engine labels given candidates as trajectories; this run is a rejudge of a recorded run.
-    result.metadata = result.metadata.model_copy(
-        update={"mode": "rejudge", "route": "rejudge", "route_reasons": [f"rejudge of {run_id}'s recorded candidates"]}
-    )
+    result.mode = result.route = "rejudge"
+    result.route_reasons = [f"rejudge of {run_id}'s recorded candidates"]
     return result
-
-
-def _judges_best(candidates: list[Candidate], analysis: JudgeAnalysis | None) -> Candidate:
-    """The fallback when synthesis gives nothing: the judge's best, else its first ranked, else the first."""
-    by_id = {c.candidate_id: c for c in candidates}
-    ranked = [analysis.best_candidate_id, *analysis.ranking] if analysis else []
-    return next((by_id[cid] for cid in ranked if cid in by_id), candidates[0])
 
 
 def rejudge_router(engine: FusionEngine, runs: RunService, store: RunStore, *, keepalive_s: float) -> APIRouter:
@@ -163,6 +155,7 @@ def rejudge_router(engine: FusionEngine, runs: RunService, store: RunStore, *, k
             model="fusionkit/rejudge",
             stream=False,
             include_usage=False,
+            run_id=recorder.run_id,
             headers={"x-fusion-run-id": recorder.run_id, "x-fusion-trace-id": recorder.trace_id},
             start=lambda emit: runs.launch_work(
                 recorder,
