@@ -60,12 +60,35 @@ class Capabilities(_Strict):
 
 
 class MockSettings(_Strict):
-    """Behaviour of the offline `mock` provider."""
+    """Behaviour of the offline `mock` provider.
+
+    `knows` names a task set (JSONL, the format of `fusionkit eval`) whose answers this mock knows; it
+    answers each of those tasks correctly with probability `accuracy` (one number, or one per task
+    category with `default` for the rest), drawn per task from `seed` (bridge/adapters/mock_knowledge.py).
+    """
 
     latency_ms: float = Field(default=0, ge=0)
     tokens_per_s: float = Field(default=0, ge=0)
     fail_rate: float = Field(default=0.0, ge=0, le=1)
     seed: int = 0
+    knows: str | None = None
+    accuracy: float | dict[str, float] = 1.0
+
+    @field_validator("accuracy")
+    @classmethod
+    def _probabilities(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        values = value.values() if isinstance(value, dict) else [value]
+        if any(not 0 <= v <= 1 for v in values):
+            raise ValueError("a probability between 0 and 1, or a mapping of task category to one")
+        return value
+
+    @model_validator(mode="after")
+    def _knows_a_file(self) -> MockSettings:
+        if self.knows is not None and not os.path.isfile(self.knows):
+            raise ValueError(f"'knows' names no task file: {self.knows!r} (a path relative to the working directory)")
+        if self.accuracy != 1.0 and self.knows is None:
+            raise ValueError("'accuracy' needs 'knows': the task set whose answers the mock knows")
+        return self
 
 
 class EndpointConfig(_Strict):

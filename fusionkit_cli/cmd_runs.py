@@ -12,6 +12,7 @@ import httpx2
 
 from bridge.endpoint import EndpointConfig
 from fusionkit_cli.common import BadInput, load_config_or_exit
+from fusionkit_cli.eval.command import rejudge_command
 from server.run_views import read_run, run_summary
 from server.store import RunStore, is_valid_run_id
 
@@ -214,3 +215,6 @@ async def _prune(path: Path, days: float | None, keep: int | None) -> int:
         return await store.prune(days, keep_runs=keep)
     finally:
         await store.close()
+
+
+runs.add_command(rejudge_command)  # `fusionkit runs rejudge`, from the eval package (docs/eval.md)

@@ -31,6 +31,7 @@ from server.config import PanelConfig
 from server.doors import FusionPath, messages_router, responses_router
 from server.engine import FusionEngine
 from server.protocol import FUSION_MODELS, FusionChatRequest
+from server.rejudge import rejudge_router
 from server.runs import RunService
 from server.runs_api import runs_router
 from server.store import RunStore
@@ -129,6 +130,7 @@ def create_app(
     v1.include_router(messages_router(fusion))
     v1.include_router(runs_router(engine, runs, store))
     v1.include_router(trajectories_router(engine, runs, keepalive_s=keepalive_s))
+    v1.include_router(rejudge_router(engine, runs, store, keepalive_s=keepalive_s))
     app.include_router(v1)
     app.state.store = store
     app.state.engine = engine

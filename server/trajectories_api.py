@@ -19,6 +19,7 @@ from bridge.http import log_context, race_disconnect, validation_error
 from bridge.protocol import ChatRequest
 from server.completions import respond
 from server.engine import FusionEngine
+from server.engine.planning import choose_endpoint
 from server.fusion_protocol import (
     FuseTrajectoriesRequest,
     NativeRoute,
@@ -35,14 +36,7 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
     router = APIRouter(prefix="/fusion", route_class=NativeRoute)
 
     def endpoint_id(value: str | None, default: str, param: str) -> str:
-        chosen = value or default
-        if chosen not in engine.clients:
-            raise bad_request(
-                f"{param} '{chosen}' is not an endpoint; allowed: {', '.join(engine.clients)}",
-                param=param,
-                code="unknown_model",
-            )
-        return chosen
+        return choose_endpoint(engine.clients, value, default, param, code="unknown_model")  # the seed's code
 
     @router.post("/trajectories:fuse")
     async def fuse(request: Request) -> dict[str, Any]:

@@ -6,7 +6,9 @@ analysis JSON that names the candidates; a synthesis request merges the candidat
 a request with tools calls one (the tool the user's message names, with the JSON arguments it
 spells out, else the first tool); a verification request (a JSON response format over a
 `<final_answer>` block) gets a passing verdict. `latency_ms`, `tokens_per_s` and `fail_rate` simulate slow,
-streaming and failing members. Every answer says it comes from a mock.
+streaming and failing members. With `knows` and `accuracy` it answers a task set right by chance
+(`mock_knowledge.py`), for `fusionkit eval`. Every other answer says it comes from a mock (a known
+task's answer is bare, so it can be scored; the model list and metadata still say mock).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import random
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.adapters.base import CallContext, refuse_logprobs
 from bridge.adapters.mock_json import instance
@@ -41,6 +43,9 @@ from bridge.protocol import (
     Usage,
     message_text,
 )
+
+if TYPE_CHECKING:
+    from bridge.adapters.mock_knowledge import MockKnowledge
 
 __all__ = ["MOCK_LABEL", "MockAdapter"]
 
@@ -100,6 +105,12 @@ class MockAdapter:
         self.model = endpoint.model
         self.settings = endpoint.mock
         self._failures = random.Random(endpoint.mock.seed)
+        # `mock.knows`: a task set answered right with probability `mock.accuracy` (for `fusionkit eval`).
+        self._knowledge: MockKnowledge | None = None
+        if endpoint.mock.knows:
+            from bridge.adapters.mock_knowledge import MockKnowledge
+
+            self._knowledge = MockKnowledge.load(endpoint.mock.knows, endpoint.mock.accuracy)
 
     async def aclose(self) -> None:
         return None
@@ -108,14 +119,14 @@ class MockAdapter:
 
     async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
         await self._before_answer()
-        message, finish, usage = self._answer(request)
+        message, finish, usage = self._reply(request)
         if self.settings.tokens_per_s > 0:
             await asyncio.sleep(usage.completion_tokens / self.settings.tokens_per_s)
         return ChatCompletion(model=self.model, choices=[Choice(message=message, finish_reason=finish)], usage=usage)
 
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
         await self._before_answer()
-        message, finish, usage = self._answer(request)
+        message, finish, usage = self._reply(request)
         pause = 1 / self.settings.tokens_per_s if self.settings.tokens_per_s > 0 else 0.0
         for piece in _words(message.content or ""):
             yield ChatCompletionChunk(choices=[ChunkChoice(delta=Delta(content=piece))])
@@ -143,6 +154,10 @@ class MockAdapter:
             await asyncio.sleep(self.settings.latency_ms / 1000)
         if self.settings.fail_rate > 0 and self._failures.random() < self.settings.fail_rate:
             raise upstream_failure(f"mock model {self.model} failed on purpose (fail_rate={self.settings.fail_rate})")
+
+    def _reply(self, request: ChatRequest) -> tuple[AssistantMessage, str, Usage]:
+        known = self._knowledge.reply(request, model=self.model, seed=self.settings.seed) if self._knowledge else None
+        return known or self._answer(request)
 
     def _answer(self, request: ChatRequest) -> tuple[AssistantMessage, str, Usage]:
         refuse_logprobs(request, "mock")

@@ -21,7 +21,7 @@ from server.engine.candidates import MemberPlan
 from server.engine.routing import choose_route
 from server.protocol import FusionOptions
 
-__all__ = ["RunPlan", "plan_run"]
+__all__ = ["RunPlan", "choose_endpoint", "plan_run"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,18 @@ def plan_run(config: PanelConfig, endpoints: Collection[str], request: ChatReque
             param="fusion.sample_count" if route == "self" else "fusion.panel_models",
         )
     return RunPlan(request, options, mode, route, reasons, members)
+
+
+def choose_endpoint(
+    endpoints: Collection[str], value: str | None, default: str, param: str, *, code: str = "unknown_endpoint"
+) -> str:
+    """`value` (else `default`) when it names an endpoint; else the 400 naming `param` and the allowed ids."""
+    chosen = value or default
+    if chosen not in endpoints:
+        raise bad_request(
+            f"{param} '{chosen}' is not an endpoint; allowed: {', '.join(endpoints)}", param=param, code=code
+        )
+    return chosen
 
 
 def _with_sampling_defaults(config: PanelConfig, request: ChatRequest) -> ChatRequest:
