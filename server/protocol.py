@@ -43,11 +43,14 @@ class _Strict(BaseModel):
 
 
 class ToolExecution(_Strict):
+    """How members' tool calls are executed. The defaults are fusionkit 0.1's safe policy: only
+    read-only tools run, and identical read-only calls by several members run once."""
+
     mode: Literal["disabled", "external", "executor"] = "disabled"
-    allowed_side_effects: list[str] = Field(default_factory=list)
+    allowed_side_effects: list[str] = Field(default_factory=lambda: ["read_only"])
     environment: str | None = None
     policy_id: str | None = None
-    dedupe_read_only: bool = False
+    dedupe_read_only: bool = True
 
 
 class FusionOptions(_Strict):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 
 from server.app import create_app
 from tests.router_helpers import demo_endpoints, panel_config
@@ -71,7 +72,7 @@ def final_state(url: str, run_id: str, timeout_s: float = 10) -> dict[str, Any]:
 
 def test_members_pause_for_tool_results_and_resume(tmp_path: Path, live_server: Any) -> None:
     server = live_server(create_app(panel_config(tmp_path, demo_endpoints())))
-    run_id = start_run(server.url)
+    run_id = start_run(server.url, tool_execution={"dedupe_read_only": False})  # each member's call on its own
     calls = pending_calls(server.url, run_id, 3)
     assert {c["plan"]["tool_name"] for c in calls} == {"word_count"}
     assert {c["candidate_id"] for c in calls} == {"c1", "c2", "c3"}
@@ -109,7 +110,7 @@ def test_members_pause_for_tool_results_and_resume(tmp_path: Path, live_server: 
 
 def test_a_plain_create_answers_when_the_run_pauses(tmp_path: Path, live_server: Any) -> None:
     server = live_server(create_app(panel_config(tmp_path, demo_endpoints())))
-    body = run_body(tool_execution={"dedupe_read_only": True})
+    body = run_body()
     # Without `Prefer: respond-async` the create waits for the run, but only until it needs tool results.
     created = httpx2.post(f"{server.url}/v1/fusion/runs", json=body, headers={"Idempotency-Key": "k"}, timeout=30)
     assert created.status_code == 200, created.text
@@ -127,7 +128,7 @@ def test_a_plain_create_answers_when_the_run_pauses(tmp_path: Path, live_server:
 
 def test_identical_read_only_calls_are_executed_once(tmp_path: Path, live_server: Any) -> None:
     server = live_server(create_app(panel_config(tmp_path, demo_endpoints())))
-    run_id = start_run(server.url, tool_execution={"dedupe_read_only": True})
+    run_id = start_run(server.url)  # deduplicating read-only calls is the default, as in fusionkit 0.1
     # All three members propose the same read-only call: one pending call, shared.
     [call] = pending_calls(server.url, run_id, 1)
     url = f"{server.url}/v1/fusion/runs/{run_id}/tool-results"
@@ -141,12 +142,30 @@ def test_identical_read_only_calls_are_executed_once(tmp_path: Path, live_server
     assert len(plans) == 3 and len(shared) == 2
 
 
-def test_side_effects_outside_the_policy_are_refused(tmp_path: Path, live_server: Any) -> None:
+@pytest.mark.parametrize(
+    ("policy", "refusal"),
+    [
+        ({}, "side_effect_not_allowed"),  # the default allows read_only alone
+        ({"allowed_side_effects": ["read_only", "writes_workspace"]}, "side_effect_requires_policy_environment"),
+    ],
+)
+def test_side_effects_outside_the_policy_are_refused(
+    tmp_path: Path, live_server: Any, policy: dict[str, Any], refusal: str
+) -> None:
     server = live_server(create_app(panel_config(tmp_path, demo_endpoints())))
-    body = run_body(tools=[tool("write")], tool_execution={"allowed_side_effects": ["read_only"]})
+    body = run_body(tools=[tool("writes_workspace")], tool_execution=policy)
     run = httpx2.post(f"{server.url}/v1/fusion/runs", json=body).json()
     assert run["state"] == "failed"
-    assert "side_effect_not_allowed" in run["terminal_error"]["message"]
+    assert refusal in run["terminal_error"]["message"]
+
+
+def test_a_writing_tool_runs_under_a_named_policy_and_environment(tmp_path: Path, live_server: Any) -> None:
+    server = live_server(create_app(panel_config(tmp_path, demo_endpoints())))
+    policy = {"allowed_side_effects": ["writes_workspace"], "policy_id": "p-1", "environment": "sandbox-1"}
+    run_id = start_run(server.url, tools=[tool("writes_workspace")], tool_execution=policy)
+    calls = pending_calls(server.url, run_id, 3)  # identical writing calls are not deduplicated: each runs
+    assert {c["plan"]["side_effects"] for c in calls} == {"writes_workspace"}
+    assert len({c["tool_call_id"] for c in calls}) == 3
 
 
 def test_tool_call_budget_drops_members_over_it(tmp_path: Path, live_server: Any) -> None:

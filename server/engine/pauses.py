@@ -49,11 +49,14 @@ def _conflict(code: str, message: str) -> APIError:
 
 
 def side_effects_of(tool: Tool | None) -> str:
-    """A tool declares its side effects as `side_effects` (or `x-side-effects`) on its function; else unknown."""
+    """A tool declares its side effects as `side_effects` (or `x-side-effects`) on its function.
+
+    One that declares none is `read_only`, as fusionkit 0.1 takes it: a tool that writes must say so.
+    """
     if tool is None:
         return "unknown"
     extra = tool.function.model_extra or {}
-    value = extra.get("side_effects", extra.get("x-side-effects", "unknown"))
+    value = extra.get("side_effects", extra.get("x-side-effects", "read_only"))
     return str(value)
 
 
@@ -97,10 +100,17 @@ class ToolPauses:
         allowed = self.policy.allowed_side_effects
         for call in calls:
             effect = side_effects_of(self.tools.get(call.function.name))
-            if allowed and effect not in allowed:
+            if effect not in allowed:
                 raise ToolRefused(
                     "side_effect_not_allowed",
                     f"tool '{call.function.name}' has side effects '{effect}', not in allowed_side_effects {allowed}",
+                )
+            if effect != "read_only" and not (self.policy.policy_id and self.policy.environment):
+                # As fusionkit 0.1: a tool that changes something runs only under a named policy and environment.
+                raise ToolRefused(
+                    "side_effect_requires_policy_environment",
+                    f"tool '{call.function.name}' has side effects '{effect}': tool_execution needs policy_id "
+                    "and environment for it",
                 )
 
     async def request(self, candidate_id: str, endpoint_id: str, calls: list[ToolCall]) -> list[str]:
