@@ -44,13 +44,4 @@ class ChatHandler:
             options=options,
             record=body.model_dump(exclude_none=True),
         )
-        return await respond(
-            request,
-            model=body.model,
-            stream=body.stream,
-            include_usage=body.wants_usage_chunk,
-            run_id=run.recorder.run_id,
-            headers=run.headers,
-            start=run.launch,
-            keepalive_s=self.fusion.keepalive_s,
-        )
+        return await respond(request, run, model=body.model, stream=body.stream, include_usage=body.wants_usage_chunk)

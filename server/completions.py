@@ -1,13 +1,18 @@
 """A run's task as an OpenAI answer: one chat.completion, or an SSE stream of chunks.
 
-    return await respond(request, model=body.model, stream=body.stream, include_usage=..., run_id=recorder.run_id,
-                         start=lambda emit: runs.launch(engine, recorder, plan, emit), headers=...)
+    run = await fusion.start(request, door="chat.completions", model=..., chat=..., options=..., record=...)
+    return await respond(request, run, model=body.model, stream=body.stream, include_usage=...)
 
 Streaming sends the role chunk at once, an SSE comment for each phase and as a keep-alive
 while nothing else is happening, the answer's tokens as the engine emits them, tool calls at the
 end, then the last chunk with `finish_reason` and the `fusionkit` metadata. Every chunk of one
 answer carries the same id, created and model. A failure, before or during the stream, names
 the run (`error.run_id`), so the client can look it up. A client that goes away cancels the task.
+
+A run with external tool execution answers as soon as it settles waiting for tool results: a
+tool-call turn whose calls are the ones its members wait on, `finish_reason: "tool_calls"`, and a
+`fusionkit` object in state `requires_action` that says where to submit the results; the run
+goes on once they arrive, and its answer is read from the runs API.
 """
 
 from __future__ import annotations
@@ -19,62 +24,66 @@ from fastapi.responses import JSONResponse, Response
 
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
 from bridge.errors import APIError
-from bridge.http import ClientDisconnected, race_disconnect, sse_comment, sse_data
+from bridge.http import sse_comment, sse_data
 from bridge.protocol import (
+    AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
     ChunkChoice,
     Delta,
+    FunctionCall,
+    ToolCall,
     chunk_to_dict,
     completion_to_dict,
     new_completion_id,
 )
-from server.doors.launch import RunEvents, Start, run_failure, stream_response
-from server.engine import FusionResult, TextDelta
-from server.metadata import fusion_metadata
+from server.doors.launch import StartedRun, stream_response
+from server.engine import FusionResult, Paused, TextDelta
+from server.metadata import fusion_metadata, paused_metadata
 
 __all__ = ["respond"]
 
 
-async def respond(
-    request: Request,
-    *,
-    model: str,
-    stream: bool,
-    include_usage: bool,
-    start: Start,
-    run_id: str,
-    headers: dict[str, str],
-    keepalive_s: float,
-) -> Response:
+async def respond(request: Request, run: StartedRun, *, model: str, stream: bool, include_usage: bool) -> Response:
     if not stream:
-        try:
-            result = await race_disconnect(request, start(None))
-        except ClientDisconnected:
-            raise
-        except Exception as exc:
-            raise run_failure(exc, run_id) from None
+        settled = await run.settle(request)
+        if isinstance(settled, Paused):
+            data = completion_to_dict(_paused_completion(model, settled))
+            data["fusionkit"] = paused_metadata(run.recorder.run_id, run.recorder.trace_id, settled.calls)
+            return JSONResponse(data, headers=run.headers)
         completion = ChatCompletion(
             model=model,
-            choices=[Choice(message=result.message, finish_reason=result.finish_reason, logprobs=result.logprobs)],
-            usage=result.usage,
+            choices=[Choice(message=settled.message, finish_reason=settled.finish_reason, logprobs=settled.logprobs)],
+            usage=settled.usage,
         )
         data = completion_to_dict(completion)
-        data["fusionkit"] = fusion_metadata(result).model_dump()
-        return JSONResponse(data, headers=headers)
+        data["fusionkit"] = fusion_metadata(settled).model_dump()
+        return JSONResponse(data, headers=run.headers)
 
     # A run that fails before its first event (bad panel names, budgets) is still a plain HTTP error.
-    events = await RunEvents.open(start, keepalive_s=keepalive_s, run_id=run_id)
-    return stream_response(events, ChunkWriter(model, include_usage=include_usage), headers)
+    events = await run.events()
+    writer = ChunkWriter(model, include_usage=include_usage, run_id=run.recorder.run_id, trace_id=run.recorder.trace_id)
+    return stream_response(events, writer, run.headers)
+
+
+def _paused_completion(model: str, pause: Paused) -> ChatCompletion:
+    """A run waiting for external tool results, as a tool-call turn: the calls its members wait on."""
+    calls = [
+        ToolCall(id=c["tool_call_id"], function=FunctionCall(name=c["name"], arguments=c["arguments"]))
+        for c in pause.calls
+    ]
+    message = AssistantMessage(content=None, tool_calls=calls)
+    return ChatCompletion(model=model, choices=[Choice(message=message, finish_reason="tool_calls")])
 
 
 class ChunkWriter:
     """Chat Completions SSE: the role chunk at once, comments as keep-alives and phases, the answer's
     tokens, tool calls at the end, the last chunk with `finish_reason` and the `fusionkit` metadata."""
 
-    def __init__(self, model: str, *, include_usage: bool) -> None:
+    def __init__(self, model: str, *, include_usage: bool, run_id: str, trace_id: str) -> None:
         self.include_usage = include_usage
+        self.run_id, self.trace_id = run_id, trace_id
         # Every chunk of one answer carries the same id, created and model (CONFORMANCE 4).
         self.stamp = ChatCompletionChunk(id=new_completion_id(), model=model)
 
@@ -108,6 +117,16 @@ class ChunkWriter:
         )
         if self.include_usage:
             frames.append(self._frame(usage_chunk(result.usage)))
+        frames.append(sse_data("[DONE]"))
+        return frames
+
+    def paused(self, pause: Paused) -> list[bytes]:
+        frames = []
+        for index, call in enumerate(_paused_completion("", pause).message.tool_calls or []):
+            frames.append(self._frame(tool_head_chunk(index, call.id, call.function.name)))
+            frames.append(self._frame(tool_arguments_chunk(index, call.function.arguments)))
+        metadata = paused_metadata(self.run_id, self.trace_id, pause.calls)
+        frames.append(self._frame(finish_chunk("tool_calls"), {"fusionkit": metadata}))
         frames.append(sse_data("[DONE]"))
         return frames
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 from server.engine import FusionResult
 from server.protocol import FusionMetadata
 
-__all__ = ["fusion_metadata"]
+__all__ = ["fusion_metadata", "paused_metadata"]
 
 
 def fusion_metadata(result: FusionResult) -> FusionMetadata:
@@ -33,3 +34,18 @@ def fusion_metadata(result: FusionResult) -> FusionMetadata:
         latency_ms=result.latency_ms,
         mock=result.mock,
     )
+
+
+def paused_metadata(run_id: str, trace_id: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `fusionkit` object of a run that waits for external tool results: what to run, and where to send it."""
+    return {
+        "run_id": run_id,
+        "trace_id": trace_id,
+        "state": "requires_action",
+        "status": "requires_action",
+        "requires_action": {
+            "type": "submit_tool_results",
+            "submit_to": f"/v1/fusion/runs/{run_id}/tool-results",
+            "tool_calls": calls,
+        },
+    }

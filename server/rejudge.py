@@ -24,6 +24,7 @@ from bridge.errors import APIError, not_found
 from bridge.http import log_context, parse_body
 from bridge.protocol import ChatRequest, ToolCall
 from server.completions import respond
+from server.doors.launch import StartedRun
 from server.engine import FusionEngine, FusionResult
 from server.engine.candidates import Candidate
 from server.engine.decide import best_candidate
@@ -145,14 +146,10 @@ def rejudge_router(engine: FusionEngine, runs: RunService, store: RunStore, *, k
             trace_id=request.headers.get("x-fusion-trace-id"),
         )
         log_context(request)["run_id"] = recorder.run_id
-        return await respond(
-            request,
-            model="fusionkit/rejudge",
-            stream=False,
-            include_usage=False,
-            run_id=recorder.run_id,
-            headers={"x-fusion-run-id": recorder.run_id, "x-fusion-trace-id": recorder.trace_id},
-            start=lambda emit: runs.launch_work(
+        run = StartedRun.of(
+            runs,
+            recorder,
+            lambda emit: runs.launch_work(
                 recorder,
                 lambda: rejudge(
                     engine, chat, candidates, recorder, run_id=run_id, judge=judge, synthesizer=synthesizer, emit=emit
@@ -160,5 +157,6 @@ def rejudge_router(engine: FusionEngine, runs: RunService, store: RunStore, *, k
             ),
             keepalive_s=keepalive_s,
         )
+        return await respond(request, run, model="fusionkit/rejudge", stream=False, include_usage=False)
 
     return router

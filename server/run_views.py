@@ -458,7 +458,7 @@ class RunView:
             "execution_id": f"execution_{tool_call_id}",
             "plan_id": f"plan_{tool_call_id}",
             "status": payload.get("status") or "succeeded",
-            "output_hash": payload.get("output_hash"),
+            "output_hash": f"sha256:{payload['output_sha256']}" if payload.get("output_sha256") else None,
             "error": None,
         }
         ids = {"candidate_id": payload.get("candidate_id"), "tool_call_id": tool_call_id}

@@ -158,29 +158,6 @@ class _Active:
     pauses: ToolPauses | None
     task: asyncio.Task[FusionResult] = field(init=False)
     cancel_reason: str = "client_disconnected"
-    paused: asyncio.Event = field(default_factory=asyncio.Event)  # set while waiting for tool results
-
-
-class _PauseSignal:
-    """The recorder a run's ToolPauses writes through: it also raises and lowers the run's `paused` flag."""
-
-    def __init__(self, recorder: RunRecorder, paused: asyncio.Event) -> None:
-        self.recorder = recorder
-        self.paused = paused
-        self.run_id = recorder.run_id
-        self.trace_id = recorder.trace_id
-
-    async def transition(self, state: str, payload: dict[str, Any] | None = None) -> int:
-        seq = await self.recorder.transition(state, payload)
-        # After the transition is queued, so whoever wakes reads the run in `requires_action`.
-        (self.paused.set if state == "requires_action" else self.paused.clear)()
-        return seq
-
-    async def event(self, type: str, payload: dict[str, Any]) -> int:
-        return await self.recorder.event(type, payload)
-
-    async def artifact(self, content: str, media_type: str = "text/plain") -> str:
-        return await self.recorder.artifact(content, media_type)
 
 
 async def _no_executor() -> FusionResult:
@@ -222,8 +199,7 @@ class RunService:
             return self.launch_work(recorder, _no_executor)
         active = _Active(pauses=None)
         if policy is not None and policy.mode == "external" and tools:
-            signal = _PauseSignal(recorder, active.paused)
-            active.pauses = ToolPauses(signal, policy, tools, engine.config.budget)
+            active.pauses = ToolPauses(recorder, policy, tools, engine.config.budget)
         pauses = active.pauses
         return self.launch_work(recorder, lambda: engine.run(plan, recorder, emit, pauses), active=active)
 
@@ -257,7 +233,8 @@ class RunService:
         return True
 
     async def wait_settled(self, run_id: str) -> Literal["ended", "paused"]:
-        """Wait until run `run_id` ends, or pauses for external tool results; which one, it says.
+        """Wait until run `run_id` ends, or settles waiting for external tool results (every member
+        finished or waiting on a call); which one, it says.
 
         A run not executing here has ended as far as this router can tell. Waiting never cancels the
         run: a waiter that is cancelled (its client went away) leaves the run going.
@@ -265,13 +242,21 @@ class RunService:
         active = self.active.get(run_id)
         if active is None or active.task.done():
             return "ended"
-        if not active.paused.is_set():
-            paused = asyncio.ensure_future(active.paused.wait())
+        pauses = active.pauses
+        if pauses is not None and not pauses.settled.is_set():
+            settled = asyncio.ensure_future(pauses.settled.wait())
             try:
-                await asyncio.wait({active.task, paused}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({active.task, settled}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                paused.cancel()
-        return "paused" if active.paused.is_set() and not active.task.done() else "ended"
+                settled.cancel()
+        elif pauses is None:
+            await asyncio.wait({active.task})
+        return "paused" if pauses is not None and pauses.settled.is_set() and not active.task.done() else "ended"
+
+    def pending_calls(self, run_id: str) -> list[dict[str, Any]]:
+        """The calls a run executing here waits on (`{tool_call_id, candidate_id, name, arguments}`)."""
+        active = self.active.get(run_id)
+        return active.pauses.plan() if active is not None and active.pauses is not None else []
 
     async def submit_tool_result(self, record: RunRecord, submission: ToolResultSubmission) -> None:
         """Feed one tool result to a paused run; mismatches raise 409 APIErrors, nothing applied then."""

@@ -18,6 +18,7 @@ from bridge.errors import bad_request
 from bridge.http import log_context, race_disconnect, validation_error
 from bridge.protocol import ChatRequest
 from server.completions import respond
+from server.doors.launch import StartedRun
 from server.engine import FusionEngine
 from server.engine.planning import choose_endpoint
 from server.fusion_protocol import (
@@ -85,18 +86,14 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
         log_context(request)["run_id"] = recorder.run_id
         candidates = to_candidates(body.trajectories)
         best = best_verified(body.trajectories)
-        return await respond(
-            request,
-            model=body.model,
-            stream=chat.stream,
-            include_usage=chat.wants_usage_chunk,
-            run_id=recorder.run_id,
-            headers={"x-fusion-run-id": recorder.run_id, "x-fusion-trace-id": recorder.trace_id},
-            start=lambda emit: runs.launch_work(
-                recorder,
-                lambda: engine.take_step(chat, candidates, recorder, model_id=judge, best=best, emit=emit),
+        run = StartedRun.of(
+            runs,
+            recorder,
+            lambda emit: runs.launch_work(
+                recorder, lambda: engine.take_step(chat, candidates, recorder, model_id=judge, best=best, emit=emit)
             ),
             keepalive_s=keepalive_s,
         )
+        return await respond(request, run, model=body.model, stream=chat.stream, include_usage=chat.wants_usage_chunk)
 
     return router

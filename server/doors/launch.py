@@ -25,10 +25,10 @@ from typing import Any, Protocol
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from bridge.errors import APIError, not_found, upstream_failure
+from bridge.errors import APIError, bad_request, not_found, upstream_failure
 from bridge.http import SSE_HEADERS, ClientDisconnected, log_context, race_disconnect
 from bridge.protocol import ChatRequest
-from server.engine import EngineEvent, FusionEngine, FusionResult, Phase, TextDelta
+from server.engine import EngineEvent, FusionEngine, FusionResult, Paused, Phase, TextDelta
 from server.protocol import FUSION_MODELS, FusionOptions, mode_of_model
 from server.run_views import DOOR_EVENT
 from server.runs import RunRecorder, RunService
@@ -54,7 +54,7 @@ class KeepAlive:
     """Nothing happened for `keepalive_s`: the door sends its own keep-alive frame."""
 
 
-RunItem = Phase | TextDelta | KeepAlive | FusionResult
+RunItem = Phase | TextDelta | Paused | KeepAlive | FusionResult
 
 
 class RunEvents:
@@ -74,6 +74,7 @@ class RunEvents:
         self._keepalive_s = keepalive_s
         self._run_id = run_id
         self._pending: Any = None
+        self._paused = False
 
     @classmethod
     async def open(cls, start: Start, *, keepalive_s: float, run_id: str) -> RunEvents:
@@ -96,7 +97,8 @@ class RunEvents:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if not self._task.done():
+        # A run that settled waiting for tool results goes on: its caller submits them to the runs API.
+        if not self._task.done() and not self._paused:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
@@ -116,7 +118,9 @@ class RunEvents:
             if isinstance(item, BaseException):
                 raise run_failure(item, self._run_id)
             yield item
-            if isinstance(item, FusionResult):
+            if isinstance(item, Paused):
+                self._paused = True
+            if isinstance(item, FusionResult | Paused):
                 return
 
 
@@ -147,6 +151,8 @@ class StreamWriter(Protocol):
 
     def finish(self, result: FusionResult) -> list[bytes]: ...
 
+    def paused(self, pause: Paused) -> list[bytes]: ...
+
     def failed(self, error: APIError) -> list[bytes]: ...
 
 
@@ -165,6 +171,8 @@ def stream_response(events: RunEvents, writer: StreamWriter, headers: dict[str, 
                         written = writer.phase(item.name)
                     elif isinstance(item, TextDelta):
                         written = writer.delta(item)
+                    elif isinstance(item, Paused):
+                        written = writer.paused(item)
                     else:
                         written = writer.finish(item)
                     for frame in written:
@@ -182,8 +190,31 @@ class StartedRun:
 
     recorder: RunRecorder
     launch: Start
+    runs: RunService
     keepalive_s: float
     headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, runs: RunService, recorder: RunRecorder, launch: Start, *, keepalive_s: float) -> StartedRun:
+        headers = {"x-fusion-run-id": recorder.run_id, "x-fusion-trace-id": recorder.trace_id}
+        return cls(recorder=recorder, launch=launch, runs=runs, keepalive_s=keepalive_s, headers=headers)
+
+    async def settle(self, request: Request) -> FusionResult | Paused:
+        """Run until it ends or settles waiting for external tool results (then it goes on, and the calls
+        it waits on are returned); a client that goes away first cancels the run."""
+        task = self.launch(None)
+        run_id = self.recorder.run_id
+        try:
+            settled = await race_disconnect(request, self.runs.wait_settled(run_id))
+        except ClientDisconnected:
+            task.cancel()
+            raise
+        if settled == "paused":
+            return Paused(self.runs.pending_calls(run_id))
+        try:
+            return await task
+        except Exception as exc:
+            raise run_failure(exc, run_id) from None
 
     async def result(self, request: Request) -> FusionResult:
         """Run to the end; a client that goes away cancels the run (and its upstream calls)."""
@@ -229,6 +260,14 @@ class FusionPath:
         record: dict[str, Any],
     ) -> StartedRun:
         """Check the run, record it (with the door it came through) and return it ready to launch."""
+        external = options.tool_execution is not None and options.tool_execution.mode == "external"
+        if external and door != "chat.completions":
+            # Agents on these doors run their tools themselves: fused tool calls come back as the answer.
+            raise bad_request(
+                "fusion.tool_execution external is served by /v1/chat/completions and /v1/fusion/runs",
+                param="fusion.tool_execution.mode",
+                code="unsupported_parameter",
+            )
         plan = self.engine.plan(chat, options)
         recorder = await self.runs.start(
             mode=options.mode or self.engine.config.default_mode,
@@ -237,9 +276,9 @@ class FusionPath:
         )
         await recorder.event(DOOR_EVENT, {"door": door, "path": request.url.path})
         log_context(request).update({"run_id": recorder.run_id, "model": model})
-        return StartedRun(
-            recorder=recorder,
-            launch=lambda emit: self.runs.launch(self.engine, recorder, plan, emit),
+        return StartedRun.of(
+            self.runs,
+            recorder,
+            lambda emit: self.runs.launch(self.engine, recorder, plan, emit),
             keepalive_s=self.keepalive_s,
-            headers={"x-fusion-run-id": recorder.run_id, "x-fusion-trace-id": recorder.trace_id},
         )

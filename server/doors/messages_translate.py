@@ -38,7 +38,7 @@ from server.doors.messages_protocol import (
     ToolUseOut,
 )
 from server.doors.wire import DoorNotes, sse_event
-from server.engine import FusionResult, TextDelta
+from server.engine import FusionResult, Paused, TextDelta
 
 __all__ = [
     "STOP_REASONS",
@@ -330,6 +330,9 @@ class MessageStream:
         )
         frames.append(self._event("message_stop"))
         return frames
+
+    def paused(self, pause: Paused) -> list[bytes]:
+        raise AssertionError("this door refuses external tool execution, so its runs never pause")
 
     def failed(self, error: APIError) -> list[bytes]:
         return [self._event("error", **{k: v for k, v in error_body(error).items() if k != "type"})]

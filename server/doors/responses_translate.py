@@ -56,7 +56,7 @@ from server.doors.responses_protocol import (
     ToolChoiceObject,
 )
 from server.doors.wire import DoorNotes, sse_event
-from server.engine import FusionResult, TextDelta
+from server.engine import FusionResult, Paused, TextDelta
 
 __all__ = [
     "OfferedTool",
@@ -487,6 +487,9 @@ class ResponseStream:
         kind = "response.completed" if done.status == "completed" else "response.incomplete"
         frames.append(self._event(kind, response=response_json(done, self.notes.metadata(result))))
         return frames
+
+    def paused(self, pause: Paused) -> list[bytes]:
+        raise AssertionError("this door refuses external tool execution, so its runs never pause")
 
     def failed(self, error: APIError) -> list[bytes]:
         failed = self.response.model_copy(

@@ -7,7 +7,7 @@
 from server.engine.calls import Emit
 from server.engine.decide import Best, best_candidate
 from server.engine.engine import FusionEngine
-from server.engine.events import EngineEvent, Phase, TextDelta
+from server.engine.events import EngineEvent, Paused, Phase, TextDelta
 from server.engine.planning import RunPlan
 from server.engine.recorder import MemoryRecorder, Recorder
 from server.engine.result import CostEstimate, FusionResult, JudgeOutcome, Outcome, Verification
@@ -22,6 +22,7 @@ __all__ = [
     "JudgeOutcome",
     "MemoryRecorder",
     "Outcome",
+    "Paused",
     "Phase",
     "Recorder",
     "RunPlan",

@@ -26,7 +26,7 @@ from server.config import PanelConfig
 from server.engine.calls import Emit, ModelCalls, RunState, ms_since
 from server.engine.candidates import Candidate, MemberPlan
 from server.engine.decide import Best, Decider
-from server.engine.events import Phase
+from server.engine.events import Paused, Phase
 from server.engine.panel import Panel, record_candidate
 from server.engine.pauses import ToolPauses
 from server.engine.planning import RunPlan, plan_run
@@ -57,6 +57,8 @@ class FusionEngine:
     ) -> FusionResult:
         """Execute a planned run. With `pauses`, members' tool calls pause the run for external results."""
         run = self._state(recorder, emit, plan.request, pauses)
+        if pauses is not None and emit is not None:
+            pauses.on_settled = lambda calls: emit(Paused(calls))
         async with self._wall_clock():
             await recorder.transition("generating", plan.describe())
             await run.send(Phase("generating"))

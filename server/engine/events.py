@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EngineEvent", "Phase", "TextDelta"]
+__all__ = ["EngineEvent", "Paused", "Phase", "TextDelta"]
 
 
 @dataclass(frozen=True)
@@ -23,4 +23,12 @@ class TextDelta:
     logprobs: dict[str, Any] | None = None
 
 
-EngineEvent = Phase | TextDelta
+@dataclass(frozen=True)
+class Paused:
+    """The run waits for external tool results: every member is finished or waiting on one of `calls`
+    (`{tool_call_id, candidate_id, name, arguments}`), which the client runs and submits."""
+
+    calls: list[dict[str, Any]]
+
+
+EngineEvent = Phase | TextDelta | Paused

@@ -71,6 +71,15 @@ class Panel:
         )
 
     async def _member(self, run: RunState, request: ChatRequest, plan: MemberPlan) -> Candidate | None:
+        if run.pauses is None:
+            return await self._answer(run, request, plan)
+        run.pauses.member_started()
+        try:
+            return await self._answer(run, request, plan)
+        finally:
+            await run.pauses.member_finished()
+
+    async def _answer(self, run: RunState, request: ChatRequest, plan: MemberPlan) -> Candidate | None:
         update: dict[str, Any] = {"stream": False, "stream_options": None}
         if plan.temperature is not None:
             update["temperature"] = plan.temperature

@@ -8,6 +8,10 @@
 The run is in `requires_action` while any call is pending and returns to `generating` when none
 is. Budgets (`max_tool_calls`, `max_tool_rounds`) and `allowed_side_effects` are checked before
 a pause; with `dedupe_read_only`, an identical read-only call by two members waits on one result.
+
+The run has *settled* in `requires_action` once every member is either finished or waiting for a
+result (`settled`, and `on_settled` with the pending calls): that is when a caller waiting for
+the run gets the whole list of calls to execute, not the first member's alone.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +69,7 @@ def side_effects_of(tool: Tool | None) -> str:
 class _Pending:
     candidate_id: str
     name: str
+    arguments: str
     dedupe_key: str | None
     future: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -79,11 +85,39 @@ class ToolPauses:
         self.pending: dict[str, _Pending] = {}
         self._by_key: dict[str, _Pending] = {}
         self._lock = asyncio.Lock()
+        self._ids: set[str] = set()  # every id a call of this run was pending under
+        self.working = 0  # members neither finished nor waiting for a tool result
+        self.settled = asyncio.Event()
+        self.on_settled: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None
+
+    def member_started(self) -> None:
+        self.working += 1
+
+    async def member_finished(self) -> None:
+        self.working -= 1
+        await self._maybe_settled()
+
+    async def _maybe_settled(self) -> None:
+        if self.working == 0 and self.pending and not self.settled.is_set():
+            self.settled.set()
+            if self.on_settled is not None:
+                await self.on_settled(self.plan())
 
     def plan(self) -> list[dict[str, Any]]:
+        """The calls waiting for a result: what a client needs to run them and submit their outputs."""
         return [
-            {"tool_call_id": cid, "candidate_id": p.candidate_id, "name": p.name} for cid, p in self.pending.items()
+            {"tool_call_id": cid, "candidate_id": p.candidate_id, "name": p.name, "arguments": p.arguments}
+            for cid, p in self.pending.items()
         ]
+
+    def _run_unique(self, candidate_id: str, call_id: str) -> str:
+        """The id a call is pending under: the member's own, unless another call of this run used it already
+        (servers that number calls per answer, `call_0`, give two members the same ids)."""
+        unique, n = call_id, 1
+        while unique in self._ids:
+            unique, n = f"{candidate_id}.{call_id}" + (f".{n}" if n > 1 else ""), n + 1
+        self._ids.add(unique)
+        return unique
 
     def _check(self, candidate_id: str, calls: list[ToolCall]) -> None:
         rounds = self.rounds.get(candidate_id, 0) + 1
@@ -123,6 +157,7 @@ class ToolPauses:
             waits: list[asyncio.Future[str]] = []
             plan = []
             for call in calls:
+                call_id = self._run_unique(candidate_id, call.id)
                 args_hash = hashlib.sha256(_canonical(call.function.arguments).encode()).hexdigest()
                 effect = side_effects_of(self.tools.get(call.function.name))
                 key = (
@@ -135,7 +170,7 @@ class ToolPauses:
                     waits.append(shared.future)
                     plan.append(
                         {
-                            "tool_call_id": call.id,
+                            "tool_call_id": call_id,
                             "name": call.function.name,
                             "arguments_sha256": args_hash,
                             "side_effects": effect,
@@ -144,14 +179,19 @@ class ToolPauses:
                         }
                     )
                     continue
-                pending = _Pending(candidate_id=candidate_id, name=call.function.name, dedupe_key=key)
-                self.pending[call.id] = pending
+                pending = _Pending(
+                    candidate_id=candidate_id,
+                    name=call.function.name,
+                    arguments=call.function.arguments,
+                    dedupe_key=key,
+                )
+                self.pending[call_id] = pending
                 if key:
                     self._by_key[key] = pending
                 waits.append(pending.future)
                 plan.append(
                     {
-                        "tool_call_id": call.id,
+                        "tool_call_id": call_id,
                         "name": call.function.name,
                         "arguments": call.function.arguments,
                         "arguments_sha256": args_hash,
@@ -163,7 +203,13 @@ class ToolPauses:
             )
             if self.pending and not was_waiting:
                 await self.recorder.transition("requires_action", {"pending": self.plan()})
-        return list(await asyncio.gather(*waits))
+            self.working -= 1
+        try:
+            await self._maybe_settled()
+            return list(await asyncio.gather(*waits))
+        finally:
+            self.working += 1
+            self.settled.clear()
 
     async def submit(self, results: list[ToolResult]) -> dict[str, Any]:
         """Resolve pending calls; every mismatch is a 409 with its own code, and nothing is applied then."""
@@ -198,6 +244,7 @@ class ToolPauses:
                         "candidate_id": pending.candidate_id,
                         "name": pending.name,
                         "output_chars": len(result.output),
+                        "output_sha256": hashlib.sha256(result.output.encode()).hexdigest(),
                     },
                 )
             if not self.pending:
