@@ -47,9 +47,12 @@ class APIError(Exception):
         self.retry_after = retry_after
         # The router's run this failure ended, so a client can look the run up (an extra field of the body).
         self.run_id: str | None = None
+        # More of why, as extra fields of the error object (the members that failed and their reasons).
+        self.details: dict[str, Any] = {}
 
     def body(self) -> dict[str, Any]:
         body = error_body(self.message, self.type, code=self.code, param=self.param)
+        body["error"].update(self.details)
         if self.run_id is not None:
             body["error"]["run_id"] = self.run_id
         return body

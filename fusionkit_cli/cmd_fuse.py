@@ -127,6 +127,11 @@ def _fuse_remote(url: str, body: FuseTrajectoriesRequest, progress: _Progress) -
 @click.option("--synthesizer-model", help="Endpoint id of the synthesizer (default: the config's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole record as JSON.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Also write the answer (or the --json record) here.")
+@click.option(
+    "--allow-fallback",
+    is_flag=True,
+    help="Exit 0 when the judge and the synthesizer both failed and the answer is a trajectory's own output.",
+)
 def fuse(
     trajectories_path: str,
     config_path: str | None,
@@ -136,8 +141,14 @@ def fuse(
     synthesizer_model: str | None,
     as_json: bool,
     output: str | None,
+    allow_fallback: bool,
 ) -> None:
-    """Fuse several agent trajectories into one answer."""
+    """Fuse several agent trajectories into one answer.
+
+    Exit 0 with a fused answer; 1 when a model call failed, or when the judge and the synthesizer
+    both failed (the answer printed is then one trajectory's own output, said so on stderr; exit 0
+    with --allow-fallback); 2 on bad input.
+    """
     if bool(config_path) == bool(url):
         raise BadInput("give exactly one of --config FILE (direct) or --url URL (a running router)")
     data = _read_input(trajectories_path, prompt)
@@ -155,6 +166,13 @@ def fuse(
         raise click.ClickException(f"a model call failed: {exc.message}") from None
     reason = ((record.get("judge_synthesis_record") or {}).get("metrics") or {}).get("decision_reason")
     progress(f"done: {record.get('decision')} ({reason})")
+    failed = {f["code"] for f in (record.get("fusionkit") or {}).get("failures") or []}
+    fallback = {"judge_failed", "synthesis_empty"} <= failed
+    if fallback:
+        selected = (record.get("judge_synthesis_record") or {}).get("selected_candidate_id")
+        progress(
+            f"FALLBACK: the judge and the synthesizer both failed; the answer is trajectory {selected}'s own output"
+        )
     text = json.dumps(record, indent=2) if as_json else record["final_output"]
     click.echo(text)
     if output:
@@ -163,3 +181,5 @@ def fuse(
         except OSError as exc:
             raise BadInput(f"{output}: cannot write ({exc})") from None
     sys.stdout.flush()
+    if fallback and not allow_fallback:
+        sys.exit(1)

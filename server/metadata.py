@@ -32,6 +32,7 @@ def fusion_metadata(result: FusionResult) -> FusionMetadata:
         verification=outcome.verification.payload() if outcome.verification else None,
         cost_estimate=asdict(result.cost),
         latency_ms=result.latency_ms,
+        failures=[f.payload() for f in outcome.failures],
         mock=result.mock,
     )
 

@@ -111,4 +111,5 @@ class FusionMetadata(BaseModel):
     verification: dict[str, Any] | None = None
     cost_estimate: dict[str, Any]
     latency_ms: dict[str, float]
+    failures: list[dict[str, Any]] = Field(default_factory=list)
     mock: bool = False

@@ -6,6 +6,7 @@ error) and remembers the requests it got, so fusion logic is checked without uvi
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -168,3 +169,57 @@ async def test_the_answer_is_cut_at_a_stop_sequence_and_a_cut_by_the_limit_says_
     long = engine_of(tmp_path / "2", {"a": Scripted("a b c", finish="length")})
     cut = await long.run(long.plan(ask(), FusionOptions(mode="single")), MemoryRecorder())
     assert cut.finish_reason == "length"
+
+
+async def test_what_failed_on_the_way_is_named_in_the_result(tmp_path: Path) -> None:
+    # The judge answers prose (invalid JSON), then the synthesizer fails: the answer is a candidate.
+    judge = Scripted("I like the second one.", upstream_failure("synthesizer down"))
+    engine = engine_of(
+        tmp_path,
+        {"a": Scripted("answer A"), "b": Scripted("answer B"), "judge": judge},
+        panel_models=["a", "b"],
+        judge_model="judge",
+    )
+    result = await engine.run(engine.plan(ask(), FusionOptions(mode="panel")), MemoryRecorder())
+    assert [f.code for f in result.outcome.failures] == ["judge_invalid_json", "synthesis_empty"]
+    assert "synthesizer down" in result.outcome.failures[1].message
+
+    broken = engine_of(
+        tmp_path / "2",
+        {"a": Scripted("answer A"), "b": Scripted("answer B"), "judge": Scripted(upstream_failure("judge down"))},
+        panel_models=["a", "b"],
+        judge_model="judge",
+    )
+    degraded = await broken.run(broken.plan(ask(), FusionOptions(mode="panel")), MemoryRecorder())
+    assert [f.code for f in degraded.outcome.failures] == ["judge_failed", "synthesis_empty"]
+
+
+@pytest.mark.parametrize(
+    ("members", "code"), [(["bad", "bad2"], "all_members_failed"), (["good", "bad"], "quorum_not_met")]
+)
+async def test_a_run_without_enough_answers_fails_with_a_typed_code_and_its_members(
+    tmp_path: Path, members: list[str], code: str
+) -> None:
+    adapters = {
+        "good": Scripted("fine"),
+        "bad": Scripted(upstream_failure("down")),
+        "bad2": Scripted(upstream_failure("gone")),
+    }
+    engine = engine_of(tmp_path, adapters, panel_models=members, panel={"min_successful": 2})
+    with pytest.raises(APIError) as caught:
+        await engine.run(engine.plan(ask(), FusionOptions(mode="panel")), MemoryRecorder())
+    error = caught.value.body()["error"]
+    assert error["code"] == code
+    assert {m["endpoint_id"] for m in error["failed_members"]} == {m for m in members if m != "good"}
+
+
+async def test_a_run_over_its_wall_clock_fails_with_deadline_exceeded(tmp_path: Path) -> None:
+    class Slow(Scripted):
+        async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
+            await asyncio.sleep(30)
+            raise AssertionError("never reached")
+
+    engine = engine_of(tmp_path, {"a": Slow("x")}, budget={"wall_clock_s": 0.1})
+    with pytest.raises(APIError) as caught:
+        await engine.run(engine.plan(ask(), FusionOptions(mode="single")), MemoryRecorder())
+    assert (caught.value.status, caught.value.code) == (504, "deadline_exceeded")

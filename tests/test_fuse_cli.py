@@ -106,8 +106,13 @@ def test_unknown_judge_and_failing_models(tmp_path: Path) -> None:
     failing = tmp_path / "failing.yaml"
     failing.write_text("endpoints:\n  - {id: a, provider: mock, model: m, mock: {fail_rate: 1.0}}\n")
     result = CliRunner().invoke(cli, ["fuse", str(EXAMPLE), "--config", str(failing)])
-    # The judge and synthesizer both fail: the fallback is the verified trajectory, not an error.
-    assert result.exit_code == 0 and "parse_date now raises InvalidDate" in result.stdout
+    # The judge and synthesizer both fail: the verified trajectory's output is printed, said to be a
+    # fallback, and the exit status says the fusion failed ...
+    assert result.exit_code == 1 and "parse_date now raises InvalidDate" in result.stdout
+    assert "FALLBACK: the judge and the synthesizer both failed" in result.stderr
+    # ... unless the caller accepts a fallback.
+    allowed = CliRunner().invoke(cli, ["fuse", str(EXAMPLE), "--config", str(failing), "--allow-fallback"])
+    assert allowed.exit_code == 0 and allowed.stdout == result.stdout
 
 
 def test_a_run_over_its_wall_clock_budget_exits_1(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from server.engine.candidates import Candidate, same_tool_calls, unanimous
 from server.engine.events import EngineEvent, Phase, TextDelta
 from server.engine.judge import JudgeAnalysis, parse_analysis
 from server.engine.prompts import agent_request, judge_request, parse_verdict, synthesis_request, verifier_request
-from server.engine.result import JudgeOutcome, Outcome, Verification
+from server.engine.result import Failure, FailureCode, JudgeOutcome, Outcome, Verification
 from server.protocol import DecisionInfo
 
 __all__ = ["Best", "Decider", "best_candidate"]
@@ -57,7 +57,12 @@ class Decider:
         max_cost = self.config.budget.max_cost
         if max_cost is not None and run.cost > max_cost:
             await run.recorder.event("budget.exceeded", {"budget": "max_cost", "limit": max_cost, "cost": run.cost})
-            return await self.select(run, candidates[0], "budget_max_cost")
+            outcome = await self.select(run, candidates[0], "budget_max_cost")
+            spent = (
+                f"the panel cost {run.cost:.6f}, over budget.max_cost={max_cost}: no judge or synthesizer was called"
+            )
+            outcome.failures.append(Failure("budget_exceeded", spent))
+            return outcome
         if request.tools and not tools_paused:
             # With external tool execution the members already did the tool work; their answers are fused as text.
             return await self.agent_step(run, request, candidates, self.config.synthesizer)
@@ -113,6 +118,10 @@ class Decider:
                 "synthesis.empty", {"fallback_candidate_id": fallback.candidate_id, "reason": reason}
             )
             outcome = await self.select(run, fallback, reason.split(":")[0])
+            said = "the synthesizer failed" if reason.startswith("synthesizer_failed") else "the synthesis was empty"
+            outcome.failures.append(
+                Failure("synthesis_empty", f"{said} ({reason}); the answer is candidate {fallback.candidate_id}")
+            )
         else:
             sha = await run.recorder.artifact(text)
             await run.recorder.event("synthesis.completed", {"artifact_sha256": sha, "chars": len(text)})
@@ -126,6 +135,9 @@ class Decider:
                 written_finish=written_finish,
             )
         outcome.judge, outcome.synthesizer_model_id = judge, synth_id
+        if judge.parse_error is not None:
+            code: FailureCode = "judge_failed" if judge.call_failed else "judge_invalid_json"
+            outcome.failures.insert(0, Failure(code, judge.parse_error))
         return outcome
 
     async def _judge(
@@ -139,12 +151,14 @@ class Decider:
         asked = judge_request(
             judge_id, request, candidates, structured=structured, max_tokens=self.config.sampling.judge_max_tokens
         )
+        call_failed = False
         try:
             judged_text = (await self.calls.call(run, "judge", judge_id, asked)).text
             analysis, parse_error = parse_analysis(judged_text)
         except APIError as error:
             # Without an analysis the synthesizer still has the candidates: degrade, do not fail.
             judged_text, analysis, parse_error = "", None, f"the judge call failed: {error.message}"
+            call_failed = True
         run.latency_ms["judge"] = ms_since(started)
         raw_sha = await run.recorder.artifact(judged_text, "application/json" if analysis else "text/plain")
         await run.recorder.event(
@@ -156,7 +170,8 @@ class Decider:
                 "raw_artifact_sha256": raw_sha,
             },
         )
-        return JudgeOutcome(model_id=judge_id, analysis=analysis, parse_error=parse_error), judged_text
+        judge = JudgeOutcome(model_id=judge_id, analysis=analysis, parse_error=parse_error, call_failed=call_failed)
+        return judge, judged_text
 
     async def agent_step(
         self,

@@ -135,15 +135,20 @@ class FusionEngine:
             async with asyncio.timeout(limit):
                 yield
         except TimeoutError:
-            raise timed_out(f"the run exceeded budget.wall_clock_s={limit}; outstanding calls were cancelled") from None
+            error = timed_out(f"the run exceeded budget.wall_clock_s={limit}; outstanding calls were cancelled")
+            error.code = "deadline_exceeded"
+            raise error from None
 
     def _check_quorum(self, run: RunState, candidates: list[Candidate], members: list[MemberPlan]) -> None:
         min_ok = self.config.panel.min_successful
         if not candidates or len(candidates) < min(min_ok, len(members)):
             reasons = "; ".join(f"{f.endpoint_id} ({f.candidate_id}): {f.reason}" for f in run.failed)
-            raise upstream_failure(
+            error = upstream_failure(
                 f"{len(candidates)} of {len(members)} panel members answered, {min_ok} needed. {reasons}"
             )
+            error.code = "quorum_not_met" if candidates else "all_members_failed"
+            error.details = {"failed_members": [f.model_dump() for f in run.failed]}
+            raise error
 
     async def _single(self, run: RunState, plan: RunPlan) -> FusionResult:
         member = plan.members[0]

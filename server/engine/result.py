@@ -4,14 +4,37 @@ run's result (`FusionResult`) that the HTTP layer turns into its wire format."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from bridge.protocol import AssistantMessage, Usage
 from server.engine.candidates import Candidate
 from server.engine.judge import JudgeAnalysis
 from server.protocol import DecisionInfo, FailedMember
 
-__all__ = ["CostEstimate", "FusionResult", "JudgeOutcome", "Outcome", "Verification"]
+__all__ = ["CostEstimate", "Failure", "FailureCode", "FusionResult", "JudgeOutcome", "Outcome", "Verification"]
+
+# Why a run, or a part of it, failed: in the `fusionkit` metadata (parts that failed and were worked
+# around) and as the error code of a run that failed.
+FailureCode = Literal[
+    "all_members_failed",
+    "quorum_not_met",
+    "judge_invalid_json",
+    "judge_failed",
+    "synthesis_empty",
+    "schema_unsatisfied",
+    "budget_exceeded",
+    "deadline_exceeded",
+]
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: FailureCode
+    message: str
+    members: list[FailedMember] = field(default_factory=list)  # the members behind it, with their reasons
+
+    def payload(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "members": [m.model_dump() for m in self.members]}
 
 
 @dataclass(frozen=True)
@@ -21,6 +44,7 @@ class JudgeOutcome:
     model_id: str
     analysis: JudgeAnalysis | None
     parse_error: str | None
+    call_failed: bool = False  # the judge's call failed (else: it answered, maybe with unusable JSON)
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,7 @@ class Outcome:
     judge: JudgeOutcome | None = None
     synthesizer_model_id: str | None = None
     verification: Verification | None = None
+    failures: list[Failure] = field(default_factory=list)  # what failed on the way and was worked around
 
 
 @dataclass(frozen=True)
