@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_WALL_CLOCK_S",
     "MODES",
     "BudgetConfig",
+    "FusionSettings",
     "PanelConfig",
     "PanelSettings",
     "RetentionConfig",
@@ -56,6 +57,26 @@ class BudgetConfig(_Strict):
 class PanelSettings(_Strict):
     member_timeout_s: float | None = Field(default=None, gt=0)
     min_successful: int = Field(default=1, ge=1)
+    # Cut the tail: once `quorum` members answered, the others get `grace_ms` more, then are dropped as late.
+    quorum: int | None = Field(default=None, ge=1)
+    grace_ms: float = Field(default=0, ge=0)
+
+
+Synthesis = Literal["select_best", "synthesize", "auto"]
+ToolFusion = Literal["adopt", "synthesize"]
+
+
+class FusionSettings(_Strict):
+    """How candidates become the answer, unless a request says otherwise (its `fusion` object)."""
+
+    # select_best: the judge's chosen candidate, verbatim; synthesize: the synthesizer writes the answer;
+    # auto: select when the judge finds one clearly best or the candidates agree, else synthesize.
+    synthesis: Synthesis = "synthesize"
+    # For a turn whose candidates call tools: adopt one candidate's whole batch of calls, or let the
+    # synthesizer take the agent step with the candidates as reference.
+    tool_fusion: ToolFusion = "synthesize"
+    # Stream the judge's analysis (and the panel's progress) as reasoning before the answer.
+    show_reasoning: bool = False
 
 
 class RetentionConfig(_Strict):
@@ -95,6 +116,7 @@ class PanelConfig(_Strict):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     panel: PanelSettings = Field(default_factory=PanelSettings)
+    fusion: FusionSettings = Field(default_factory=FusionSettings)
     server: ServerConfig = Field(default_factory=ServerConfig)
 
     @model_validator(mode="after")

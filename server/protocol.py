@@ -61,6 +61,10 @@ class FusionOptions(_Strict):
     sample_count: int | None = Field(default=None, ge=1, le=32)
     verify: bool = False
     tool_execution: ToolExecution | None = None
+    # Per request, over the config's `fusion:` section (docs/fusion.md).
+    synthesis: Literal["select_best", "synthesize", "auto"] | None = None
+    tool_fusion: Literal["adopt", "synthesize"] | None = None
+    show_reasoning: bool | None = None
 
     _mode_alias = field_validator("mode", mode="before")(_canonical_mode)
 

@@ -273,7 +273,7 @@ def test_a_run_that_fails_after_the_stream_began_ends_with_response_failed(tmp_p
     assert [f.event for f in frames] == ["response.created", "response.in_progress", "response.failed"]
     failed = frames[-1].data
     assert failed is not None and failed["response"]["status"] == "failed"
-    assert failed["response"]["error"]["code"] == "upstream_failure"
+    assert failed["response"]["error"]["code"] == "all_members_failed"
     assert "0 of 2 panel members answered" in failed["response"]["error"]["message"]
 
 

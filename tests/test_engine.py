@@ -223,3 +223,47 @@ async def test_a_run_over_its_wall_clock_fails_with_deadline_exceeded(tmp_path: 
     with pytest.raises(APIError) as caught:
         await engine.run(engine.plan(ask(), FusionOptions(mode="single")), MemoryRecorder())
     assert (caught.value.status, caught.value.code) == (504, "deadline_exceeded")
+
+
+class Stuck(Scripted):
+    """A member that never answers (until it is cancelled)."""
+
+    async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
+        self.requests.append(request)
+        await asyncio.Event().wait()
+        raise AssertionError("never reached")
+
+
+async def test_with_a_quorum_the_late_member_is_dropped_after_the_grace(tmp_path: Path) -> None:
+    adapters = {
+        "a": Scripted("answer A"),
+        "b": Scripted("answer B"),
+        "slow": Stuck("never"),
+        "judge": Scripted(ANALYSIS, "fused"),
+    }
+    engine = engine_of(
+        tmp_path, adapters, panel_models=["a", "b", "slow"], judge_model="judge", panel={"quorum": 2, "grace_ms": 50}
+    )
+    recorder = MemoryRecorder()
+    result = await engine.run(engine.plan(ask(), FusionOptions(mode="panel")), recorder)
+    assert [c.endpoint_id for c in result.candidates] == ["a", "b"] and result.message.content == "fused"
+    [late] = result.failed
+    assert late.endpoint_id == "slow" and late.reason == "late: 2 members had answered, 50 ms grace"
+    dropped = [p for _, t, p in recorder.events if t == "candidate.dropped"]
+    assert dropped == [{"candidate_id": "c3", "endpoint_id": "slow", "reason": late.reason, "late": True}]
+    # The cut-off call ends in the record too, not left "started".
+    calls = [
+        (t, p["endpoint_id"])
+        for _, t, p in recorder.events
+        if t.startswith("model_call.") and p["endpoint_id"] == "slow"
+    ]
+    assert calls == [("model_call.started", "slow"), ("model_call.failed", "slow")]
+
+
+async def test_when_the_quorum_agrees_the_late_member_is_not_waited_for(tmp_path: Path) -> None:
+    adapters = {"a": Scripted("same answer"), "b": Scripted("same  ANSWER"), "slow": Stuck("never")}
+    # A grace of an hour: the run would sit in it if agreement did not end the wait.
+    engine = engine_of(tmp_path, adapters, panel_models=["a", "b", "slow"], panel={"quorum": 2, "grace_ms": 3_600_000})
+    result = await engine.run(engine.plan(ask(), FusionOptions(mode="panel")), MemoryRecorder())
+    assert result.decision.reason == "unanimous"
+    assert [f.reason for f in result.failed] == ["late: 2 members had agreed"]

@@ -134,6 +134,10 @@ class ModelCalls:
         except APIError as error:
             await self._failed(run, call, started, error)
             raise
+        except asyncio.CancelledError:
+            # Cut off (a late member, the wall clock, a client gone): the call ends in the record too.
+            await self._failed(run, call, started, APIError(499, "cancelled", type="cancelled", code="cancelled"))
+            raise
         self._account(run, client, completion.usage)
         await run.recorder.event(
             "model_call.completed",

@@ -43,7 +43,12 @@ class FusionEngine:
         self.config = config
         self.clients = clients
         self.calls = ModelCalls(clients)
-        self.panel = Panel(self.calls, member_timeout_s=config.panel.member_timeout_s)
+        self.panel = Panel(
+            self.calls,
+            member_timeout_s=config.panel.member_timeout_s,
+            quorum=config.panel.quorum,
+            grace_ms=config.panel.grace_ms,
+        )
         self.decider = Decider(config, self.calls)
 
     def plan(self, request: ChatRequest, options: FusionOptions) -> RunPlan:

@@ -8,6 +8,10 @@ A member that errors, times out, says nothing, proposes a tool the request does 
 refused a tool by the policy is dropped; the run decides whether enough remain. With external
 tool execution (`run.pauses`), a member's tool calls pause the run until the client sends the
 results, and the member continues with them in its own conversation.
+
+With a quorum (`panel.quorum: k`), one slow member no longer sets every answer's latency: once k
+members have answered, the others get `panel.grace_ms` more and are then dropped as `late`; when
+the first k agree, the others are not waited for at all.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 from bridge.errors import APIError
 from bridge.protocol import ChatCompletion, ChatMessage, ChatRequest, Usage
 from server.engine.calls import ModelCalls, RunState, ms_since
-from server.engine.candidates import Candidate, MemberPlan
+from server.engine.candidates import Candidate, MemberPlan, unanimous
 from server.engine.pauses import ToolRefused
 from server.engine.recorder import Recorder
 from server.protocol import FailedMember
@@ -47,15 +51,59 @@ async def record_candidate(recorder: Recorder, candidate: Candidate) -> None:
 
 
 class Panel:
-    def __init__(self, calls: ModelCalls, *, member_timeout_s: float | None) -> None:
+    def __init__(
+        self,
+        calls: ModelCalls,
+        *,
+        member_timeout_s: float | None,
+        quorum: int | None = None,
+        grace_ms: float = 0,
+    ) -> None:
         self.calls = calls
         self.member_timeout_s = member_timeout_s
+        self.quorum = quorum
+        self.grace_s = grace_ms / 1000
 
     async def ask(self, run: RunState, request: ChatRequest, members: list[MemberPlan]) -> list[Candidate]:
+        """The members' answers, in the members' order."""
         started = time.perf_counter()
-        answers = await asyncio.gather(*(self._member(run, request, plan) for plan in members))
+        tasks = {asyncio.ensure_future(self._member(run, request, plan)): plan for plan in members}
+        try:
+            if self.quorum is None or self.quorum >= len(members):
+                await asyncio.wait(tasks)
+            else:
+                await self._until_quorum(run, tasks, self.quorum)
+        finally:
+            for task in tasks:
+                task.cancel()  # a no-op for the finished; the late are cut off here
         run.latency_ms["panel"] = ms_since(started)
+        answers = [task.result() for task in tasks if not task.cancelled()]
         return [c for c in answers if c is not None]
+
+    async def _until_quorum(
+        self, run: RunState, tasks: dict[asyncio.Task[Candidate | None], MemberPlan], quorum: int
+    ) -> None:
+        """Wait for `quorum` answers, then up to the grace period for the rest; drop who is still out as late."""
+        waiting = set(tasks)
+        answered: list[Candidate] = []
+        while waiting and len(answered) < quorum:
+            done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            answered += [c for c in (task.result() for task in done) if c is not None]
+        if not waiting:
+            return
+        if len(answered) >= quorum and not unanimous(answered[:quorum]) and self.grace_s > 0:
+            _, waiting = await asyncio.wait(waiting, timeout=self.grace_s)
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        why = (
+            "agreed"
+            if len(answered) >= quorum and unanimous(answered[:quorum])
+            else f"answered, {self.grace_s * 1000:g} ms grace"
+        )
+        for task in waiting:
+            plan = tasks[task]
+            await self._drop(run, plan, f"late: {quorum} members had {why}", None, late=True)
 
     def candidate(self, plan: MemberPlan, completion: ChatCompletion, latency_ms: float) -> Candidate:
         message = completion.message
@@ -131,10 +179,9 @@ class Panel:
         )
 
     @staticmethod
-    async def _drop(run: RunState, plan: MemberPlan, reason: str, status: int | None) -> None:
+    async def _drop(run: RunState, plan: MemberPlan, reason: str, status: int | None, *, late: bool = False) -> None:
         run.failed.append(
             FailedMember(endpoint_id=plan.endpoint_id, candidate_id=plan.candidate_id, reason=reason, status=status)
         )
-        await run.recorder.event(
-            "candidate.dropped", {"candidate_id": plan.candidate_id, "endpoint_id": plan.endpoint_id, "reason": reason}
-        )
+        dropped = {"candidate_id": plan.candidate_id, "endpoint_id": plan.endpoint_id, "reason": reason}
+        await run.recorder.event("candidate.dropped", {**dropped, "late": True} if late else dropped)

@@ -16,7 +16,7 @@ from typing import Any
 
 from bridge.errors import bad_request
 from bridge.protocol import ChatRequest
-from server.config import PanelConfig
+from server.config import FusionSettings, PanelConfig
 from server.engine.candidates import MemberPlan
 from server.engine.routing import choose_route
 from server.protocol import FusionOptions
@@ -34,6 +34,7 @@ class RunPlan:
     route: str
     route_reasons: list[str]
     members: list[MemberPlan]
+    fusion: FusionSettings  # the config's `fusion:` section, with what the request set over it
 
     def describe(self) -> dict[str, Any]:
         """The plan as the run's `generating` event records it."""
@@ -60,7 +61,8 @@ def plan_run(config: PanelConfig, endpoints: Collection[str], request: ChatReque
             code="budget_exceeded",
             param="fusion.sample_count" if route == "self" else "fusion.panel_models",
         )
-    return RunPlan(request, options, mode, route, reasons, members)
+    asked = {k: v for k in ("synthesis", "tool_fusion", "show_reasoning") if (v := getattr(options, k)) is not None}
+    return RunPlan(request, options, mode, route, reasons, members, config.fusion.model_copy(update=asked))
 
 
 def choose_endpoint(
