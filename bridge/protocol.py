@@ -11,9 +11,10 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from bridge.errors import bad_request
+from bridge.base_models import Open, Probability
+from bridge.errors import InvalidParam, bad_request
 
 __all__ = [
     "AssistantMessage",
@@ -58,21 +59,7 @@ def now() -> int:
     return int(time.time())
 
 
-class InvalidParam(ValueError):
-    """A check across fields that names the request field at fault, for the error's `param`."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-class _Wire(BaseModel):
-    """Base for request-side models: unknown OpenAI fields are kept, not rejected."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-class ContentPart(_Wire):
+class ContentPart(Open):
     type: str
     text: str | None = None
     image_url: dict[str, Any] | None = None
@@ -89,7 +76,7 @@ class ToolCall(BaseModel):
     function: FunctionCall
 
 
-class ChatMessage(_Wire):
+class ChatMessage(Open):
     role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -117,7 +104,7 @@ def message_text(message: ChatMessage | AssistantMessage) -> str:
     return "".join(part.text or "" for part in content if part.type == "text")
 
 
-class FunctionDefinition(_Wire):
+class FunctionDefinition(Open):
     # OpenAI's rule for function names; providers refuse anything else, so it is checked at the door.
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
@@ -125,7 +112,7 @@ class FunctionDefinition(_Wire):
     strict: bool | None = None
 
 
-class Tool(_Wire):
+class Tool(Open):
     type: Literal["function"] = "function"
     function: FunctionDefinition
 
@@ -141,22 +128,22 @@ class NamedToolChoice(BaseModel):
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
-class ResponseFormat(_Wire):
+class ResponseFormat(Open):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: dict[str, Any] | None = None
 
 
-class StreamOptions(_Wire):
+class StreamOptions(Open):
     include_usage: bool = False
 
 
-class ChatRequest(_Wire):
+class ChatRequest(Open):
     """A Chat Completions request. Fields OpenAI has and we do not model are kept as extras."""
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_p: Probability | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     stop: str | list[str] | None = None

@@ -20,16 +20,7 @@ from bridge.adapters.base import CallContext, refuse_logprobs
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
 from bridge.adapters.turns import Part, split_conversation
 from bridge.endpoint import EndpointConfig
-from bridge.errors import (
-    APIError,
-    bad_request,
-    not_found,
-    rate_limited,
-    redact,
-    timed_out,
-    upstream_auth,
-    upstream_failure,
-)
+from bridge.errors import APIError, bad_request, from_status, redact, timed_out, upstream_failure
 from bridge.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -339,24 +330,13 @@ def map_anthropic_error(
     status = exc.status_code if exc.status_code >= 300 else ERROR_TYPE_STATUS.get(str(kind), 500)
     message = redact(f"anthropic: {(detail or f'HTTP {status}')[:500]}", secret)
     retry_after = exc.response.headers.get("retry-after") if exc.status_code >= 300 else None
-    if status == 400:
-        return bad_request(message, code="upstream_bad_request")
-    if status in (401, 403):
-        return upstream_auth(message, status)
-    if status == 404:
-        return not_found(message)
+    if status == 529:  # overloaded: "temporarily unavailable, retry" to any OpenAI client
+        return APIError(503, message, type="upstream_error", code="upstream_overloaded", retry_after=retry_after)
     if status == 413:
         return APIError(413, message, type="invalid_request_error", code="request_too_large")
-    if status == 429:
-        return rate_limited(message, retry_after)
-    if status in (408, 504):
-        return timed_out(message)
-    if status == 529:
-        return APIError(503, message, type="upstream_error", code="upstream_overloaded", retry_after=retry_after)
-    if status < 500:
-        # Billing, conflicts and the like: the client's problem, not retryable, kept as they are.
-        return APIError(status, message, type="invalid_request_error", code=f"upstream_{kind or 'error'}")
-    return upstream_failure(message)
+    # Billing, conflicts and the like keep Anthropic's error type in their code.
+    code = None if status == 400 else f"upstream_{kind or 'error'}"
+    return from_status(status, message, code=code, retry_after=retry_after)
 
 
 def _error_fields(exc: anthropic.APIStatusError) -> tuple[str | None, str | None]:
