@@ -8,7 +8,7 @@ Every failure a client can see is an `APIError`: an HTTP status, an OpenAI error
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -182,12 +182,17 @@ class Problem:
     loc: tuple[str | int, ...]
     message: str
     type: str
-    # What a validator raised (an InvalidParam, a config's reference error), when one did.
-    cause: BaseException | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)  # pydantic's `ctx`: `expected`, `error`, ...
 
     @property
     def path(self) -> str:
         return key_path(self.loc)
+
+    @property
+    def cause(self) -> BaseException | None:
+        """What a validator raised (an InvalidParam, a config's reference error), when one did."""
+        error = self.context.get("error")
+        return error if isinstance(error, BaseException) else None
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
@@ -224,12 +229,12 @@ def describe_validation_error(errors: Sequence[Mapping[str, Any]], data: Any = N
         if data is not None:
             loc = _user_loc(loc, data, missing=kind == "missing")
         ctx = error.get("ctx")
-        cause = ctx.get("error") if isinstance(ctx, Mapping) else None
-        cause = cause if isinstance(cause, BaseException) else None
+        context = dict(ctx) if isinstance(ctx, Mapping) else {}
+        cause = context.get("error")
         if not loc and isinstance(cause, InvalidParam):
             loc = (cause.param,)
         message = str(error.get("msg", "invalid request")).removeprefix("Value error, ")
-        problems.append(Problem(loc, message, kind, cause))
+        problems.append(Problem(loc, message, kind, context))
     return ValidationDescription(tuple(problems))
 
 

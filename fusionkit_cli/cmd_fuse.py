@@ -20,7 +20,7 @@ import httpx2
 
 from bridge.errors import APIError
 from fusionkit_cli.common import BadInput, load_config_or_exit
-from server.fusion_protocol import FuseTrajectoriesRequest
+from server.protocol.trajectories import FuseTrajectoriesRequest
 from server.trajectories import TrajectoryFileError, load_trajectory_file
 
 __all__ = ["fuse"]

@@ -30,7 +30,8 @@ from server.clients import EndpointClient, build_clients
 from server.config import PanelConfig
 from server.doors import FusionPath, messages_router, responses_router
 from server.engine import FusionEngine
-from server.protocol import FUSION_MODELS, FusionChatRequest
+from server.protocol import FUSION_MODELS
+from server.protocol.chat import FusionChatRequest
 from server.rejudge import rejudge_router
 from server.runs import RunService
 from server.runs_api import runs_router

@@ -14,7 +14,8 @@ from fastapi.responses import Response
 from bridge.errors import bad_request
 from server.completions import respond
 from server.doors.launch import FusionPath
-from server.protocol import FusionChatRequest, FusionOptions, mode_of_model
+from server.protocol import mode_of_model
+from server.protocol.chat import FusionChatRequest, FusionOptions
 
 __all__ = ["ChatHandler"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from server.engine import FusionResult
-from server.protocol import FusionMetadata
+from server.protocol.chat import FusionMetadata
 
 __all__ = ["fusion_metadata"]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.endpoint import EndpointConfig
-from server.fusion_protocol import (
+from server.protocol.native import (
     STATUS_OF_STATE,
     ArtifactKind,
     ArtifactRef,

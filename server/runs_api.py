@@ -24,16 +24,15 @@ from fastapi.responses import JSONResponse, Response
 from bridge.errors import APIError, bad_request, not_found
 from bridge.http import log_context, race_disconnect
 from server.engine import FusionEngine
-from server.fusion_protocol import (
+from server.native_http import NativeRoute, parse_native
+from server.protocol.native import (
     CreateRunAnswer,
     FusionRunRequest,
     IdempotencyOutcome,
-    NativeRoute,
     RunEventPage,
     RunInspection,
     RunStateSummary,
     ToolResultSubmission,
-    parse_native,
 )
 from server.run_views import read_run, run_summary
 from server.runs import RunService

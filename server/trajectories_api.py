@@ -20,12 +20,8 @@ from bridge.protocol import ChatRequest
 from server.completions import respond
 from server.engine import FusionEngine
 from server.engine.planning import choose_endpoint
-from server.fusion_protocol import (
-    FuseTrajectoriesRequest,
-    NativeRoute,
-    StepTrajectoriesRequest,
-    parse_native,
-)
+from server.native_http import NativeRoute, parse_native
+from server.protocol.trajectories import FuseTrajectoriesRequest, StepTrajectoriesRequest
 from server.runs import RunService
 from server.trajectories import best_verified, synthesis_record, to_candidates
 

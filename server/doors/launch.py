@@ -25,11 +25,12 @@ from typing import Any, Protocol
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from bridge.errors import APIError, not_found, upstream_failure
+from bridge.errors import APIError, conflict, not_found, upstream_failure
 from bridge.http import SSE_HEADERS, ClientDisconnected, log_context, race_disconnect
 from bridge.protocol import ChatRequest
 from server.engine import EngineEvent, FusionEngine, FusionResult, Phase, TextDelta
-from server.protocol import FUSION_MODELS, FusionOptions, mode_of_model
+from server.protocol import FUSION_MODELS, mode_of_model
+from server.protocol.chat import FusionOptions
 from server.run_views import DOOR_EVENT
 from server.runs import RunRecorder, RunService
 
@@ -130,7 +131,7 @@ def run_failure(exc: BaseException, run_id: str) -> APIError:
 def _outcome(task: asyncio.Task[FusionResult]) -> FusionResult | BaseException:
     # A run cancelled from elsewhere (POST .../cancel) ends the stream with an error instead of keep-alives forever.
     if task.cancelled():
-        return APIError(409, "the run was cancelled", type="invalid_request_error", code="run_cancelled")
+        return conflict("the run was cancelled", code="run_cancelled")
     return task.exception() or task.result()
 
 

@@ -21,9 +21,9 @@ from pydantic import ValidationError
 from bridge.errors import APIError
 from bridge.http import parse_body, validation_error
 from server.doors.launch import FusionPath, stream_response
-from server.doors.messages_protocol import CountTokensRequest, MessagesRequest
 from server.doors.messages_translate import MessageStream, error_body, estimate_tokens, message_object, to_chat_request
-from server.doors.wire import DoorNotes
+from server.doors.notes import DoorNotes
+from server.protocol.messages import CountTokensRequest, MessagesRequest
 
 __all__ = ["AnthropicErrorRoute", "messages_router"]
 

@@ -19,7 +19,7 @@ from bridge.errors import bad_request
 from bridge.http import parse_body, validation_error
 from bridge.protocol import ChatMessage
 from server.doors.launch import FusionPath, stream_response
-from server.doors.responses_protocol import ResponsesRequest
+from server.doors.notes import DoorNotes
 from server.doors.responses_translate import (
     ResponseStream,
     ToolMap,
@@ -31,7 +31,7 @@ from server.doors.responses_translate import (
     run_id_for,
     to_chat_request,
 )
-from server.doors.wire import DoorNotes
+from server.protocol.responses import ResponsesRequest
 from server.store import RunStore, is_valid_run_id
 
 __all__ = ["responses_router"]
