@@ -18,6 +18,7 @@ from bridge.errors import InvalidParam, bad_request
 
 __all__ = [
     "AssistantMessage",
+    "BridgeHealth",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatMessage",
@@ -26,6 +27,8 @@ __all__ = [
     "ChunkChoice",
     "ContentPart",
     "Delta",
+    "ErrorDetail",
+    "ErrorResponse",
     "FunctionCall",
     "FunctionCallDelta",
     "FunctionDefinition",
@@ -117,12 +120,13 @@ class Tool(Open):
     function: FunctionDefinition
 
 
-class NamedToolChoice(BaseModel):
-    class _Name(BaseModel):
-        name: str
+class ToolChoiceFunction(BaseModel):
+    name: str
 
+
+class NamedToolChoice(BaseModel):
     type: Literal["function"] = "function"
-    function: _Name
+    function: ToolChoiceFunction
 
 
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
@@ -316,3 +320,27 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class ErrorDetail(Open):
+    """OpenAI's error object; the router adds fields beside these (`run_id`, the native API's record)."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(Open):
+    """Every error body both servers answer on OpenAI routes: `{"error": {message, type, param, code}}`."""
+
+    error: ErrorDetail
+
+
+class BridgeHealth(BaseModel):
+    """`GET /health` on a bridge: ready, and which model it serves."""
+
+    status: Literal["ok"]
+    model: str
+    provider: str
+    mock: bool

@@ -15,13 +15,16 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from bridge.errors import bad_request
-from bridge.http import log_context, race_disconnect, validation_error
+from bridge.http import json_body, log_context, race_disconnect, validation_error
+from bridge.openapi import answers, errors
 from bridge.protocol import ChatRequest
 from server.completions import respond
 from server.engine import FusionEngine
 from server.engine.planning import choose_endpoint
 from server.native_http import NativeRoute, parse_native
-from server.protocol.trajectories import FuseTrajectoriesRequest, StepTrajectoriesRequest
+from server.protocol.chat import FusedChatCompletion
+from server.protocol.native import NativeErrorResponse
+from server.protocol.trajectories import FuseTrajectoriesRequest, StepTrajectoriesRequest, TrajectorySynthesis
 from server.runs import RunService
 from server.trajectories import best_verified, synthesis_record, to_candidates
 
@@ -34,9 +37,12 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
     def endpoint_id(value: str | None, default: str, param: str) -> str:
         return choose_endpoint(engine.clients, value, default, param, code="unknown_model")  # the seed's code
 
-    @router.post("/trajectories:fuse")
-    async def fuse(request: Request) -> dict[str, Any]:
-        body = await parse_native(request, FuseTrajectoriesRequest)
+    failures = errors(400, 401, 404, 409, 422, 502, 503, 504, model=NativeErrorResponse) | errors(413)
+
+    @router.post("/trajectories:fuse", response_model=None, responses=answers(TrajectorySynthesis) | failures)
+    async def fuse(
+        request: Request, body: FuseTrajectoriesRequest = json_body(FuseTrajectoriesRequest, parse=parse_native)
+    ) -> dict[str, Any]:
         if not body.trajectories:
             raise bad_request("At least one trajectory is required.", param="trajectories", code="no_trajectories")
         judge = endpoint_id(body.judge_model, engine.config.judge, "judge_model")
@@ -63,9 +69,12 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
         )
         return answer.wire()
 
-    @router.post("/trajectory:step", response_model=None)
-    async def step(request: Request) -> Response:
-        body = await parse_native(request, StepTrajectoriesRequest)
+    @router.post(
+        "/trajectory:step", response_model=None, responses=answers(FusedChatCompletion, stream=True) | failures
+    )
+    async def step(
+        request: Request, body: StepTrajectoriesRequest = json_body(StepTrajectoriesRequest, parse=parse_native)
+    ) -> Response:
         judge = endpoint_id(body.judge_model, engine.config.judge, "judge_model")
         fields = body.model_dump(exclude={"trajectories", "judge_model", "model"}, exclude_none=True)
         try:

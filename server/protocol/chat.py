@@ -1,5 +1,5 @@
-"""Chat Completions on the router: the OpenAI format (`bridge.protocol`) plus the `fusion` request options
-and the `fusionkit` metadata object on every answer."""
+"""The router's OpenAI-compatible surface: Chat Completions (the format is `bridge.protocol`'s) plus the
+`fusion` request options and the `fusionkit` metadata object on every answer, and `GET /health`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ __all__ = [
     "FusionChatRequest",
     "FusionMetadata",
     "FusionOptions",
+    "RouterHealth",
     "ToolExecution",
 ]
 
@@ -95,3 +96,12 @@ class FusedChatCompletion(ChatCompletion):
     """What `POST /v1/chat/completions` answers on the router: a chat.completion with the `fusionkit` object."""
 
     fusionkit: FusionMetadata
+
+
+class RouterHealth(BaseModel):
+    """`GET /health` on the router: overall status, each endpoint's readiness, the run store, whether auth is on."""
+
+    status: Literal["ok", "degraded", "unavailable"]
+    endpoints: dict[str, dict[str, Any]]
+    store: dict[str, Any]
+    auth: bool

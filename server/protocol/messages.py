@@ -19,6 +19,7 @@ from server.protocol import type_tag
 from server.protocol.chat import FusionOptions
 
 __all__ = [
+    "AnthropicError",
     "Block",
     "CountTokensRequest",
     "ImageBlock",
@@ -32,6 +33,7 @@ __all__ = [
     "TextOut",
     "ThinkingBlock",
     "ThinkingConfig",
+    "TokenCount",
     "ToolChoice",
     "ToolDefinition",
     "ToolResultBlock",
@@ -206,3 +208,21 @@ class MessageObject(BaseModel):
     stop_reason: StopReason | None = None
     stop_sequence: str | None = None
     usage: MessageUsage
+
+
+class TokenCount(BaseModel):
+    """`POST /v1/messages/count_tokens`."""
+
+    input_tokens: int
+
+
+class ErrorObject(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicError(BaseModel):
+    """Every error on the Messages routes, so the `anthropic` SDK raises its own exception for it."""
+
+    type: Literal["error"] = "error"
+    error: ErrorObject

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.base_models import Probability, Strict
+from bridge.base_models import Open, Probability, Strict
 from bridge.protocol import ChatMessage, ChatRequest, Tool
 from server.protocol import Mode, canonical_mode
 from server.protocol.chat import FusionOptions, ToolExecution
@@ -35,6 +35,7 @@ __all__ = [
     "FusionRunEvent",
     "FusionRunRequest",
     "JudgeSynthesisRecord",
+    "NativeErrorResponse",
     "NativeRunError",
     "RejudgeRequest",
     "RunEventPage",
@@ -164,6 +165,27 @@ class NativeRunError(Answer):
     owner: Owner
     terminal_reason: str
     message: str | None = None
+
+
+class NativeErrorFields(Open):
+    """The `error` object of a native route's error: OpenAI's fields and the seed's `NativeRunError` fields."""
+
+    message: str | None
+    type: str
+    param: str | None
+    code: str | None
+    error_kind: ErrorKind
+    error_code: str
+    retryable: bool
+    owner: Owner
+    terminal_reason: str
+
+
+class NativeErrorResponse(BaseModel):
+    """Every error body on `/v1/fusion/*`; a 422 also has FastAPI's `detail` list, as the seed answers."""
+
+    error: NativeErrorFields
+    detail: list[dict[str, Any]] | None = None
 
 
 # Our error codes whose seed name differs, with the seed's terminal reason.
