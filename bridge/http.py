@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
@@ -30,6 +30,8 @@ __all__ = [
     "BodyReader",
     "ClientDisconnected",
     "InvalidJSON",
+    "allowed_methods",
+    "app_routes",
     "decode_json",
     "error_response",
     "install_error_handlers",
@@ -132,17 +134,36 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
         body = error_body(str(exc.detail), kind, code=str(exc.status_code))
-        # Starlette's own headers go along: a 405 says which methods the path has (`Allow`).
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path; a path can have several.
+            headers["Allow"] = ", ".join(sorted(allowed_methods(request.app, request.url.path)))
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logging.getLogger("fusionkit").exception("unhandled error on %s %s", request.method, request.url.path)
         body = error_body("internal error; see the server log", "server_error", code="internal_error")
         return JSONResponse(body, status_code=500)
+
+
+def app_routes(app: FastAPI) -> list[Any]:
+    """Every route of `app` with its full path, routers included (`path_regex`, `methods`, `dependant`)."""
+    contexts = getattr(routing, "iter_route_contexts", None)  # FastAPI >= 0.130 keeps included routes apart
+    return list(contexts(app.routes)) if contexts is not None else list(app.routes)
+
+
+def allowed_methods(app: FastAPI, path: str) -> set[str]:
+    """The methods some route of `app` answers at `path`: what a 405's `Allow` lists."""
+    methods: set[str] = set()
+    for route in app_routes(app):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
 
 
 class ClientDisconnected(Exception):

@@ -20,12 +20,12 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, routing
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from bridge.http import BodyReader
+from bridge.http import BodyReader, app_routes
 from bridge.protocol import ErrorResponse
 
 __all__ = ["SSE", "answers", "document", "errors"]
@@ -96,7 +96,7 @@ def _build(app: FastAPI) -> dict[str, Any]:
     # generation pass as the real routes; its requestBody then moves to the real route.
     stand_ins: list[APIRoute] = []
     moves: list[tuple[str, set[str], str]] = []
-    for route in _api_routes(app):
+    for route in app_routes(app):
         reader = _body_reader(route)
         if reader is None or not getattr(route, "include_in_schema", True):
             continue
@@ -124,14 +124,6 @@ def _build(app: FastAPI) -> dict[str, Any]:
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
     return schema
-
-
-def _api_routes(app: FastAPI) -> list[Any]:
-    """Every API route with its effective path and dependencies (routers included)."""
-    contexts = getattr(routing, "iter_route_contexts", None)  # FastAPI >= 0.130 keeps included routes apart
-    if contexts is not None:
-        return [c for c in contexts(app.routes) if isinstance(getattr(c, "original_route", None), APIRoute)]
-    return [r for r in app.routes if isinstance(r, APIRoute)]
 
 
 def _body_reader(route: Any) -> BodyReader[Any] | None:

@@ -98,7 +98,7 @@ def create_app(
             status=status, endpoints=endpoints, store=recording.model_dump(exclude_none=True), auth=auth.enabled
         )
 
-    @app.head("/")
+    @app.head("/", response_class=Response, responses={200: {"description": "The router is up (no body)"}})
     async def preflight() -> Response:
         """Claude Code checks the base URL with `HEAD /` before its first request."""
         return Response(status_code=200)

@@ -68,7 +68,8 @@ class Trajectory(_Lenient):
 
 
 class FuseTrajectoriesRequest(_Lenient):
-    messages: list[ChatMessage]
+    # The task the trajectories worked on: the judge and synthesizer cannot answer without one.
+    messages: list[ChatMessage] = Field(min_length=1)
     trajectories: list[Trajectory]
     judge_model: str | None = None
     synthesizer_model: str | None = None
