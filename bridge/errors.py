@@ -140,7 +140,7 @@ def from_status(
 ) -> APIError:
     """An upstream's HTTP failure as the error our client should see, after the provider's own special cases.
 
-    Statuses are kept faithful (SPEC §4): 400 (with the upstream's `param` and `code`), 401/403, 404,
+    Statuses are kept faithful: 400 (with the upstream's `param` and `code`), 401/403, 404,
     408 and 504 as a 504 timeout, 429 with its `Retry-After`, any other 4xx as it is; a 5xx is the
     upstream's failure, a 502, never ours.
     """

@@ -292,7 +292,7 @@ class ChatCompletionChunk(BaseModel):
 
 def completion_to_dict(completion: ChatCompletion) -> dict[str, Any]:
     """A completion as OpenAI sends it: unset fields omitted, but every message carries `content`
-    (null beside tool calls, CONFORMANCE 3), and `logprobs` is there (null unless asked for)."""
+    (null beside tool calls, as OpenAI sends it), and `logprobs` is there (null unless asked for)."""
     data = completion.model_dump(exclude_none=True)
     for choice, parsed in zip(data["choices"], completion.choices, strict=True):
         choice["message"].setdefault("content", None)

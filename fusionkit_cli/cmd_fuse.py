@@ -1,4 +1,4 @@
-"""`fusionkit fuse trajectories.json`: fuse agent trajectories into one answer (SPEC §9).
+"""`fusionkit fuse trajectories.json`: fuse agent trajectories into one answer.
 
 Directly with `--config` (the judge and synthesizer are called in-process) or through a
 running router with `--url`. Progress goes to stderr, the answer to stdout. Exit 0 on success,

@@ -4,8 +4,8 @@
     app = create_app(config, bridges={"fast": "http://127.0.0.1:9101"})  # through bridges (under `up`)
 
 Routes: GET /health, GET /v1/models, POST /v1/chat/completions, the agent front doors
-POST /v1/responses and POST /v1/messages (`server.doors`, SPEC §14), the /v1/fusion/runs family
-(`server.runs_api`) and the trajectory endpoints (`server.trajectories_api`) (SPEC §5). The HTTP layer
+POST /v1/responses and POST /v1/messages (`server.doors`), the /v1/fusion/runs family
+(`server.runs_api`) and the trajectory endpoints (`server.trajectories_api`). The HTTP layer
 parses and answers; the fusion engine (`server.engine`) does the work; `server.runs` records it.
 """
 

@@ -25,7 +25,7 @@ class ChatHandler:
         self.fusion = fusion
 
     def resolve(self, body: FusionChatRequest) -> FusionOptions:
-        """The run's options: `fusion.mode`, else the model suffix (SPEC §5); an endpoint id means single on it."""
+        """The run's options: `fusion.mode`, else the model suffix; an endpoint id means single on it."""
         body.require_one_choice()
         if mode_of_model(body.model) is not None and (body.logprobs or body.top_logprobs):
             raise bad_request(

@@ -75,7 +75,7 @@ class ChunkWriter:
 
     def __init__(self, model: str, *, include_usage: bool) -> None:
         self.include_usage = include_usage
-        # Every chunk of one answer carries the same id, created and model (CONFORMANCE 4).
+        # Every chunk of one answer carries the same id, created and model, as OpenAI's do.
         self.stamp = ChatCompletionChunk(id=new_completion_id(), model=model)
 
     def _frame(self, chunk: ChatCompletionChunk, extra: dict[str, Any] | None = None) -> bytes:

@@ -1,4 +1,4 @@
-"""The native runs API (SPEC §5): `/v1/fusion/runs` and its sub-resources, as fusionkit-server 0.1.1 answers.
+"""The native runs API: `/v1/fusion/runs` and its sub-resources, as fusionkit-server 0.1.1 answers.
 
     POST /v1/fusion/runs                        create and execute (Idempotency-Key); answers when the run
                                                 ends or pauses for tool results; `Prefer: respond-async` -> 202

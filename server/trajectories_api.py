@@ -1,4 +1,4 @@
-"""`POST /v1/fusion/trajectories:fuse` and `POST /v1/fusion/trajectory:step` (SPEC §5), as the seed answers.
+"""`POST /v1/fusion/trajectories:fuse` and `POST /v1/fusion/trajectory:step`, as the seed answers.
 
 `:fuse` has the judge compare agent trajectories and the synthesizer write the final output;
 `:step` has the judge model take the next agent step itself, the trajectories (if any) as

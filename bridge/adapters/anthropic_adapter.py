@@ -302,7 +302,7 @@ class _ToolCalls:
 
 
 def _finish(stop_reason: str | None, called: bool) -> str:
-    # A turn that called a tool ends with tool_calls, whatever Anthropic said (CONFORMANCE 9).
+    # A turn that called a tool ends with tool_calls, whatever Anthropic said.
     return "tool_calls" if called else STOP_REASONS.get(str(stop_reason), "stop")
 
 
@@ -311,7 +311,7 @@ def map_anthropic_error(
 ) -> APIError:
     """An SDK (or transport) exception as the status and OpenAI error body the client should see.
 
-    Statuses are kept faithful (SPEC §4), except: 5xx become 502, and 529 overloaded becomes 503,
+    Statuses are kept faithful, except: 5xx become 502, and 529 overloaded becomes 503,
     which says "temporarily unavailable, retry" to any OpenAI client. An error event inside a
     stream arrives with status 200; its error type says which status it stands for. `secret` is
     scrubbed from everything the upstream said.

@@ -208,7 +208,7 @@ class FusionPath:
         self.keepalive_s = keepalive_s
 
     def options(self, model: str, fusion: FusionOptions | None) -> FusionOptions:
-        """`fusion.mode`, else the model suffix (SPEC §5: `fusionkit/panel`, `fusionkit/router`, the 0.10
+        """`fusion.mode`, else the model suffix (`fusionkit/panel`, `fusionkit/router`, the 0.10
         alias `fusionkit/heuristic`); an endpoint id means single on it."""
         options = fusion or FusionOptions()
         mode = mode_of_model(model)

@@ -1,5 +1,5 @@
 """`POST /v1/messages` and `POST /v1/messages/count_tokens`: the Anthropic Messages API in front
-of the fusion path (SPEC §14).
+of the fusion path.
 
 Claude Code (`ANTHROPIC_BASE_URL`) and the `anthropic` SDK talk to these routes; the query
 string Claude Code adds (`?beta=true`) and its beta headers change nothing. Every error on them,

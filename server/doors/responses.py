@@ -1,4 +1,4 @@
-"""`POST /v1/responses`: the OpenAI Responses API in front of the fusion path (SPEC §14).
+"""`POST /v1/responses`: the OpenAI Responses API in front of the fusion path.
 
 Codex CLI, the OpenAI Agents SDK and `openai`'s `responses.create` / `responses.stream` talk to
 this route. The request is translated (`responses_translate`) into the engine's request, run on

@@ -1,4 +1,4 @@
-"""The native runs API's wire format (SPEC §5): what `/v1/fusion/runs` and its sub-resources read and answer.
+"""The native runs API's wire format: what `/v1/fusion/runs` and its sub-resources read and answer.
 
 The contract is fusionkit-server/-core 0.1.1 (their `contracts.py`, `run.py` and `app.py`): the
 same field names, types, enum values and status codes, so a client written for the seed works

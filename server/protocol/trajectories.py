@@ -1,4 +1,4 @@
-"""The trajectory endpoints' wire format (SPEC §5): `POST /v1/fusion/trajectories:fuse` and
+"""The trajectory endpoints' wire format: `POST /v1/fusion/trajectories:fuse` and
 `POST /v1/fusion/trajectory:step`, as fusionkit-server 0.1.1 declares them.
 
 A trajectory is the seed's `TrajectoryInput` (harness-trajectory.v1 without its metadata); the seed
