@@ -140,9 +140,9 @@ def from_status(
 ) -> APIError:
     """An upstream's HTTP failure as the error our client should see, after the provider's own special cases.
 
-    Statuses are kept faithful: 400 (with the upstream's `param` and `code`), 401/403, 404,
-    408 and 504 as a 504 timeout, 429 with its `Retry-After`, any other 4xx as it is; a 5xx is the
-    upstream's failure, a 502, never ours.
+    Statuses are kept faithful (docs/bridge.md, "Error mapping"): 400 (with the upstream's `param` and
+    `code`), 401/403, 404, 408 and 504 as a 504 timeout, 409/413/422 as they are, 429 with its
+    `Retry-After`; anything else is the upstream's failure, a 502, never ours.
     """
     if status == 400:
         return bad_request(message, param=param, code=code or "upstream_bad_request")
@@ -154,7 +154,7 @@ def from_status(
         return timed_out(message)
     if status == 429:
         return rate_limited(message, retry_after)
-    if 400 <= status < 500:
+    if status in (409, 413, 422):
         return APIError(status, message, type="invalid_request_error", code=code)
     return upstream_failure(message)
 

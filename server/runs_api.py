@@ -10,7 +10,7 @@
     POST /v1/fusion/runs/{run_id}/cancel        (addition) cancel in-flight calls; the run ends `cancelled`
     GET  /v1/fusion/runs/{run_id}/artifacts/{sha256}   (addition) an artifact's content, its `uri`
 
-The shapes are `server.fusion_protocol`'s; run ids are checked against their strict format before
+The shapes are `server.protocol.native`'s; run ids are checked against their strict format before
 the store is asked anything.
 """
 

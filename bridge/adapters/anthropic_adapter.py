@@ -334,9 +334,10 @@ def map_anthropic_error(
         return APIError(503, message, type="upstream_error", code="upstream_overloaded", retry_after=retry_after)
     if status == 413:
         return APIError(413, message, type="invalid_request_error", code="request_too_large")
-    # Billing, conflicts and the like keep Anthropic's error type in their code.
-    code = None if status == 400 else f"upstream_{kind or 'error'}"
-    return from_status(status, message, code=code, retry_after=retry_after)
+    if 400 < status < 500 and status not in (401, 403, 404, 408, 429):
+        # Billing, conflicts and the like: the client's problem, not retryable, kept as they are.
+        return APIError(status, message, type="invalid_request_error", code=f"upstream_{kind or 'error'}")
+    return from_status(status, message, retry_after=retry_after)
 
 
 def _error_fields(exc: anthropic.APIStatusError) -> tuple[str | None, str | None]:
