@@ -6,21 +6,26 @@ see `fusionkit_cli.config_loader`. These models hold the rules that make a confi
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from bridge.base_models import Probability, Strict
 from bridge.endpoint import EndpointConfig, env_name
-from server.protocol import Mode
 
 __all__ = [
     "DEFAULT_WALL_CLOCK_S",
     "BudgetConfig",
+    "Mode",
     "PanelConfig",
     "PanelSettings",
     "RetentionConfig",
     "SamplingConfig",
     "ServerConfig",
 ]
+
+# How a request is answered (the wire's `fusion.mode`, a `fusionkit/*` model, `default_mode`): the one definition.
+Mode = Literal["single", "self", "panel", "router"]
 
 # A run (panel, judge, synthesizer, their retries, tool pauses) that takes longer than this is stuck, not
 # slow: without a bound a hung judge alone holds a request for its endpoint's whole timeout per attempt.

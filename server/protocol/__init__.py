@@ -9,18 +9,19 @@
 A package, not one module, because these are five APIs that share almost no models, each mirrored field
 by field (about 1,400 lines together); vLLM keeps one protocol module per API the same way
 (`entrypoints/openai/chat_completion/protocol.py`, `entrypoints/anthropic/protocol.py`). What they all
-share is here: the fusion modes and the `fusionkit/*` model names. The OpenAI Chat Completions format
-itself is `bridge.protocol`'s, shared with the bridge. This module imports nothing heavy, so the config
-(`server.config`) takes `Mode` from it without building any wire model.
+share is here: the fusion modes (`Mode` itself is the config's: `default_mode` is one) and the
+`fusionkit/*` model names. The OpenAI Chat Completions format itself is `bridge.protocol`'s, shared
+with the bridge.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any, get_args
+
+from server.config import Mode
 
 __all__ = ["FUSION_MODELS", "MODES", "MODE_ALIASES", "Mode", "canonical_mode", "mode_of_model", "type_tag"]
 
-Mode = Literal["single", "self", "panel", "router"]
 MODES: tuple[str, ...] = get_args(Mode)
 FUSION_MODELS = tuple(f"fusionkit/{mode}" for mode in ("router", "single", "self", "panel"))
 # fusionkit 0.10's names for the router mode, accepted wherever a mode or a fusionkit/* model is.
