@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bridge.errors import bad_request
 from bridge.http import json_body, log_context, race_disconnect, validation_error
@@ -25,7 +25,7 @@ from server.native_http import NativeRoute, parse_native
 from server.protocol.chat import FusedChatCompletion
 from server.protocol.native import NativeErrorResponse
 from server.protocol.trajectories import FuseTrajectoriesRequest, StepTrajectoriesRequest, TrajectorySynthesis
-from server.runs import RunService
+from server.runs import RunRecorder, RunService
 from server.trajectories import best_verified, synthesis_record, to_candidates
 
 __all__ = ["trajectories_router"]
@@ -36,6 +36,16 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
 
     def endpoint_id(value: str | None, default: str, param: str) -> str:
         return choose_endpoint(engine.clients, value, default, param, code="unknown_model")  # the seed's code
+
+    async def recorded(request: Request, mode: str, body: BaseModel) -> RunRecorder:
+        """A run for this request, recorded with the body as the client sent it."""
+        recorder = await runs.start(
+            mode=mode,
+            request=body.model_dump(mode="json", exclude_none=True),
+            trace_id=request.headers.get("x-fusion-trace-id"),
+        )
+        log_context(request)["run_id"] = recorder.run_id
+        return recorder
 
     failures = errors(400, 401, 404, 409, 422, 502, 503, 504, model=NativeErrorResponse) | errors(413)
 
@@ -48,12 +58,7 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
         judge = endpoint_id(body.judge_model, engine.config.judge, "judge_model")
         synth = endpoint_id(body.synthesizer_model, engine.config.synthesizer, "synthesizer_model")
         chat = ChatRequest(model="fusionkit/trajectories", messages=body.messages)
-        recorder = await runs.start(
-            mode="trajectories",
-            request=body.model_dump(mode="json", exclude_none=True),
-            trace_id=request.headers.get("x-fusion-trace-id"),
-        )
-        log_context(request)["run_id"] = recorder.run_id
+        recorder = await recorded(request, "trajectories", body)
         candidates = to_candidates(body.trajectories)
         result = await race_disconnect(
             request,
@@ -77,17 +82,13 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
     ) -> Response:
         judge = endpoint_id(body.judge_model, engine.config.judge, "judge_model")
         fields = body.model_dump(exclude={"trajectories", "judge_model", "model"}, exclude_none=True)
+        fields["model"] = judge
         try:
-            chat = ChatRequest.model_validate({**fields, "model": judge})
+            chat = ChatRequest.model_validate(fields)
         except ValidationError as exc:
             # The body is valid; what the OpenAI fields say together is not (a tool_choice naming no tool): 400.
-            raise validation_error(exc) from None
-        recorder = await runs.start(
-            mode="step",
-            request=body.model_dump(mode="json", exclude_none=True),
-            trace_id=request.headers.get("x-fusion-trace-id"),
-        )
-        log_context(request)["run_id"] = recorder.run_id
+            raise validation_error(exc, fields) from None
+        recorder = await recorded(request, "step", body)
         candidates = to_candidates(body.trajectories)
         best = best_verified(body.trajectories)
         return await respond(
