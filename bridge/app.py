@@ -24,13 +24,15 @@ from bridge.http import (
     SSE_HEADERS,
     AccessLogMiddleware,
     install_error_handlers,
+    json_body,
     log_context,
-    parse_body,
     race_disconnect,
     sse_data,
     sse_stream,
 )
+from bridge.openapi import answers, document, errors
 from bridge.protocol import (
+    BridgeHealth,
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
@@ -96,24 +98,28 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, 
 
     @app.get("/health")
     @app.get("/v1/health")
-    async def health() -> dict[str, object]:
-        return {"status": "ok", "model": endpoint.id, "provider": endpoint.provider, "mock": endpoint.is_mock}
+    async def health() -> BridgeHealth:
+        return BridgeHealth(status="ok", model=endpoint.id, provider=endpoint.provider, mock=endpoint.is_mock)
 
     card = ModelCard(id=endpoint.id, owned_by=owned_by)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=errors(401))
     async def models() -> ModelList:
         return ModelList(data=[card])
 
-    @app.get("/v1/models/{model_id:path}")
+    @app.get("/v1/models/{model_id:path}", responses=errors(401, 404))
     async def model(model_id: str) -> ModelCard:
         if model_id not in (endpoint.id, endpoint.model):
             raise not_found(f"model '{model_id[:80]}' is not served here; this bridge serves '{endpoint.id}'")
         return card
 
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(request: Request) -> Response:
-        body = await parse_body(request, ChatRequest)
+    @app.post(
+        "/v1/chat/completions",
+        response_model=None,
+        responses=answers(ChatCompletion, stream=True)
+        | errors(400, 401, 403, 404, 408, 409, 413, 422, 429, 502, 503, 504),
+    )
+    async def chat_completions(request: Request, body: ChatRequest = json_body(ChatRequest)) -> Response:
         if body.model not in (endpoint.id, endpoint.model):
             raise not_found(
                 f"model '{body.model}' is not served here; this bridge serves '{endpoint.id}' "
@@ -145,6 +151,7 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, 
             return JSONResponse(completion_to_dict(completion))
         return await _stream_response(_observed(chat.stream(upstream, ctx), span), body)
 
+    app.openapi = document(app)  # type: ignore[method-assign]
     return app
 
 

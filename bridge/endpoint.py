@@ -7,7 +7,9 @@ import re
 import urllib.parse
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from bridge.base_models import Probability, Strict
 
 __all__ = [
     "ENDPOINT_ID_MAX",
@@ -41,17 +43,13 @@ def env_name(value: str | None) -> str | None:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Pricing(_Strict):
+class Pricing(Strict):
     input_per_1m_tokens: float | None = Field(default=None, ge=0)
     output_per_1m_tokens: float | None = Field(default=None, ge=0)
     currency: str = "USD"
 
 
-class Capabilities(_Strict):
+class Capabilities(Strict):
     """What the endpoint supports; null means "assume the provider's usual"."""
 
     structured_output: bool | None = None
@@ -59,7 +57,7 @@ class Capabilities(_Strict):
     streaming: bool | None = None
 
 
-class MockSettings(_Strict):
+class MockSettings(Strict):
     """Behaviour of the offline `mock` provider.
 
     `knows` names a task set (JSONL, the format of `fusionkit eval`) whose answers this mock knows; it
@@ -69,7 +67,7 @@ class MockSettings(_Strict):
 
     latency_ms: float = Field(default=0, ge=0)
     tokens_per_s: float = Field(default=0, ge=0)
-    fail_rate: float = Field(default=0.0, ge=0, le=1)
+    fail_rate: Probability = 0.0
     seed: int = 0
     knows: str | None = None
     accuracy: float | dict[str, float] = 1.0
@@ -91,7 +89,7 @@ class MockSettings(_Strict):
         return self
 
 
-class EndpointConfig(_Strict):
+class EndpointConfig(Strict):
     id: str
     provider: Provider
     model: str = Field(min_length=1)

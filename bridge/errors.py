@@ -7,13 +7,21 @@ Every failure a client can see is an `APIError`: an HTTP status, an OpenAI error
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "APIError",
+    "InvalidParam",
+    "Problem",
+    "ValidationDescription",
     "bad_request",
+    "conflict",
+    "describe_validation_error",
     "error_body",
     "from_openai_status",
+    "from_status",
     "key_path",
     "not_found",
     "not_ready",
@@ -80,6 +88,12 @@ def bad_request(message: str, *, param: str | None = None, code: str | None = "i
     return APIError(400, message, type="invalid_request_error", code=code, param=param)
 
 
+def conflict(message: str, *, code: str, param: str | None = None) -> APIError:
+    """409: the request is fine but the resource is not in a state that allows it (a run not waiting, a
+    reused idempotency key). The openai SDK retries 409s; the state may well have moved on by then."""
+    return APIError(409, message, type="invalid_request_error", code=code, param=param)
+
+
 def upstream_auth(message: str, status: int = 401) -> APIError:
     kind = "authentication_error" if status == 401 else "permission_error"
     return APIError(status, message, type=kind, code="upstream_" + kind)
@@ -124,21 +138,122 @@ def key_path(loc: tuple[int | str, ...] | list[int | str]) -> str:
     return out
 
 
-def from_openai_status(status: int, body: object, retry_after: str | None, label: str = "upstream") -> APIError:
-    """An OpenAI-compatible upstream's error response as the error our client should see."""
-    error = body.get("error") if isinstance(body, dict) else None
-    details = error if isinstance(error, dict) else (body if isinstance(body, dict) else {})
-    message = f"{label}: {details.get('message') or f'HTTP {status}'}"
+def from_status(
+    status: int, message: str, *, code: str | None = None, param: str | None = None, retry_after: str | None = None
+) -> APIError:
+    """An upstream's HTTP failure as the error our client should see, after the provider's own special cases.
+
+    Statuses are kept faithful (docs/bridge.md, "Error mapping"): 400 (with the upstream's `param` and
+    `code`), 401/403, 404, 408 and 504 as a 504 timeout, 409/413/422 as they are, 429 with its
+    `Retry-After`; anything else is the upstream's failure, a 502, never ours.
+    """
     if status == 400:
-        return bad_request(message, param=details.get("param"), code=details.get("code") or "upstream_bad_request")
+        return bad_request(message, param=param, code=code or "upstream_bad_request")
     if status in (401, 403):
         return upstream_auth(message, status)
     if status == 404:
         return not_found(message)
-    if status == 408:
-        return timed_out(message, 504)
-    if status in (409, 413, 422):
-        return APIError(status, message, type="invalid_request_error", code=details.get("code"))
+    if status in (408, 504):
+        return timed_out(message)
     if status == 429:
         return rate_limited(message, retry_after)
-    return upstream_failure(message, 502)
+    if status in (409, 413, 422):
+        return APIError(status, message, type="invalid_request_error", code=code)
+    return upstream_failure(message)
+
+
+def from_openai_status(status: int, body: object, retry_after: str | None, label: str = "upstream") -> APIError:
+    """An OpenAI-compatible upstream's error response (its status and `{"error": {...}}` body) as our error."""
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error if isinstance(error, dict) else (body if isinstance(body, dict) else {})
+    message = f"{label}: {details.get('message') or f'HTTP {status}'}"
+    return from_status(status, message, code=details.get("code"), param=details.get("param"), retry_after=retry_after)
+
+
+class InvalidParam(ValueError):
+    """A check across fields that names the request field at fault, for the error's `param`."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a validation error, located by the key path the user wrote (`messages[0].content`)."""
+
+    loc: tuple[str | int, ...]
+    message: str
+    type: str
+    context: Mapping[str, Any] = field(default_factory=dict)  # pydantic's `ctx`: `expected`, `error`, ...
+
+    @property
+    def path(self) -> str:
+        return key_path(self.loc)
+
+    @property
+    def cause(self) -> BaseException | None:
+        """What a validator raised (an InvalidParam, a config's reference error), when one did."""
+        error = self.context.get("error")
+        return error if isinstance(error, BaseException) else None
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+@dataclass(frozen=True)
+class ValidationDescription:
+    """Every problem of one validation error, in pydantic's order."""
+
+    problems: tuple[Problem, ...]
+
+    @property
+    def first(self) -> Problem:
+        return self.problems[0] if self.problems else Problem((), "invalid request", "value_error")
+
+    def summary(self) -> str:
+        """One line for an HTTP error: the first problem, and how many more there are."""
+        more = len(self.problems) - 1
+        return str(self.first) + (f" (and {more} more problems)" if more > 0 else "")
+
+
+def describe_validation_error(errors: Sequence[Mapping[str, Any]], data: Any = None) -> ValidationDescription:
+    """A pydantic error list (`ValidationError.errors()`) as problems located by the user's key paths.
+
+    Pydantic's locations also name union members (`str`, `list[ContentPart]`), discriminator tags and
+    validators; with the validated `data`, each location is walked through it and only the keys and
+    indexes the user wrote are kept (plus the key a "missing" error names). Without it (None),
+    locations are taken as they are.
+    """
+    problems = []
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        kind = str(error.get("type", "value_error"))
+        if data is not None:
+            loc = _user_loc(loc, data, missing=kind == "missing")
+        ctx = error.get("ctx")
+        context = dict(ctx) if isinstance(ctx, Mapping) else {}
+        cause = context.get("error")
+        if not loc and isinstance(cause, InvalidParam):
+            loc = (cause.param,)
+        message = str(error.get("msg", "invalid request")).removeprefix("Value error, ")
+        problems.append(Problem(loc, message, kind, context))
+    return ValidationDescription(tuple(problems))
+
+
+def _user_loc(loc: tuple[Any, ...], data: Any, *, missing: bool) -> tuple[str | int, ...]:
+    kept: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if _has(node, part):
+            kept.append(part)
+            node = node[part]
+        elif missing and i == len(loc) - 1 and isinstance(part, str) and isinstance(node, dict):
+            kept.append(part)  # the key that is missing
+    return tuple(kept)
+
+
+def _has(node: Any, part: Any) -> bool:
+    if isinstance(node, list):
+        return isinstance(part, int) and -len(node) <= part < len(node)
+    return isinstance(node, dict) and isinstance(part, str) and part in node

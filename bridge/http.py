@@ -1,6 +1,8 @@
 """HTTP plumbing both servers share: JSON body parsing, OpenAI error responses, SSE framing,
 request logging and body limits, and racing a handler against a client disconnect.
 
+    async def chat(request: Request, body: ChatRequest = json_body(ChatRequest)): ...   # parsed by `parse_body`
+
 Nothing here knows about models or prompts.
 """
 
@@ -11,28 +13,34 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request, routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge.errors import APIError, bad_request, error_body, key_path
-from bridge.protocol import InvalidParam
+from bridge.errors import APIError, bad_request, describe_validation_error, error_body
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "AccessLogMiddleware",
+    "BodyReader",
     "ClientDisconnected",
+    "InvalidJSON",
+    "allowed_methods",
+    "app_routes",
+    "decode_json",
     "error_response",
     "install_error_handlers",
+    "json_body",
     "parse_body",
     "race_disconnect",
     "sse_comment",
     "sse_data",
+    "sse_event",
     "sse_stream",
     "validation_error",
 ]
@@ -47,35 +55,67 @@ def error_response(error: APIError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
 
 
-def validation_error(exc: ValidationError | RequestValidationError) -> APIError:
-    """The first problem of a pydantic error as a 400 that names the field."""
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    loc = tuple(p for p in first.get("loc", ()) if p not in ("body", "function-after[_check_role_fields()]"))
-    ctx = first.get("ctx")
-    cause = ctx.get("error") if isinstance(ctx, dict) else None
-    param = key_path(loc) or (cause.param if isinstance(cause, InvalidParam) else None)
-    msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return bad_request(f"{param + ': ' if param else ''}{msg}{more}", param=param, code="invalid_request")
+def validation_error(exc: ValidationError | RequestValidationError, data: Any = None) -> APIError:
+    """A pydantic error as a 400 that names the field (`data`, the validated input, locates it precisely)."""
+    errors = [{**e, "loc": tuple(p for p in e.get("loc", ()) if p != "body")} for e in exc.errors()]
+    described = describe_validation_error(errors, data)
+    return bad_request(described.summary(), param=described.first.path or None, code="invalid_request")
+
+
+class InvalidJSON(ValueError):
+    """A request body that is not JSON, or is nested deeper than the parser goes (`too_deep`)."""
+
+    def __init__(self, reason: str, *, too_deep: bool = False) -> None:
+        super().__init__(reason)
+        self.too_deep = too_deep
+
+
+def decode_json(raw: bytes) -> Any:
+    """A request body as JSON, whatever its Content-Type says (clients such as `curl -d` send JSON as a form)."""
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidJSON(str(exc)) from None
+    except RecursionError:
+        # Python's parser gives up near 1,000 levels of nesting: a body no API here needs.
+        raise InvalidJSON("nested too deeply", too_deep=True) from None
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
     """Read a JSON body into `model`; malformed JSON and schema violations become 400s."""
-    raw = await request.body()
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from None
-    except RecursionError:
-        # Python's parser gives up near 1,000 levels of nesting: a body no API here needs.
-        raise bad_request("request body is nested too deeply", code="invalid_json") from None
+        data = decode_json(await request.body())
+    except InvalidJSON as exc:
+        message = "request body is nested too deeply" if exc.too_deep else f"request body is not valid JSON: {exc}"
+        raise bad_request(message, code="invalid_json") from None
     if not isinstance(data, dict):
         raise bad_request("request body must be a JSON object", code="invalid_json")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        raise validation_error(exc, data) from None
+
+
+class BodyReader(Generic[M]):
+    """A dependency that reads the request body as `model` with `parse`: the route's handler gets the parsed
+    model, and the OpenAPI document (`bridge.openapi`) declares `model` as the route's request body.
+
+    The body is read by our parser, not FastAPI's, so that it is read only after the route's other
+    dependencies (auth first: a client without a key learns nothing about the body), whatever the
+    Content-Type, and every failure leaves in the route's own error shape.
+    """
+
+    def __init__(self, model: type[M], parse: Callable[[Request, type[M]], Awaitable[M]]) -> None:
+        self.model = model
+        self.parse = parse
+
+    async def __call__(self, request: Request) -> M:
+        return await self.parse(request, self.model)
+
+
+def json_body(model: type[M], parse: Callable[[Request, type[M]], Awaitable[M]] = parse_body) -> Any:
+    """A handler parameter's default: the request's JSON body as `model` (see `BodyReader`)."""
+    return Depends(BodyReader(model, parse))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -94,15 +134,36 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
-        return JSONResponse(error_body(str(exc.detail), kind, code=str(exc.status_code)), status_code=exc.status_code)
+        body = error_body(str(exc.detail), kind, code=str(exc.status_code))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path; a path can have several.
+            headers["Allow"] = ", ".join(sorted(allowed_methods(request.app, request.url.path)))
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logging.getLogger("fusionkit").exception("unhandled error on %s %s", request.method, request.url.path)
         body = error_body("internal error; see the server log", "server_error", code="internal_error")
         return JSONResponse(body, status_code=500)
+
+
+def app_routes(app: FastAPI) -> list[Any]:
+    """Every route of `app` with its full path, routers included (`path_regex`, `methods`, `dependant`)."""
+    contexts = getattr(routing, "iter_route_contexts", None)  # FastAPI >= 0.130 keeps included routes apart
+    return list(contexts(app.routes)) if contexts is not None else list(app.routes)
+
+
+def allowed_methods(app: FastAPI, path: str) -> set[str]:
+    """The methods some route of `app` answers at `path`: what a 405's `Allow` lists."""
+    methods: set[str] = set()
+    for route in app_routes(app):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
 
 
 class ClientDisconnected(Exception):
@@ -136,6 +197,11 @@ def sse_data(payload: dict[str, Any] | str) -> bytes:
 
 def sse_comment(text: str = "keep-alive") -> bytes:
     return f": {text}\n\n".encode()
+
+
+def sse_event(type: str, data: dict[str, Any]) -> bytes:
+    """One SSE frame with an `event:` line naming its type, as both Anthropic and OpenAI Responses send."""
+    return f"event: {type}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -246,5 +312,3 @@ def log_context(request: Request) -> dict[str, str]:
     ctx: dict[str, str] = request.scope.setdefault("state", {}).setdefault("log_context", {})
     return ctx
 
-
-AsyncHandler = Callable[..., Awaitable[Response]]

@@ -11,12 +11,14 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from bridge.errors import bad_request
+from bridge.base_models import Open, Probability
+from bridge.errors import InvalidParam, bad_request
 
 __all__ = [
     "AssistantMessage",
+    "BridgeHealth",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatMessage",
@@ -25,6 +27,8 @@ __all__ = [
     "ChunkChoice",
     "ContentPart",
     "Delta",
+    "ErrorDetail",
+    "ErrorResponse",
     "FunctionCall",
     "FunctionCallDelta",
     "FunctionDefinition",
@@ -58,21 +62,7 @@ def now() -> int:
     return int(time.time())
 
 
-class InvalidParam(ValueError):
-    """A check across fields that names the request field at fault, for the error's `param`."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-class _Wire(BaseModel):
-    """Base for request-side models: unknown OpenAI fields are kept, not rejected."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-class ContentPart(_Wire):
+class ContentPart(Open):
     type: str
     text: str | None = None
     image_url: dict[str, Any] | None = None
@@ -89,7 +79,7 @@ class ToolCall(BaseModel):
     function: FunctionCall
 
 
-class ChatMessage(_Wire):
+class ChatMessage(Open):
     role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -117,7 +107,7 @@ def message_text(message: ChatMessage | AssistantMessage) -> str:
     return "".join(part.text or "" for part in content if part.type == "text")
 
 
-class FunctionDefinition(_Wire):
+class FunctionDefinition(Open):
     # OpenAI's rule for function names; providers refuse anything else, so it is checked at the door.
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
@@ -125,38 +115,39 @@ class FunctionDefinition(_Wire):
     strict: bool | None = None
 
 
-class Tool(_Wire):
+class Tool(Open):
     type: Literal["function"] = "function"
     function: FunctionDefinition
 
 
-class NamedToolChoice(BaseModel):
-    class _Name(BaseModel):
-        name: str
+class ToolChoiceFunction(BaseModel):
+    name: str
 
+
+class NamedToolChoice(BaseModel):
     type: Literal["function"] = "function"
-    function: _Name
+    function: ToolChoiceFunction
 
 
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
-class ResponseFormat(_Wire):
+class ResponseFormat(Open):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: dict[str, Any] | None = None
 
 
-class StreamOptions(_Wire):
+class StreamOptions(Open):
     include_usage: bool = False
 
 
-class ChatRequest(_Wire):
+class ChatRequest(Open):
     """A Chat Completions request. Fields OpenAI has and we do not model are kept as extras."""
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_p: Probability | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     stop: str | list[str] | None = None
@@ -301,7 +292,7 @@ class ChatCompletionChunk(BaseModel):
 
 def completion_to_dict(completion: ChatCompletion) -> dict[str, Any]:
     """A completion as OpenAI sends it: unset fields omitted, but every message carries `content`
-    (null beside tool calls, CONFORMANCE 3), and `logprobs` is there (null unless asked for)."""
+    (null beside tool calls, as OpenAI sends it), and `logprobs` is there (null unless asked for)."""
     data = completion.model_dump(exclude_none=True)
     for choice, parsed in zip(data["choices"], completion.choices, strict=True):
         choice["message"].setdefault("content", None)
@@ -329,3 +320,27 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class ErrorDetail(Open):
+    """OpenAI's error object; the router adds fields beside these (`run_id`, the native API's record)."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(Open):
+    """Every error body both servers answer on OpenAI routes: `{"error": {message, type, param, code}}`."""
+
+    error: ErrorDetail
+
+
+class BridgeHealth(BaseModel):
+    """`GET /health` on a bridge: ready, and which model it serves."""
+
+    status: Literal["ok"]
+    model: str
+    provider: str
+    mock: bool

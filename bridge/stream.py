@@ -18,7 +18,7 @@ from bridge.protocol import (
     now,
 )
 
-__all__ = ["StreamAccumulator", "collect_stream", "normalize_stream"]
+__all__ = ["StreamAccumulator", "normalize_stream"]
 
 
 async def normalize_stream(
@@ -125,9 +125,3 @@ class StreamAccumulator:
             completion.id = completion_id
         return completion
 
-
-async def collect_stream(chunks: AsyncIterator[ChatCompletionChunk], *, model: str) -> ChatCompletion:
-    acc = StreamAccumulator()
-    async for chunk in chunks:
-        acc.add(chunk)
-    return acc.completion(model=model)

@@ -6,6 +6,7 @@ import click
 from pydantic import ValidationError
 
 from bridge.endpoint import PROVIDERS, EndpointConfig
+from bridge.errors import describe_validation_error
 from fusionkit_cli.common import (
     BadInput,
     bearer_key_or_exit,
@@ -102,6 +103,6 @@ def _endpoint_from_flags(
     try:
         return EndpointConfig.model_validate(fields)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "flags"
-        raise BadInput(f"{where}: {str(first['msg']).removeprefix('Value error, ')}") from None
+        first = describe_validation_error(exc.errors(), fields).first
+        where = "--" + str(first.loc[0]).replace("_", "-") if first.loc else "flags"
+        raise BadInput(f"{where}: {first.message}") from None

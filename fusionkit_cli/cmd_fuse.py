@@ -1,4 +1,4 @@
-"""`fusionkit fuse trajectories.json`: fuse agent trajectories into one answer (SPEC §9).
+"""`fusionkit fuse trajectories.json`: fuse agent trajectories into one answer.
 
 Directly with `--config` (the judge and synthesizer are called in-process) or through a
 running router with `--url`. Progress goes to stderr, the answer to stdout. Exit 0 on success,
@@ -20,7 +20,7 @@ import httpx2
 
 from bridge.errors import APIError
 from fusionkit_cli.common import BadInput, load_config_or_exit
-from server.fusion_protocol import FuseTrajectoriesRequest
+from server.protocol.trajectories import FuseTrajectoriesRequest
 from server.trajectories import TrajectoryFileError, load_trajectory_file
 
 __all__ = ["fuse"]

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from bridge.errors import key_path
+from bridge.errors import describe_validation_error
 from server.config import ConfigReferenceError, PanelConfig
 
 __all__ = ["ConfigError", "expand_env", "load_config"]
@@ -126,24 +126,20 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
 
 def _describe(exc: ValidationError, data: dict[str, Any]) -> list[str]:
     lines = []
-    for error in exc.errors():
-        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        cause = (error.get("ctx") or {}).get("error")
-        if isinstance(cause, ConfigReferenceError):
-            lines.append(str(cause))
+    for problem in describe_validation_error(exc.errors(), data).problems:
+        if isinstance(problem.cause, ConfigReferenceError):
+            lines.append(str(problem.cause))
             continue
-        key = key_path(loc) or "(top level)"
-        found = _shown(_found(data, loc))
-        if error["type"] == "extra_forbidden":
-            parent = _model_at(loc[:-1])
+        key = problem.path or "(top level)"
+        found = _shown(_found(data, problem.loc))
+        if problem.type == "extra_forbidden":
+            parent = _model_at(problem.loc[:-1])
             allowed = ", ".join(parent.model_fields) if parent else "see docs/configuration.md"
             lines.append(f"{key}: unknown key; allowed keys here: {allowed}")
-        elif error["type"] == "missing":
+        elif problem.type == "missing":
             lines.append(f"{key}: required key is missing")
-        elif error["type"] == "literal_error":
-            expected = (error.get("ctx") or {}).get("expected", "")
-            lines.append(f"{key}: found {found}; allowed: {expected}")
+        elif problem.type == "literal_error":
+            lines.append(f"{key}: found {found}; allowed: {problem.context.get('expected', '')}")
         else:
-            msg = str(error["msg"]).removeprefix("Value error, ")
-            lines.append(f"{key}: found {found}; {msg}")
+            lines.append(f"{key}: found {found}; {problem.message}")
     return lines

@@ -4,8 +4,8 @@
     app = create_app(config, bridges={"fast": "http://127.0.0.1:9101"})  # through bridges (under `up`)
 
 Routes: GET /health, GET /v1/models, POST /v1/chat/completions, the agent front doors
-POST /v1/responses and POST /v1/messages (`server.doors`, SPEC §14), the /v1/fusion/runs family
-(`server.runs_api`) and the trajectory endpoints (`server.trajectories_api`) (SPEC §5). The HTTP layer
+POST /v1/responses and POST /v1/messages (`server.doors`), the /v1/fusion/runs family
+(`server.runs_api`) and the trajectory endpoints (`server.trajectories_api`). The HTTP layer
 parses and answers; the fusion engine (`server.engine`) does the work; `server.runs` records it.
 """
 
@@ -22,7 +22,8 @@ from fastapi.responses import Response
 
 from bridge.auth import BearerAuth
 from bridge.errors import not_found
-from bridge.http import AccessLogMiddleware, install_error_handlers, parse_body
+from bridge.http import AccessLogMiddleware, install_error_handlers, json_body
+from bridge.openapi import answers, document, errors
 from bridge.protocol import ModelCard, ModelList
 from bridge.tracing import TraceEmitter
 from server.chat import ChatHandler
@@ -30,7 +31,8 @@ from server.clients import EndpointClient, build_clients
 from server.config import PanelConfig
 from server.doors import FusionPath, messages_router, responses_router
 from server.engine import FusionEngine
-from server.protocol import FUSION_MODELS, FusionChatRequest
+from server.protocol import FUSION_MODELS
+from server.protocol.chat import FusedChatCompletion, FusionChatRequest, RouterHealth
 from server.rejudge import rejudge_router
 from server.runs import RunService
 from server.runs_api import runs_router
@@ -83,7 +85,7 @@ def create_app(
     app.add_middleware(AccessLogMiddleware)
 
     @app.get("/health")
-    async def health() -> dict[str, object]:
+    async def health() -> RouterHealth:
         ids = list(endpoint_clients)
         states = await asyncio.gather(*(endpoint_clients[i].ready() for i in ids))
         endpoints = dict(zip(ids, states, strict=True))
@@ -92,14 +94,11 @@ def create_app(
         recording = store.health()
         if recording.status != "ok" and status == "ok":
             status = "degraded"  # answers nothing new until its runs can be recorded (503 store_unavailable)
-        return {
-            "status": status,
-            "endpoints": endpoints,
-            "store": recording.model_dump(exclude_none=True),
-            "auth": auth.enabled,
-        }
+        return RouterHealth(
+            status=status, endpoints=endpoints, store=recording.model_dump(exclude_none=True), auth=auth.enabled
+        )
 
-    @app.head("/")
+    @app.head("/", response_class=Response, responses={200: {"description": "The router is up (no body)"}})
     async def preflight() -> Response:
         """Claude Code checks the base URL with `HEAD /` before its first request."""
         return Response(status_code=200)
@@ -111,20 +110,24 @@ def create_app(
         label = f"fusionkit-endpoint/{client.endpoint.provider}"
         cards.append(ModelCard(id=client.id, owned_by=label + (" (offline mock)" if client.endpoint.is_mock else "")))
 
-    @v1.get("/models")
+    @v1.get("/models", responses=errors(401))
     async def models() -> ModelList:
         return ModelList(data=cards)
 
-    @v1.get("/models/{model_id:path}")
+    @v1.get("/models/{model_id:path}", responses=errors(401, 404))
     async def model(model_id: str) -> ModelCard:
         card = next((c for c in cards if c.id == model_id), None)
         if card is None:
             raise not_found(f"model '{model_id[:80]}' does not exist here; see GET /v1/models")
         return card
 
-    @v1.post("/chat/completions", response_model=None)
-    async def chat_completions(request: Request) -> Response:
-        return await chat(request, await parse_body(request, FusionChatRequest))
+    @v1.post(
+        "/chat/completions",
+        response_model=None,
+        responses=answers(FusedChatCompletion, stream=True) | errors(400, 401, 404, 409, 413, 502, 503, 504),
+    )
+    async def chat_completions(request: Request, body: FusionChatRequest = json_body(FusionChatRequest)) -> Response:
+        return await chat(request, body)
 
     v1.include_router(responses_router(fusion))
     v1.include_router(messages_router(fusion))
@@ -135,4 +138,5 @@ def create_app(
     app.state.store = store
     app.state.engine = engine
     app.state.runs = runs
+    app.openapi = document(app)  # type: ignore[method-assign]
     return app

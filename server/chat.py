@@ -14,7 +14,8 @@ from fastapi.responses import Response
 from bridge.errors import bad_request
 from server.completions import respond
 from server.doors.launch import FusionPath
-from server.protocol import FusionChatRequest, FusionOptions, mode_of_model
+from server.protocol import mode_of_model
+from server.protocol.chat import FusionChatRequest, FusionOptions
 
 __all__ = ["ChatHandler"]
 
@@ -24,7 +25,7 @@ class ChatHandler:
         self.fusion = fusion
 
     def resolve(self, body: FusionChatRequest) -> FusionOptions:
-        """The run's options: `fusion.mode`, else the model suffix (SPEC §5); an endpoint id means single on it."""
+        """The run's options: `fusion.mode`, else the model suffix; an endpoint id means single on it."""
         body.require_one_choice()
         if mode_of_model(body.model) is not None and (body.logprobs or body.top_logprobs):
             raise bad_request(

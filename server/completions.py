@@ -84,7 +84,7 @@ class ChunkWriter:
     def __init__(self, model: str, *, include_usage: bool, run_id: str, trace_id: str) -> None:
         self.include_usage = include_usage
         self.run_id, self.trace_id = run_id, trace_id
-        # Every chunk of one answer carries the same id, created and model (CONFORMANCE 4).
+        # Every chunk of one answer carries the same id, created and model, as OpenAI's do.
         self.stamp = ChatCompletionChunk(id=new_completion_id(), model=model)
 
     def _frame(self, chunk: ChatCompletionChunk, extra: dict[str, Any] | None = None) -> bytes:

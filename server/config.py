@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from bridge.base_models import Probability, Strict
 from bridge.endpoint import EndpointConfig, env_name
 
 __all__ = [
     "DEFAULT_WALL_CLOCK_S",
-    "MODES",
     "BudgetConfig",
     "FusionSettings",
+    "Mode",
     "PanelConfig",
     "PanelSettings",
     "RetentionConfig",
@@ -24,21 +25,17 @@ __all__ = [
     "ServerConfig",
 ]
 
+# How a request is answered (the wire's `fusion.mode`, a `fusionkit/*` model, `default_mode`): the one definition.
 Mode = Literal["single", "self", "panel", "router"]
-MODES: tuple[str, ...] = ("single", "self", "panel", "router")
 
 # A run (panel, judge, synthesizer, their retries, tool pauses) that takes longer than this is stuck, not
 # slow: without a bound a hung judge alone holds a request for its endpoint's whole timeout per attempt.
 DEFAULT_WALL_CLOCK_S = 300.0
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SamplingConfig(_Strict):
+class SamplingConfig(Strict):
     temperature: float = Field(default=0.2, ge=0, le=2)
-    top_p: float = Field(default=0.95, gt=0, le=1)
+    top_p: Probability = 0.95
     max_tokens: int = Field(default=1024, ge=1)
     seed: int | None = None
     # The judge's analysis and the verifier's verdict are JSON for the engine: a client's small
@@ -46,7 +43,7 @@ class SamplingConfig(_Strict):
     judge_max_tokens: int = Field(default=2048, ge=1)
 
 
-class BudgetConfig(_Strict):
+class BudgetConfig(Strict):
     max_candidates: int | None = Field(default=None, ge=1)
     wall_clock_s: float | None = Field(default=DEFAULT_WALL_CLOCK_S, gt=0)  # null: no bound at all
     max_cost: float | None = Field(default=None, ge=0)
@@ -54,7 +51,7 @@ class BudgetConfig(_Strict):
     max_tool_calls: int | None = Field(default=None, ge=0)
 
 
-class PanelSettings(_Strict):
+class PanelSettings(Strict):
     member_timeout_s: float | None = Field(default=None, gt=0)
     min_successful: int = Field(default=1, ge=1)
     # Cut the tail: once `quorum` members answered, the others get `grace_ms` more, then are dropped as late.
@@ -66,7 +63,7 @@ Synthesis = Literal["select_best", "synthesize", "auto"]
 ToolFusion = Literal["adopt", "synthesize"]
 
 
-class FusionSettings(_Strict):
+class FusionSettings(Strict):
     """How candidates become the answer, unless a request says otherwise (its `fusion` object)."""
 
     # select_best: the judge's chosen candidate, verbatim; synthesize: the synthesizer writes the answer;
@@ -79,7 +76,7 @@ class FusionSettings(_Strict):
     show_reasoning: bool = False
 
 
-class RetentionConfig(_Strict):
+class RetentionConfig(Strict):
     """How long finished runs are kept; the router prunes in the background (null: no limit of that kind)."""
 
     max_age_days: float | None = Field(default=30, gt=0)
@@ -87,7 +84,7 @@ class RetentionConfig(_Strict):
     prune_every_s: float = Field(default=3600, gt=0)
 
 
-class ServerConfig(_Strict):
+class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     api_key_env: str | None = None
@@ -104,7 +101,7 @@ class ServerConfig(_Strict):
         return env_name(value)
 
 
-class PanelConfig(_Strict):
+class PanelConfig(Strict):
     endpoints: list[EndpointConfig] = Field(min_length=1)
     default_model: str | None = None
     judge_model: str | None = None
@@ -125,7 +122,7 @@ class PanelConfig(_Strict):
         seen: set[str] = set()
         for i, endpoint_id in enumerate(ids):
             if endpoint_id in seen:
-                raise _ref_error(f"endpoints[{i}].id", endpoint_id, "a unique id (it is declared twice)")
+                raise ConfigReferenceError(f"endpoints[{i}].id", endpoint_id, "a unique id (it is declared twice)")
             seen.add(endpoint_id)
         ports: dict[int, str] = {}
         for i, endpoint in enumerate(self.endpoints):
@@ -133,7 +130,7 @@ class PanelConfig(_Strict):
                 continue
             if endpoint.port in ports or endpoint.port == self.server.port:
                 other = ports.get(endpoint.port, "server.port")
-                raise _ref_error(f"endpoints[{i}].port", endpoint.port, f"a port not already used by {other}")
+                raise ConfigReferenceError(f"endpoints[{i}].port", endpoint.port, f"a port not already used by {other}")
             ports[endpoint.port] = endpoint.id
         if self.default_model is None:
             self.default_model = ids[0]
@@ -141,17 +138,17 @@ class PanelConfig(_Strict):
         for key in ("default_model", "judge_model", "synthesizer_model"):
             value = getattr(self, key)
             if value is not None and value not in seen:
-                raise _ref_error(key, value, f"one of the endpoint ids: {allowed}")
+                raise ConfigReferenceError(key, value, f"one of the endpoint ids: {allowed}")
         for i, member in enumerate(self.panel_models):
             if member not in seen:
-                raise _ref_error(f"panel_models[{i}]", member, f"one of the endpoint ids: {allowed}")
+                raise ConfigReferenceError(f"panel_models[{i}]", member, f"one of the endpoint ids: {allowed}")
         if len(set(self.panel_models)) != len(self.panel_models):
-            raise _ref_error("panel_models", self.panel_models, "each endpoint at most once")
+            raise ConfigReferenceError("panel_models", self.panel_models, "each endpoint at most once")
         # One run's cost is one sum: every endpoint prices in the same currency.
         first = self.endpoints[0].pricing.currency
         for i, endpoint in enumerate(self.endpoints):
             if endpoint.pricing.currency != first:
-                raise _ref_error(
+                raise ConfigReferenceError(
                     f"endpoints[{i}].pricing.currency",
                     endpoint.pricing.currency,
                     f"{first!r}, the currency of endpoints[0]: a run's cost estimate is one sum",
@@ -196,6 +193,3 @@ class ConfigReferenceError(ValueError):
         self.found = found
         self.allowed = allowed
 
-
-def _ref_error(path: str, found: object, allowed: str) -> ConfigReferenceError:
-    return ConfigReferenceError(path, found, allowed)

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from server.engine import FusionResult
-from server.protocol import FusionMetadata
+from server.protocol.chat import FusionMetadata
 
 __all__ = ["fusion_metadata", "paused_metadata"]
 

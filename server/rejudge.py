@@ -18,10 +18,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from bridge.errors import APIError, not_found
-from bridge.http import log_context, parse_body
+from bridge.errors import conflict, not_found
+from bridge.http import json_body, log_context
+from bridge.openapi import answers, errors
 from bridge.protocol import ChatRequest, ToolCall
 from server.completions import respond
 from server.doors.launch import StartedRun
@@ -31,21 +32,16 @@ from server.engine.decide import best_candidate
 from server.engine.engine import Emit
 from server.engine.planning import choose_endpoint
 from server.engine.recorder import Recorder
+from server.protocol.chat import FusedChatCompletion
+from server.protocol.native import RejudgeRequest
 from server.runs import RunService
 from server.store import RunStore, is_valid_run_id
 
-__all__ = ["RejudgeRequest", "recorded_candidates", "rejudge", "rejudge_router"]
+__all__ = ["recorded_candidates", "rejudge", "rejudge_router"]
 
 MAX_EVENTS = 10_000
 # What of a recorded request the judge and synthesizer see again.
 _REQUEST_KEYS = ("messages", "tools", "tool_choice", "response_format", "temperature", "top_p", "max_tokens", "seed")
-
-
-class RejudgeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    judge_model: str | None = None
-    synthesizer_model: str | None = None
 
 
 async def recorded_candidates(store: RunStore, run_id: str) -> list[Candidate]:
@@ -113,9 +109,12 @@ async def rejudge(
 def rejudge_router(engine: FusionEngine, runs: RunService, store: RunStore, *, keepalive_s: float) -> APIRouter:
     router = APIRouter(prefix="/fusion/runs")
 
-    @router.post("/{run_id}/rejudge", response_model=None)
-    async def rejudge_run(run_id: str, request: Request) -> Response:
-        body = await parse_body(request, RejudgeRequest)
+    @router.post(
+        "/{run_id}/rejudge",
+        response_model=None,
+        responses=answers(FusedChatCompletion) | errors(400, 401, 404, 409, 413, 502, 503, 504),
+    )
+    async def rejudge_run(run_id: str, request: Request, body: RejudgeRequest = json_body(RejudgeRequest)) -> Response:
         judge = choose_endpoint(engine.clients, body.judge_model, engine.config.judge, "judge_model")
         synthesizer = choose_endpoint(
             engine.clients, body.synthesizer_model, engine.config.synthesizer, "synthesizer_model"
@@ -125,21 +124,14 @@ def rejudge_router(engine: FusionEngine, runs: RunService, store: RunStore, *, k
             raise not_found(f"no run '{run_id[:80]}'", code="run_not_found")
         candidates = await recorded_candidates(store, run_id)
         if not candidates:
-            raise APIError(
-                409,
+            raise conflict(
                 f"run '{run_id}' recorded no candidates to judge again (state {record.state}, mode {record.mode})",
-                type="invalid_request_error",
                 code="no_candidates",
             )
         try:
             chat = _recorded_request(record.request)
         except ValidationError:
-            raise APIError(
-                409,
-                f"run '{run_id}' has no chat request to judge again",
-                type="invalid_request_error",
-                code="no_request",
-            ) from None
+            raise conflict(f"run '{run_id}' has no chat request to judge again", code="no_request") from None
         recorder = await runs.start(
             mode="rejudge",
             request={"rejudge_of": run_id, "judge_model": judge, "synthesizer_model": synthesizer},

@@ -1,4 +1,4 @@
-"""Reading a run back, in the native API's shapes (`server.fusion_protocol`): summary, inspection, events.
+"""Reading a run back, in the native API's shapes (`server.protocol.native`): summary, inspection, events.
 
     summary = run_summary(record, cursor)                         # RunStateSummary
     view = await read_run(store, record, endpoints)               # .inspection(), .events
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.endpoint import EndpointConfig
-from server.fusion_protocol import (
+from server.protocol.native import (
     STATUS_OF_STATE,
     ArtifactKind,
     ArtifactRef,

@@ -25,7 +25,7 @@ from bridge.errors import APIError
 from bridge.tracing import Component, TraceEmitter, new_span_id, new_trace_id
 from server.engine import Emit, FusionEngine, FusionResult, RunPlan
 from server.engine.pauses import ToolPauses, ToolResult
-from server.fusion_protocol import ToolResultSubmission
+from server.protocol.native import ToolResultSubmission
 from server.store import (
     TERMINAL_STATES,
     IdempotencyConflict,

@@ -1,4 +1,4 @@
-"""The native runs API (SPEC §5): `/v1/fusion/runs` and its sub-resources, as fusionkit-server 0.1.1 answers.
+"""The native runs API: `/v1/fusion/runs` and its sub-resources, as fusionkit-server 0.1.1 answers.
 
     POST /v1/fusion/runs                        create and execute (Idempotency-Key); answers when the run
                                                 ends or pauses for tool results; `Prefer: respond-async` -> 202
@@ -10,30 +10,33 @@
     POST /v1/fusion/runs/{run_id}/cancel        (addition) cancel in-flight calls; the run ends `cancelled`
     GET  /v1/fusion/runs/{run_id}/artifacts/{sha256}   (addition) an artifact's content, its `uri`
 
-The shapes are `server.fusion_protocol`'s; run ids are checked against their strict format before
+The shapes are `server.protocol.native`'s; run ids are checked against their strict format before
 the store is asked anything.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from bridge.errors import APIError, bad_request, not_found
-from bridge.http import log_context, race_disconnect
+from bridge.errors import bad_request, conflict, not_found
+from bridge.http import json_body, log_context, race_disconnect
+from bridge.openapi import answers, errors
 from server.engine import FusionEngine
-from server.fusion_protocol import (
+from server.native_http import NativeRoute, parse_native
+from server.protocol.native import (
     CreateRunAnswer,
     FusionRunRequest,
     IdempotencyOutcome,
-    NativeRoute,
+    NativeErrorResponse,
     RunEventPage,
     RunInspection,
+    RunList,
     RunStateSummary,
     ToolResultSubmission,
-    parse_native,
 )
 from server.run_views import read_run, run_summary
 from server.runs import RunService
@@ -79,17 +82,33 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIR
         # Until the run ends or pauses for tool results; a client that goes away stops the wait, not the run.
         await race_disconnect(request, runs.wait_settled(run_id))
 
-    @router.post("", response_model=None)
-    async def create_run(request: Request) -> JSONResponse:
-        body = await parse_native(request, FusionRunRequest)
-        key = request.headers.get("idempotency-key")
+    def native(*statuses: int) -> dict[int | str, dict[str, object]]:
+        return errors(*statuses, model=NativeErrorResponse)
+
+    found = native(401, 404)
+
+    @router.post(
+        "",
+        response_model=None,
+        responses=answers(CreateRunAnswer, description="The run, once it has ended or paused for tool results")
+        | answers(CreateRunAnswer, status=202, description="Accepted (`Prefer: respond-async`); poll `Location`")
+        | native(400, 401, 409, 422, 503)
+        | errors(413),
+    )
+    async def create_run(
+        request: Request,
+        idempotency_key: Annotated[str | None, Header()] = None,
+        prefer: Annotated[str | None, Header()] = None,
+        body: FusionRunRequest = json_body(FusionRunRequest, parse=parse_native),
+    ) -> JSONResponse:
+        key = idempotency_key
         if key is not None and not (0 < len(key) <= _IDEMPOTENCY_KEY and key.isprintable()):
             raise bad_request(
                 f"Idempotency-Key must be 1-{_IDEMPOTENCY_KEY} printable characters",
                 param="Idempotency-Key",
                 code="invalid_idempotency_key",
             )
-        respond_async = "respond-async" in request.headers.get("prefer", "").lower()
+        respond_async = "respond-async" in (prefer or "").lower()
         chat, options = body.chat_request(), body.options()
         plan = engine.plan(chat, options)
         fingerprint = body.fingerprint()
@@ -116,10 +135,8 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIR
                 await settled(request, recorder.run_id)
                 return await answer(recorder.run_id, "created", inspect=True)
         if existing.request_hash != fingerprint:
-            raise APIError(
-                409,
+            raise conflict(
                 "this Idempotency-Key was used with a different request body",
-                type="invalid_request_error",
                 code="idempotency_conflict",
                 param="Idempotency-Key",
             )
@@ -130,55 +147,61 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIR
         await settled(request, existing.run_id)
         return await answer(existing.run_id, "replayed", inspect=True)
 
-    @router.get("")
+    @router.get("", response_model=None, responses=answers(RunList) | native(401, 422))
     async def list_runs(limit: int = Query(default=20, ge=1, le=500)) -> dict[str, object]:
         records = await store.list_runs(limit=limit + 1)
         cursors = await store.event_cursors([r.run_id for r in records[:limit]])
         data = [run_summary(r, cursors.get(r.run_id, 0)).wire() for r in records[:limit]]
         return {"object": "list", "data": data, "has_more": len(records) > limit}
 
-    @router.get("/{run_id}")
-    async def get_run(run_id: str) -> dict[str, object]:
-        return (await summary(await known_run(run_id))).wire()
+    @router.get("/{run_id}", response_model=None, responses=answers(RunStateSummary) | found)
+    async def get_run(record: RunRecord = Depends(known_run)) -> dict[str, object]:
+        return (await summary(record)).wire()
 
-    @router.get("/{run_id}/inspect")
+    @router.get("/{run_id}/inspect", response_model=None, responses=answers(RunInspection) | found)
     async def inspect(run_id: str) -> dict[str, object]:
         return (await inspection(run_id)).wire()
 
-    @router.get("/{run_id}/events")
+    @router.get("/{run_id}/events", response_model=None, responses=answers(RunEventPage) | native(401, 404, 422))
     async def events(
-        run_id: str, after: int | None = Query(default=None, ge=0), limit: int = Query(default=1000, ge=1, le=1000)
+        record: RunRecord = Depends(known_run),
+        after: int | None = Query(default=None, ge=0),
+        limit: int = Query(default=1000, ge=1, le=1000),
     ) -> dict[str, object]:
-        record = await known_run(run_id)
         page: RunEventPage = (await read_run(store, record, endpoints)).page(after or 0, limit)
         if after is None and not page.events:
             page.next_event_cursor = None
         return page.wire()
 
-    @router.post("/{run_id}/tool-results")
-    async def tool_results(run_id: str, request: Request) -> dict[str, object]:
-        record = await known_run(run_id)
-        submission = await parse_native(request, ToolResultSubmission)
+    @router.post(
+        "/{run_id}/tool-results",
+        response_model=None,
+        responses=answers(RunInspection) | native(401, 404, 409, 422) | errors(413),
+    )
+    async def tool_results(
+        # The run is looked up before the body is read: an unknown run is a 404 whatever was sent.
+        record: RunRecord = Depends(known_run),
+        submission: ToolResultSubmission = json_body(ToolResultSubmission, parse=parse_native),
+    ) -> dict[str, object]:
         await runs.submit_tool_result(record, submission)
-        return (await inspection(run_id)).wire()
+        return (await inspection(record.run_id)).wire()
 
-    @router.post("/{run_id}/cancel")
-    async def cancel(run_id: str) -> dict[str, object]:
-        record = await known_run(run_id)
+    @router.post("/{run_id}/cancel", response_model=None, responses=answers(RunStateSummary) | native(401, 404, 409))
+    async def cancel(record: RunRecord = Depends(known_run)) -> dict[str, object]:
+        run_id = record.run_id
         if await runs.cancel(run_id):
             record = await known_run(run_id)
         elif not record.finished:
-            raise APIError(
-                409,
-                f"run '{run_id}' is not executing in this router",
-                type="invalid_request_error",
-                code="run_not_active",
-            )
+            raise conflict(f"run '{run_id}' is not executing in this router", code="run_not_active")
         return (await summary(record)).wire()
 
-    @router.get("/{run_id}/artifacts/{sha256}", response_model=None)
-    async def artifact(run_id: str, sha256: str) -> Response:
-        await known_run(run_id)
+    @router.get(
+        "/{run_id}/artifacts/{sha256}",
+        response_model=None,
+        responses=answers(None, description="The artifact's content, in its own media type", media_type="*/*")
+        | found,
+    )
+    async def artifact(sha256: str, record: RunRecord = Depends(known_run)) -> Response:
         stored = await store.get_artifact(sha256) if _SHA256.fullmatch(sha256) else None
         if stored is None:
             raise not_found(f"no artifact '{sha256[:80]}'", code="artifact_not_found")

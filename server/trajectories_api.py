@@ -1,4 +1,4 @@
-"""`POST /v1/fusion/trajectories:fuse` and `POST /v1/fusion/trajectory:step` (SPEC §5), as the seed answers.
+"""`POST /v1/fusion/trajectories:fuse` and `POST /v1/fusion/trajectory:step`, as the seed answers.
 
 `:fuse` has the judge compare agent trajectories and the synthesizer write the final output;
 `:step` has the judge model take the next agent step itself, the trajectories (if any) as
@@ -12,22 +12,21 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bridge.errors import bad_request
-from bridge.http import log_context, race_disconnect, validation_error
+from bridge.http import json_body, log_context, race_disconnect, validation_error
+from bridge.openapi import answers, errors
 from bridge.protocol import ChatRequest
 from server.completions import respond
 from server.doors.launch import StartedRun
 from server.engine import FusionEngine
 from server.engine.planning import choose_endpoint
-from server.fusion_protocol import (
-    FuseTrajectoriesRequest,
-    NativeRoute,
-    StepTrajectoriesRequest,
-    parse_native,
-)
-from server.runs import RunService
+from server.native_http import NativeRoute, parse_native
+from server.protocol.chat import FusedChatCompletion
+from server.protocol.native import NativeErrorResponse
+from server.protocol.trajectories import FuseTrajectoriesRequest, StepTrajectoriesRequest, TrajectorySynthesis
+from server.runs import RunRecorder, RunService
 from server.trajectories import best_verified, synthesis_record, to_candidates
 
 __all__ = ["trajectories_router"]
@@ -39,20 +38,28 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
     def endpoint_id(value: str | None, default: str, param: str) -> str:
         return choose_endpoint(engine.clients, value, default, param, code="unknown_model")  # the seed's code
 
-    @router.post("/trajectories:fuse")
-    async def fuse(request: Request) -> dict[str, Any]:
-        body = await parse_native(request, FuseTrajectoriesRequest)
+    async def recorded(request: Request, mode: str, body: BaseModel) -> RunRecorder:
+        """A run for this request, recorded with the body as the client sent it."""
+        recorder = await runs.start(
+            mode=mode,
+            request=body.model_dump(mode="json", exclude_none=True),
+            trace_id=request.headers.get("x-fusion-trace-id"),
+        )
+        log_context(request)["run_id"] = recorder.run_id
+        return recorder
+
+    failures = errors(400, 401, 404, 409, 422, 502, 503, 504, model=NativeErrorResponse) | errors(413)
+
+    @router.post("/trajectories:fuse", response_model=None, responses=answers(TrajectorySynthesis) | failures)
+    async def fuse(
+        request: Request, body: FuseTrajectoriesRequest = json_body(FuseTrajectoriesRequest, parse=parse_native)
+    ) -> dict[str, Any]:
         if not body.trajectories:
             raise bad_request("At least one trajectory is required.", param="trajectories", code="no_trajectories")
         judge = endpoint_id(body.judge_model, engine.config.judge, "judge_model")
         synth = endpoint_id(body.synthesizer_model, engine.config.synthesizer, "synthesizer_model")
         chat = ChatRequest(model="fusionkit/trajectories", messages=body.messages)
-        recorder = await runs.start(
-            mode="trajectories",
-            request=body.model_dump(mode="json", exclude_none=True),
-            trace_id=request.headers.get("x-fusion-trace-id"),
-        )
-        log_context(request)["run_id"] = recorder.run_id
+        recorder = await recorded(request, "trajectories", body)
         candidates = to_candidates(body.trajectories)
         result = await race_disconnect(
             request,
@@ -68,22 +75,21 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
         )
         return answer.wire()
 
-    @router.post("/trajectory:step", response_model=None)
-    async def step(request: Request) -> Response:
-        body = await parse_native(request, StepTrajectoriesRequest)
+    @router.post(
+        "/trajectory:step", response_model=None, responses=answers(FusedChatCompletion, stream=True) | failures
+    )
+    async def step(
+        request: Request, body: StepTrajectoriesRequest = json_body(StepTrajectoriesRequest, parse=parse_native)
+    ) -> Response:
         judge = endpoint_id(body.judge_model, engine.config.judge, "judge_model")
         fields = body.model_dump(exclude={"trajectories", "judge_model", "model"}, exclude_none=True)
+        fields["model"] = judge
         try:
-            chat = ChatRequest.model_validate({**fields, "model": judge})
+            chat = ChatRequest.model_validate(fields)
         except ValidationError as exc:
             # The body is valid; what the OpenAI fields say together is not (a tool_choice naming no tool): 400.
-            raise validation_error(exc) from None
-        recorder = await runs.start(
-            mode="step",
-            request=body.model_dump(mode="json", exclude_none=True),
-            trace_id=request.headers.get("x-fusion-trace-id"),
-        )
-        log_context(request)["run_id"] = recorder.run_id
+            raise validation_error(exc, fields) from None
+        recorder = await recorded(request, "step", body)
         candidates = to_candidates(body.trajectories)
         best = best_verified(body.trajectories)
         run = StartedRun.of(

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 
 from fusionkit_cli.main import cli
 from server.app import create_app
-from server.doors.messages_protocol import MessagesRequest
 from server.doors.messages_translate import TOOL_ERROR_MARK, to_chat_request
-from server.doors.wire import DoorNotes
+from server.doors.notes import DoorNotes
+from server.protocol.messages import MessagesRequest
 from tests.doors_helpers import (
     SLOW_SYNTH,
     collapse,

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 
 from fusionkit_cli.main import cli
 from server.app import create_app
-from server.doors.responses_protocol import ResponsesRequest
+from server.doors.notes import DoorNotes
 from server.doors.responses_translate import ToolMap, to_chat_request
-from server.doors.wire import DoorNotes
+from server.protocol.responses import ResponsesRequest
 from tests.doors_helpers import (
     SLOW_SYNTH,
     collapse,

@@ -22,7 +22,7 @@ from bridge.protocol import AssistantMessage, ChatCompletion, ChatCompletionChun
 from server.clients import EndpointClient
 from server.engine import FusionEngine, MemoryRecorder, Phase, TextDelta
 from server.engine.events import EngineEvent
-from server.protocol import FusionOptions
+from server.protocol.chat import FusionOptions
 from tests.router_helpers import panel_config
 
 ANALYSIS = json.dumps({"ranking": ["c2", "c1"], "best_candidate_id": "c2", "rationale": "c2 is complete"})

@@ -13,7 +13,7 @@ from openai.types.chat import ChatCompletionChunk
 
 from server.app import create_app
 from server.engine.judge import JudgeAnalysis
-from server.fusion_protocol import Trajectory
+from server.protocol.trajectories import Trajectory
 from server.trajectories import best_verified, to_candidates
 from tests.router_helpers import demo_endpoints, mock_endpoint, panel_config
 from tests.standins.openai_standin import create_openai_standin

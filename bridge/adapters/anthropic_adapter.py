@@ -20,16 +20,7 @@ from bridge.adapters.base import CallContext, refuse_logprobs
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
 from bridge.adapters.turns import Part, split_conversation
 from bridge.endpoint import EndpointConfig
-from bridge.errors import (
-    APIError,
-    bad_request,
-    not_found,
-    rate_limited,
-    redact,
-    timed_out,
-    upstream_auth,
-    upstream_failure,
-)
+from bridge.errors import APIError, bad_request, from_status, redact, timed_out, upstream_failure
 from bridge.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -311,7 +302,7 @@ class _ToolCalls:
 
 
 def _finish(stop_reason: str | None, called: bool) -> str:
-    # A turn that called a tool ends with tool_calls, whatever Anthropic said (CONFORMANCE 9).
+    # A turn that called a tool ends with tool_calls, whatever Anthropic said.
     return "tool_calls" if called else STOP_REASONS.get(str(stop_reason), "stop")
 
 
@@ -320,7 +311,7 @@ def map_anthropic_error(
 ) -> APIError:
     """An SDK (or transport) exception as the status and OpenAI error body the client should see.
 
-    Statuses are kept faithful (SPEC §4), except: 5xx become 502, and 529 overloaded becomes 503,
+    Statuses are kept faithful, except: 5xx become 502, and 529 overloaded becomes 503,
     which says "temporarily unavailable, retry" to any OpenAI client. An error event inside a
     stream arrives with status 200; its error type says which status it stands for. `secret` is
     scrubbed from everything the upstream said.
@@ -339,24 +330,14 @@ def map_anthropic_error(
     status = exc.status_code if exc.status_code >= 300 else ERROR_TYPE_STATUS.get(str(kind), 500)
     message = redact(f"anthropic: {(detail or f'HTTP {status}')[:500]}", secret)
     retry_after = exc.response.headers.get("retry-after") if exc.status_code >= 300 else None
-    if status == 400:
-        return bad_request(message, code="upstream_bad_request")
-    if status in (401, 403):
-        return upstream_auth(message, status)
-    if status == 404:
-        return not_found(message)
+    if status == 529:  # overloaded: "temporarily unavailable, retry" to any OpenAI client
+        return APIError(503, message, type="upstream_error", code="upstream_overloaded", retry_after=retry_after)
     if status == 413:
         return APIError(413, message, type="invalid_request_error", code="request_too_large")
-    if status == 429:
-        return rate_limited(message, retry_after)
-    if status in (408, 504):
-        return timed_out(message)
-    if status == 529:
-        return APIError(503, message, type="upstream_error", code="upstream_overloaded", retry_after=retry_after)
-    if status < 500:
+    if 400 < status < 500 and status not in (401, 403, 404, 408, 429):
         # Billing, conflicts and the like: the client's problem, not retryable, kept as they are.
         return APIError(status, message, type="invalid_request_error", code=f"upstream_{kind or 'error'}")
-    return upstream_failure(message)
+    return from_status(status, message, retry_after=retry_after)
 
 
 def _error_fields(exc: anthropic.APIStatusError) -> tuple[str | None, str | None]:

@@ -32,16 +32,7 @@ from bridge.adapters.base import CallContext, refuse_logprobs
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
 from bridge.adapters.turns import Part, split_conversation
 from bridge.endpoint import EndpointConfig
-from bridge.errors import (
-    APIError,
-    bad_request,
-    not_found,
-    rate_limited,
-    redact,
-    timed_out,
-    upstream_auth,
-    upstream_failure,
-)
+from bridge.errors import APIError, bad_request, from_status, redact, timed_out, upstream_auth, upstream_failure
 from bridge.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -356,14 +347,4 @@ def map_google_error(exc: Exception, base_url: str, key: str | None = None) -> A
     if status == 400 and "API_KEY_INVALID" in _reasons(exc.details):
         # Google answers a bad key with 400 INVALID_ARGUMENT; the request itself was fine.
         return upstream_auth(message, 401)
-    if status == 400:
-        return bad_request(message, code="upstream_bad_request")
-    if status in (401, 403):
-        return upstream_auth(message, status)
-    if status == 404:
-        return not_found(message)
-    if status == 429:
-        return rate_limited(message, _retry_after(exc.response))
-    if status in (408, 504):
-        return timed_out(message)
-    return upstream_failure(message)
+    return from_status(status, message, retry_after=_retry_after(exc.response))

@@ -8,8 +8,8 @@ One `AsyncOpenAI` client (one connection pool) per adapter. The SDK's own retrie
 router retries with its own deadline, and a bridge must report an upstream failure as it is.
 The request body is already OpenAI's wire format, so it goes out through the SDK's generic
 `client.post("/chat/completions", body=...)`, which sends it as it is: `chat.completions.create`
-would first walk every message against the SDK's TypedDicts, which cost a bridge about a sixth
-of its CPU per request (2.03 -> 1.69 ms in an A/B, docs/benchmarks.md). Auth, base URL,
+would first walk every message against the SDK's TypedDicts, a sizeable share of a bridge's CPU per
+request (measured in docs/benchmarks.md). Auth, base URL,
 timeouts, the SSE reader and the error types are the SDK's either way.
 OpenAI-compatible servers (vLLM, llama.cpp, Ollama, ...) differ in small ways, so their answers
 are brought to the ChatAdapter contract here: tool-call deltas re-shaped, finish reasons mapped,

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import click
 
 from fusionkit_cli.common import BadInput, load_config_or_exit
+from server.protocol import MODES
 
 if TYPE_CHECKING:
     from fusionkit_cli.eval.answers import Answer
@@ -30,9 +31,6 @@ if TYPE_CHECKING:
     from fusionkit_cli.eval.summary import Summary
 
 __all__ = ["eval_command", "rejudge_command"]
-
-MODES = ("single", "self", "panel", "router")
-
 
 def _modes(text: str) -> list[str]:
     modes = [m.strip() for m in text.split(",") if m.strip()]

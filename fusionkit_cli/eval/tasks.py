@@ -14,9 +14,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bridge.errors import key_path
+from bridge.base_models import Strict
+from bridge.errors import describe_validation_error
 from bridge.protocol import ChatMessage, ResponseFormat, Tool
 
 __all__ = [
@@ -38,11 +39,7 @@ __all__ = [
 SCORER_TYPES = ("exact", "contains", "regex", "choice", "json_schema", "python", "tool_call", "judge")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ExactScorer(_Strict):
+class ExactScorer(Strict):
     """The answer, trimmed and with whitespace runs made single spaces, equals `expected` (or one of a list)."""
 
     type: Literal["exact"]
@@ -50,7 +47,7 @@ class ExactScorer(_Strict):
     case_sensitive: bool = False
 
 
-class ContainsScorer(_Strict):
+class ContainsScorer(Strict):
     """The answer contains `expected` (or one of a list)."""
 
     type: Literal["contains"]
@@ -58,7 +55,7 @@ class ContainsScorer(_Strict):
     case_sensitive: bool = False
 
 
-class RegexScorer(_Strict):
+class RegexScorer(Strict):
     """`pattern` matches somewhere in the answer (Python `re.search`)."""
 
     type: Literal["regex"]
@@ -75,7 +72,7 @@ class RegexScorer(_Strict):
         return value
 
 
-class ChoiceScorer(_Strict):
+class ChoiceScorer(Strict):
     """The letter the answer chooses (A, B, ...) is `expected`."""
 
     type: Literal["choice"]
@@ -89,7 +86,7 @@ class ChoiceScorer(_Strict):
         return value.strip().upper()
 
 
-class JsonSchemaScorer(_Strict):
+class JsonSchemaScorer(Strict):
     """The answer (or its fenced JSON block) parses as JSON and validates against `schema`."""
 
     type: Literal["json_schema"]
@@ -109,7 +106,7 @@ class JsonSchemaScorer(_Strict):
         return value
 
 
-class PythonScorer(_Strict):
+class PythonScorer(Strict):
     """The answer's code block, then `tests`, run in a sandboxed subprocess; every test must pass."""
 
     type: Literal["python"]
@@ -118,7 +115,7 @@ class PythonScorer(_Strict):
     memory_mb: int = Field(default=512, ge=64, le=65536)
 
 
-class ToolCallScorer(_Strict):
+class ToolCallScorer(Strict):
     """The answer calls tool `name` with arguments that include `arguments`."""
 
     type: Literal["tool_call"]
@@ -126,7 +123,7 @@ class ToolCallScorer(_Strict):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
-class JudgeScorer(_Strict):
+class JudgeScorer(Strict):
     """A grader model reads the answer against `rubric` and says pass or fail, with its reasoning."""
 
     type: Literal["judge"]
@@ -146,7 +143,7 @@ ScorerSpec = Annotated[
 ]
 
 
-class Task(_Strict):
+class Task(Strict):
     id: str = Field(min_length=1, max_length=200)
     prompt: str | None = Field(default=None, min_length=1)
     messages: list[ChatMessage] | None = Field(default=None, min_length=1)
@@ -195,21 +192,19 @@ class TaskFileError(Exception):
         self.problems = problems
 
 
-def _describe(where: str, exc: ValidationError) -> list[str]:
+def _describe(where: str, exc: ValidationError, data: dict[str, Any]) -> list[str]:
     problems = []
-    for error in exc.errors():
-        # A discriminated union puts the tag in the location ('scorer', 'exact', 'expected'): drop it.
-        loc = tuple(p for i, p in enumerate(error["loc"]) if not (i and error["loc"][i - 1] == "scorer"))
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "union_tag_invalid":
-            message = f"found {error['input'].get('type')!r}; allowed: {', '.join(SCORER_TYPES)}"
-        elif error["type"] == "union_tag_not_found":
+    for problem in describe_validation_error(exc.errors(), data).problems:
+        message = problem.message
+        if problem.type == "union_tag_invalid":
+            message = f"found {problem.context.get('tag')!r}; allowed: {', '.join(SCORER_TYPES)}"
+        elif problem.type == "union_tag_not_found":
             message = f"needs a 'type': one of {', '.join(SCORER_TYPES)}"
-        elif error["type"] == "extra_forbidden":
+        elif problem.type == "extra_forbidden":
             message = "unknown key"
-        elif error["type"] == "missing":
+        elif problem.type == "missing":
             message = "required key is missing"
-        problems.append(f"{where}: {key_path(loc) or '(the task)'}: {message}")
+        problems.append(f"{where}: {problem.path or '(the task)'}: {message}")
     return problems
 
 
@@ -239,7 +234,7 @@ def load_tasks(path: str | Path) -> list[Task]:
         try:
             task = Task.model_validate(data)
         except ValidationError as exc:
-            problems.extend(_describe(where, exc))
+            problems.extend(_describe(where, exc, data))
             continue
         if task.id in seen:
             problems.append(f"{where}: id: {task.id!r} is already the id of line {seen[task.id]}")

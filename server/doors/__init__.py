@@ -1,4 +1,4 @@
-"""The router's front doors: each speaks one API dialect over the one fusion path (SPEC §14).
+"""The router's front doors: each speaks one API dialect over the one fusion path.
 
 Chat Completions (`server.chat`), the OpenAI Responses API (`responses`) and the Anthropic
 Messages API (`messages`) each translate their request into the engine's and the engine's result

@@ -25,11 +25,12 @@ from typing import Any, Protocol
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from bridge.errors import APIError, bad_request, not_found, upstream_failure
+from bridge.errors import APIError, bad_request, conflict, not_found, upstream_failure
 from bridge.http import SSE_HEADERS, ClientDisconnected, log_context, race_disconnect
 from bridge.protocol import ChatRequest
 from server.engine import EngineEvent, FusionEngine, FusionResult, Paused, Phase, TextDelta
-from server.protocol import FUSION_MODELS, FusionOptions, mode_of_model
+from server.protocol import FUSION_MODELS, mode_of_model
+from server.protocol.chat import FusionOptions
 from server.run_views import DOOR_EVENT
 from server.runs import RunRecorder, RunService
 
@@ -134,7 +135,7 @@ def run_failure(exc: BaseException, run_id: str) -> APIError:
 def _outcome(task: asyncio.Task[FusionResult]) -> FusionResult | BaseException:
     # A run cancelled from elsewhere (POST .../cancel) ends the stream with an error instead of keep-alives forever.
     if task.cancelled():
-        return APIError(409, "the run was cancelled", type="invalid_request_error", code="run_cancelled")
+        return conflict("the run was cancelled", code="run_cancelled")
     return task.exception() or task.result()
 
 
@@ -238,7 +239,7 @@ class FusionPath:
         self.keepalive_s = keepalive_s
 
     def options(self, model: str, fusion: FusionOptions | None) -> FusionOptions:
-        """`fusion.mode`, else the model suffix (SPEC §5: `fusionkit/panel`, `fusionkit/router`, the 0.10
+        """`fusion.mode`, else the model suffix (`fusionkit/panel`, `fusionkit/router`, the 0.10
         alias `fusionkit/heuristic`); an endpoint id means single on it."""
         options = fusion or FusionOptions()
         mode = mode_of_model(model)

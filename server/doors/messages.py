@@ -1,5 +1,5 @@
 """`POST /v1/messages` and `POST /v1/messages/count_tokens`: the Anthropic Messages API in front
-of the fusion path (SPEC §14).
+of the fusion path.
 
 Claude Code (`ANTHROPIC_BASE_URL`) and the `anthropic` SDK talk to these routes; the query
 string Claude Code adds (`?beta=true`) and its beta headers change nothing. Every error on them,
@@ -19,11 +19,12 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
 from bridge.errors import APIError
-from bridge.http import parse_body, validation_error
+from bridge.http import json_body, validation_error
+from bridge.openapi import answers, errors
 from server.doors.launch import FusionPath, stream_response
-from server.doors.messages_protocol import CountTokensRequest, MessagesRequest
 from server.doors.messages_translate import MessageStream, error_body, estimate_tokens, message_object, to_chat_request
-from server.doors.wire import DoorNotes
+from server.doors.notes import DoorNotes
+from server.protocol.messages import AnthropicError, CountTokensRequest, MessageObject, MessagesRequest, TokenCount
 
 __all__ = ["AnthropicErrorRoute", "messages_router"]
 
@@ -54,9 +55,14 @@ def _error_response(error: APIError) -> JSONResponse:
 def messages_router(fusion: FusionPath) -> APIRouter:
     router = APIRouter(route_class=AnthropicErrorRoute)
 
-    @router.post("/messages", response_model=None)
-    async def create_message(request: Request) -> Response:
-        body = await parse_body(request, MessagesRequest)
+    @router.post(
+        "/messages",
+        response_model=None,
+        responses=answers(MessageObject, stream=True)
+        | errors(400, 401, 404, 409, 502, 503, 504, model=AnthropicError)
+        | errors(413),  # refused before any route runs, in the servers' common shape
+    )
+    async def create_message(request: Request, body: MessagesRequest = json_body(MessagesRequest)) -> Response:
         options = fusion.options(body.model, body.fusion)
         notes = DoorNotes(name=DOOR)
         try:
@@ -73,12 +79,11 @@ def messages_router(fusion: FusionPath) -> APIRouter:
 
         return stream_response(await run.events(), MessageStream(message_id, body.model, notes), run.headers)
 
-    @router.post("/messages/count_tokens")
-    async def count_tokens(request: Request) -> dict[str, int]:
-        body = await parse_body(request, CountTokensRequest)
+    @router.post("/messages/count_tokens", responses=errors(400, 401, 404, model=AnthropicError) | errors(413))
+    async def count_tokens(body: CountTokensRequest = json_body(CountTokensRequest)) -> TokenCount:
         fusion.options(body.model, None)  # an unknown model is a 404 here too
         try:
-            return {"input_tokens": estimate_tokens(body)}
+            return TokenCount(input_tokens=estimate_tokens(body))
         except ValidationError as exc:
             raise validation_error(exc) from None
 

@@ -19,8 +19,11 @@ import re
 from typing import Any
 
 from bridge.errors import APIError, bad_request
+from bridge.http import sse_event
 from bridge.protocol import ChatMessage, ChatRequest, ContentPart, FunctionCall, FunctionDefinition, Tool, ToolCall
-from server.doors.messages_protocol import (
+from server.doors.notes import DoorNotes
+from server.engine import FusionResult, Paused, TextDelta
+from server.protocol.messages import (
     CountTokensRequest,
     ImageBlock,
     InputMessage,
@@ -37,8 +40,6 @@ from server.doors.messages_protocol import (
     ToolUseBlock,
     ToolUseOut,
 )
-from server.doors.wire import DoorNotes, sse_event
-from server.engine import FusionResult, Paused, TextDelta
 
 __all__ = [
     "STOP_REASONS",

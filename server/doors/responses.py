@@ -1,4 +1,4 @@
-"""`POST /v1/responses`: the OpenAI Responses API in front of the fusion path (SPEC §14).
+"""`POST /v1/responses`: the OpenAI Responses API in front of the fusion path.
 
 Codex CLI, the OpenAI Agents SDK and `openai`'s `responses.create` / `responses.stream` talk to
 this route. The request is translated (`responses_translate`) into the engine's request, run on
@@ -16,10 +16,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from bridge.errors import bad_request
-from bridge.http import parse_body, validation_error
+from bridge.http import json_body, validation_error
+from bridge.openapi import answers, errors
 from bridge.protocol import ChatMessage
 from server.doors.launch import FusionPath, stream_response
-from server.doors.responses_protocol import ResponsesRequest
+from server.doors.notes import DoorNotes
 from server.doors.responses_translate import (
     ResponseStream,
     ToolMap,
@@ -31,7 +32,7 @@ from server.doors.responses_translate import (
     run_id_for,
     to_chat_request,
 )
-from server.doors.wire import DoorNotes
+from server.protocol.responses import ResponseObject, ResponsesRequest
 from server.store import RunStore, is_valid_run_id
 
 __all__ = ["responses_router"]
@@ -59,9 +60,12 @@ async def previous_conversation(store: RunStore, response_id: str) -> list[ChatM
 def responses_router(fusion: FusionPath) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/responses", response_model=None)
-    async def create_response(request: Request) -> Response:
-        body = await parse_body(request, ResponsesRequest)
+    @router.post(
+        "/responses",
+        response_model=None,
+        responses=answers(ResponseObject, stream=True) | errors(400, 401, 404, 409, 413, 502, 503, 504),
+    )
+    async def create_response(request: Request, body: ResponsesRequest = json_body(ResponsesRequest)) -> Response:
         options = fusion.options(body.model, body.fusion)
         history = []
         if body.previous_response_id:

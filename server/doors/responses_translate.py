@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.errors import APIError, bad_request
-from bridge.http import sse_comment
+from bridge.http import sse_comment, sse_event
 from bridge.protocol import (
     AssistantMessage,
     ChatMessage,
@@ -33,7 +33,9 @@ from bridge.protocol import (
     Usage,
     now,
 )
-from server.doors.responses_protocol import (
+from server.doors.notes import DoorNotes
+from server.engine import FusionResult, Paused, TextDelta
+from server.protocol.responses import (
     CustomTool,
     CustomToolCallItem,
     FunctionCallItem,
@@ -55,8 +57,6 @@ from server.doors.responses_protocol import (
     ToolCallOutputItem,
     ToolChoiceObject,
 )
-from server.doors.wire import DoorNotes, sse_event
-from server.engine import FusionResult, Paused, TextDelta
 
 __all__ = [
     "OfferedTool",

@@ -27,7 +27,7 @@ from server.engine.pauses import ToolPauses
 from server.engine.recorder import Recorder
 from server.engine.result import CostEstimate
 from server.engine.stops import StopCutter
-from server.protocol import FailedMember
+from server.protocol.chat import FailedMember
 
 __all__ = ["Emit", "ModelCalls", "RunState", "ms_since"]
 

@@ -21,7 +21,7 @@ from server.engine.events import EngineEvent, Phase, TextDelta
 from server.engine.judge import JudgeAnalysis, parse_analysis
 from server.engine.prompts import agent_request, judge_request, parse_verdict, synthesis_request, verifier_request
 from server.engine.result import Failure, FailureCode, JudgeOutcome, Outcome, Verification
-from server.protocol import DecisionInfo
+from server.protocol.chat import DecisionInfo
 
 __all__ = ["Best", "Decider", "best_candidate"]
 

@@ -33,7 +33,7 @@ from server.engine.planning import RunPlan, plan_run
 from server.engine.recorder import Recorder
 from server.engine.result import FusionResult, Outcome
 from server.engine.stops import StopCutter, cut_at_stop
-from server.protocol import DecisionInfo, FusionOptions
+from server.protocol.chat import DecisionInfo, FusionOptions
 
 __all__ = ["Emit", "FusionEngine"]
 

@@ -26,7 +26,7 @@ from server.engine.calls import ModelCalls, RunState, ms_since
 from server.engine.candidates import Candidate, MemberPlan, unanimous
 from server.engine.pauses import ToolRefused
 from server.engine.recorder import Recorder
-from server.protocol import FailedMember
+from server.protocol.chat import FailedMember
 
 __all__ = ["Panel", "record_candidate"]
 

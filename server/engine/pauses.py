@@ -25,11 +25,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from bridge.errors import APIError
+from bridge.errors import conflict
 from bridge.protocol import Tool, ToolCall
 from server.config import BudgetConfig
 from server.engine.recorder import Recorder
-from server.protocol import ToolExecution
+from server.protocol.chat import ToolExecution
 
 __all__ = ["ToolPauses", "ToolRefused", "ToolResult"]
 
@@ -47,10 +47,6 @@ class ToolRefused(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-def _conflict(code: str, message: str) -> APIError:
-    return APIError(409, message, type="invalid_request_error", code=code)
 
 
 def side_effects_of(tool: Tool | None) -> str:
@@ -215,23 +211,24 @@ class ToolPauses:
         """Resolve pending calls; every mismatch is a 409 with its own code, and nothing is applied then."""
         async with self._lock:
             if not self.pending:
-                raise _conflict("run_not_waiting", "the run is not waiting for tool results")
+                raise conflict("the run is not waiting for tool results", code="run_not_waiting")
             for result in results:
                 pending = self.pending.get(result.tool_call_id)
                 if pending is None:
-                    raise _conflict(
-                        "unknown_tool_call_id", f"tool_call_id '{result.tool_call_id[:80]}' is not pending in this run"
+                    raise conflict(
+                        f"tool_call_id '{result.tool_call_id[:80]}' is not pending in this run",
+                        code="unknown_tool_call_id",
                     )
                 if result.candidate_id is not None and result.candidate_id != pending.candidate_id:
-                    raise _conflict(
-                        "candidate_mismatch",
+                    raise conflict(
                         f"tool_call_id '{result.tool_call_id}' belongs to candidate "
                         f"'{pending.candidate_id}', not '{result.candidate_id[:80]}'",
+                        code="candidate_mismatch",
                     )
                 if result.name is not None and result.name != pending.name:
-                    raise _conflict(
-                        "tool_name_mismatch",
+                    raise conflict(
                         f"tool_call_id '{result.tool_call_id}' is a call of '{pending.name}', not '{result.name[:80]}'",
+                        code="tool_name_mismatch",
                     )
             for result in results:
                 # A deduplicated call keeps its resolved future: a member asking later gets the result at once.

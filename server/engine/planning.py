@@ -19,7 +19,7 @@ from bridge.protocol import ChatRequest
 from server.config import FusionSettings, PanelConfig
 from server.engine.candidates import MemberPlan
 from server.engine.routing import choose_route
-from server.protocol import FusionOptions
+from server.protocol.chat import FusionOptions
 
 __all__ = ["RunPlan", "choose_endpoint", "plan_run"]
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from bridge.protocol import AssistantMessage, Usage
 from server.engine.candidates import Candidate
 from server.engine.judge import JudgeAnalysis
-from server.protocol import DecisionInfo, FailedMember
+from server.protocol.chat import DecisionInfo, FailedMember
 
 __all__ = ["CostEstimate", "Failure", "FailureCode", "FusionResult", "JudgeOutcome", "Outcome", "Verification"]
 

@@ -1,6 +1,6 @@
 """Agent trajectories: how they are shown to a judge and fused, and the file format `fusionkit fuse` reads.
 
-The wire format (the seed's TrajectoryInput) is in `server.fusion_protocol`."""
+The wire format (the seed's TrajectoryInput) is in `server.protocol.trajectories`."""
 
 from server.trajectories.file_format import FriendlyTrajectory, TrajectoryFileError, load_trajectory_file
 from server.trajectories.render import best_verified, render, synthesis_record, to_candidates

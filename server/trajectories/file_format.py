@@ -14,20 +14,18 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from bridge.errors import key_path
+from bridge.base_models import Strict
+from bridge.errors import describe_validation_error, key_path
 from bridge.protocol import ChatMessage
-from server.fusion_protocol import FuseTrajectoriesRequest, Status, Trajectory
+from server.protocol.native import Status
+from server.protocol.trajectories import FuseTrajectoriesRequest, Trajectory
 
 __all__ = ["FriendlyTrajectory", "TrajectoryFileError", "load_trajectory_file"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ToolCallRecord(_Strict):
+class ToolCallRecord(Strict):
     name: str = Field(min_length=1)
     arguments: dict[str, Any] | str = Field(default_factory=dict)
 
@@ -35,13 +33,13 @@ class ToolCallRecord(_Strict):
         return self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments, sort_keys=True)
 
 
-class FriendlyStep(_Strict):
+class FriendlyStep(Strict):
     reasoning: str | None = None
     tool_call: ToolCallRecord | None = None
     observation: str | None = None
 
 
-class FriendlyVerification(_Strict):
+class FriendlyVerification(Strict):
     status: Literal["passed", "failed", "partial", "unknown"] = "unknown"
     details: str | None = None
 
@@ -51,7 +49,7 @@ class FriendlyVerification(_Strict):
 _VERIFIED: dict[str, Status] = {"passed": "succeeded", "failed": "failed", "partial": "failed", "unknown": "pending"}
 
 
-class FriendlyTrajectory(_Strict):
+class FriendlyTrajectory(Strict):
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     model: str | None = None
     final_output: str
@@ -112,7 +110,7 @@ class TrajectoryFileError(ValueError):
         self.problems = problems
 
 
-class _TrajectoryFile(_Strict):
+class _TrajectoryFile(Strict):
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
     trajectories: list[dict[str, Any]] = Field(min_length=1)
@@ -126,10 +124,10 @@ class _TrajectoryFile(_Strict):
         return self
 
 
-def _problems(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[str]:
+def _problems(exc: ValidationError, data: Any, prefix: tuple[str | int, ...] = ()) -> list[str]:
     return [
-        f"{key_path((*prefix, *e['loc'])) or '(top level)'}: {str(e['msg']).removeprefix('Value error, ')}"
-        for e in exc.errors()
+        f"{key_path((*prefix, *p.loc)) or '(top level)'}: {p.message}"
+        for p in describe_validation_error(exc.errors(), data).problems
     ]
 
 
@@ -138,7 +136,7 @@ def load_trajectory_file(data: dict[str, Any]) -> FuseTrajectoriesRequest:
     try:
         parsed = _TrajectoryFile.model_validate(data)
     except ValidationError as exc:
-        raise TrajectoryFileError(_problems(exc)) from None
+        raise TrajectoryFileError(_problems(exc, data)) from None
     trajectories: list[Trajectory] = []
     problems: list[str] = []
     for index, raw in enumerate(parsed.trajectories):
@@ -148,7 +146,7 @@ def load_trajectory_file(data: dict[str, Any]) -> FuseTrajectoriesRequest:
             else:
                 trajectories.append(FriendlyTrajectory.model_validate(raw).to_wire(index))
         except ValidationError as exc:
-            problems += _problems(exc, ("trajectories", index))
+            problems += _problems(exc, raw, ("trajectories", index))
     ids = [t.trajectory_id for t in trajectories]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:

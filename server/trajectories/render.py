@@ -10,8 +10,9 @@ from typing import Any
 from server.engine import FusionResult
 from server.engine.candidates import Candidate
 from server.engine.judge import JudgeAnalysis
-from server.fusion_protocol import JudgeSynthesisRecord, Trajectory, TrajectoryStep, TrajectorySynthesis
 from server.metadata import fusion_metadata
+from server.protocol.native import JudgeSynthesisRecord
+from server.protocol.trajectories import Trajectory, TrajectoryStep, TrajectorySynthesis
 
 __all__ = ["best_verified", "render", "synthesis_record", "to_candidates"]
 

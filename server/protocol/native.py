@@ -1,14 +1,11 @@
-"""The native API's wire format (SPEC §5): what `/v1/fusion/*` reads and answers.
+"""The native runs API's wire format: what `/v1/fusion/runs` and its sub-resources read and answer.
 
 The contract is fusionkit-server/-core 0.1.1 (their `contracts.py`, `run.py` and `app.py`): the
 same field names, types, enum values and status codes, so a client written for the seed works
 unchanged. What FusionKit adds is additions only: extra fields (most under one `fusionkit`
 object), extra routes and headers, never a rename. Handlers parse requests into the models here
-and answer with the models here; `server.run_views` fills them from the run store and
-`server.trajectories` from a trajectory fusion.
-
-    body = await parse_native(request, FusionRunRequest)        # 422 + `detail`, as the seed answers
-    router = APIRouter(prefix="/fusion/runs", route_class=NativeRoute)   # every error in the seed's shape
+and answer with the models here; `server.run_views` fills them from the run store. How the
+routes read bodies and answer errors in the seed's shape is `server.native_http`.
 """
 
 from __future__ import annotations
@@ -17,58 +14,49 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from importlib import metadata
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from starlette.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.errors import APIError, error_body, key_path
+from bridge.base_models import Open, Probability, Strict
 from bridge.protocol import ChatMessage, ChatRequest, Tool
-from server.protocol import MODE_ALIASES, FusionOptions, ToolExecution
+from server.protocol import Mode, canonical_mode
+from server.protocol.chat import FusionOptions, ToolExecution
 from server.store import RunState
 
 __all__ = [
     "STATUS_OF_STATE",
+    "Answer",
     "ArtifactKind",
     "ArtifactRef",
     "CandidateInspection",
     "ContractRecord",
     "CreateRunAnswer",
-    "FuseTrajectoriesRequest",
-    "FusionError",
     "FusionRunEvent",
     "FusionRunRequest",
     "JudgeSynthesisRecord",
-    "NativeRoute",
+    "NativeErrorResponse",
     "NativeRunError",
+    "RejudgeRequest",
     "RunEventPage",
     "RunEventType",
     "RunInspection",
+    "RunList",
     "RunStateSummary",
-    "StepTrajectoriesRequest",
+    "Status",
     "ToolCallPlan",
     "ToolPausePlaceholder",
     "ToolResultSubmission",
-    "Trajectory",
-    "TrajectoryStep",
-    "TrajectorySynthesis",
-    "TrajectoryVerification",
     "canonical_hash",
     "contract",
-    "native_error",
-    "parse_native",
+    "error_kind",
     "run_error",
     "sha256_ref",
-    "validation_failed",
 ]
 
 # -- the seed's vocabulary (fusionkit-core 0.1.1 contracts.py, run.py) ---------------------------
 
 Status = Literal["pending", "running", "succeeded", "failed", "canceled", "requires_action", "skipped", "unsupported"]
-FusionMode = Literal["single", "self", "panel", "router"]
 ToolPolicy = Literal["disabled", "external_pause", "allowed"]
 IdempotencyOutcome = Literal["created", "replayed", "conflict"]
 ErrorKind = Literal[
@@ -140,16 +128,16 @@ def canonical_hash(value: Any) -> str:
     return sha256_ref(json.dumps(value, sort_keys=True, separators=(",", ":"), default=str))
 
 
-class _Answer(BaseModel):
+class Answer(Strict):
     """Base for what the routes answer: every field is always present (null when unknown), like the seed's."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
 
 
-class ContractRecord(_Answer):
+class ContractRecord(Answer):
     """The contract metadata block (`schema`, `schema_version`, ..., `created_at`)."""
 
     schema_name: str = Field(alias="schema")
@@ -170,7 +158,7 @@ def contract(schema: str, created_at: str | None = None) -> dict[str, Any]:
 # -- errors ---------------------------------------------------------------------------------------
 
 
-class NativeRunError(_Answer):
+class NativeRunError(Answer):
     error_kind: ErrorKind
     error_code: str
     retryable: bool
@@ -179,31 +167,25 @@ class NativeRunError(_Answer):
     message: str | None = None
 
 
-class FusionError(APIError):
-    """An error of the native routes: the seed's `NativeRunError` fields, the OpenAI ones beside them.
+class NativeErrorFields(Open):
+    """The `error` object of a native route's error: OpenAI's fields and the seed's `NativeRunError` fields."""
 
-    A 422 also carries FastAPI's `detail` list, which is what the seed answers for a request that
-    does not validate.
-    """
+    message: str | None
+    type: str
+    param: str | None
+    code: str | None
+    error_kind: ErrorKind
+    error_code: str
+    retryable: bool
+    owner: Owner
+    terminal_reason: str
 
-    def __init__(
-        self, status: int, native: NativeRunError, *, param: str | None = None, detail: list[Any] | None = None
-    ) -> None:
-        kind = {404: "not_found_error", 429: "rate_limit_error"}.get(status, "invalid_request_error")
-        if status >= 500:
-            kind = "server_error"
-        super().__init__(
-            status, native.message or native.terminal_reason, type=kind, code=native.error_code, param=param
-        )
-        self.native = native
-        self.detail = detail
 
-    def body(self) -> dict[str, Any]:
-        body = error_body(self.message, self.type, code=self.code, param=self.param)
-        body["error"].update(self.native.wire())
-        if self.detail is not None:
-            body["detail"] = self.detail
-        return body
+class NativeErrorResponse(BaseModel):
+    """Every error body on `/v1/fusion/*`; a 422 also has FastAPI's `detail` list, as the seed answers."""
+
+    error: NativeErrorFields
+    detail: list[dict[str, Any]] | None = None
 
 
 # Our error codes whose seed name differs, with the seed's terminal reason.
@@ -252,108 +234,18 @@ def run_error(
     )
 
 
-def native_error(error: APIError) -> FusionError:
-    """Any APIError a native route raises, in the native routes' shape (same status)."""
-    if isinstance(error, FusionError):
-        return error
-    native = run_error(error.status, error.code, error.message)
-    converted = FusionError(error.status, native, param=error.param)
-    converted.retry_after = error.retry_after
-    return converted
-
-
-def validation_failed(errors: list[Any], where: str = "body") -> FusionError:
-    """A request that does not validate: 422 with FastAPI's `detail` list, as the seed answers it."""
-    detail = []
-    for error in errors:
-        loc = tuple(error.get("loc", ()))
-        if not loc or loc[0] not in ("body", "query", "path", "header"):
-            loc = (where, *loc)
-        item = {k: v for k, v in error.items() if k in ("type", "msg", "input", "ctx")}
-        if "input" in item:
-            item["input"] = _echoable(item["input"])
-        if "ctx" in item:
-            item["ctx"] = {k: v if isinstance(v, str | int | float | bool) else str(v) for k, v in item["ctx"].items()}
-        detail.append({**item, "loc": list(loc)})
-    first = detail[0] if detail else {"loc": [where], "msg": "invalid request"}
-    path = key_path([p for p in first["loc"][1:] if not str(p).startswith("function-")]) or None
-    message = f"{path + ': ' if path else ''}{first['msg']}"
-    if len(detail) > 1:
-        message += f" (and {len(detail) - 1} more problems)"
-    native = NativeRunError(
-        error_kind="validation_error",
-        error_code="invalid_request",
-        retryable=False,
-        owner="fusionkit",
-        terminal_reason="invalid_request",
-        message=message,
-    )
-    return FusionError(422, native, param=path, detail=detail)
-
-
-_ECHO_LIMIT = 2_000
-
-
-def _echoable(value: Any) -> Any:
-    """A validation error's `input` as it can be echoed: JSON-safe (no NaN), and a long one cut, as text."""
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (ValueError, TypeError, RecursionError):
-        return repr(value)[:_ECHO_LIMIT]
-    return value if len(text) <= _ECHO_LIMIT else text[:_ECHO_LIMIT] + "..."
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-async def parse_native(request: Request, model: type[M]) -> M:
-    """A JSON body as `model`; malformed JSON or a schema violation is a 422 in the seed's shape."""
-    raw = await request.body()
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        problem = {"type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error", "ctx": {"error": str(exc)}}
-        raise validation_failed([{**problem, "input": {}}]) from None
-    except RecursionError:
-        problem = {"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error: nested too deeply"}
-        raise validation_failed([{**problem, "input": {}}]) from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_failed(exc.errors(include_url=False)) from None
-
-
-class NativeRoute(APIRoute):
-    """A route whose every error leaves in the native shape: validation as a 422 with `detail`, the rest
-    as `FusionError` (the OpenAI error fields and the seed's `NativeRunError` fields together)."""
-
-    def get_route_handler(self) -> Any:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                response: Response = await handler(request)
-            except RequestValidationError as exc:
-                raise validation_failed(list(exc.errors())) from None
-            except APIError as exc:
-                raise native_error(exc) from None
-            return response
-
-        return route
-
-
 # -- requests -------------------------------------------------------------------------------------
 
 
-class _Request(BaseModel):
+class _Request(Strict):
     """Request models the seed declares with `extra="forbid"` (its contract records)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
 
 class Sampling(_Request):
     temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_p: Probability | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     seed: int | None = None
 
@@ -373,7 +265,7 @@ class FusionRunRequest(_Request):
     producer_git_sha: GitSha | None = None
     created_at: datetime | None = None
     request_id: str | None = Field(default=None, min_length=1)
-    mode: FusionMode | None = None
+    mode: Mode | None = None
     messages: list[ChatMessage] = Field(min_length=1)
     sampling: Sampling | None = None
     verify: bool = False
@@ -386,10 +278,7 @@ class FusionRunRequest(_Request):
     tool_choice: Any = None
     tool_execution: ToolExecution | None = None
 
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _mode_alias(cls, value: Any) -> Any:
-        return MODE_ALIASES.get(value, value) if isinstance(value, str) else value
+    _mode_alias = field_validator("mode", mode="before")(canonical_mode)
 
     def chat_request(self) -> ChatRequest:
         sampling = self.sampling.model_dump(exclude_none=True) if self.sampling else {}
@@ -472,105 +361,17 @@ class ToolResultSubmission(_Request):
         return "" if self.status == "succeeded" else f"the tool call ended {self.status}"
 
 
-class _Lenient(BaseModel):
-    """Request models the seed declares as plain pydantic models: unknown keys are ignored."""
+class RejudgeRequest(_Request):
+    """`POST /v1/fusion/runs/{run_id}/rejudge`: which models judge and synthesize again (the config's by default)."""
 
-    model_config = ConfigDict(extra="ignore")
-
-
-class TrajectoryStep(_Lenient):
-    index: int = Field(ge=0)
-    type: Literal["reasoning", "tool_call", "observation", "output"]
-    text: str | None = None
-    tool_name: str | None = None
-    tool_call_id: str | None = None
-    tool_input: str | None = None
-    is_error: bool | None = None
-    output_hash: Sha256 | None = None
-
-
-class TrajectoryVerification(_Lenient):
-    status: Status
-    evidence: list[str] | None = None
-    exit_code: int | None = None
-
-
-class Trajectory(_Lenient):
-    """One agent's trajectory: the seed's `TrajectoryInput` (harness-trajectory.v1 without its metadata)."""
-
-    trajectory_id: str = Field(min_length=1)
-    model_id: str = Field(min_length=1)
-    status: Status
-    steps: list[TrajectoryStep] = Field(default_factory=list)
-    final_output: str
-    candidate_id: str | None = None
-    model: str | None = None
-    harness_kind: HarnessKind | None = None
-    diff: str | None = None
-    verification: TrajectoryVerification | None = None
-    metadata: dict[str, Any] | None = None
-
-    @property
-    def verified(self) -> bool:
-        return self.verification is not None and self.verification.status == "succeeded"
-
-
-class FuseTrajectoriesRequest(_Lenient):
-    messages: list[ChatMessage]
-    trajectories: list[Trajectory]
     judge_model: str | None = None
     synthesizer_model: str | None = None
-
-
-def _flat_tool(raw: Any) -> dict[str, Any] | None:
-    """Nested `{"type": "function", "function": {...}}` or flat `{name, description, parameters}`; None if nameless."""
-    if not isinstance(raw, dict):
-        return None
-    nested = raw.get("function")
-    function: dict[str, Any] = nested if isinstance(nested, dict) else raw
-    name = function.get("name")
-    if not isinstance(name, str) or not name:
-        return None
-    out = {"name": name, "description": function.get("description"), "parameters": function.get("parameters")}
-    return {"type": "function", "function": {k: v for k, v in out.items() if v is not None}}
-
-
-class StepTrajectoriesRequest(BaseModel):
-    """`:step`: raw OpenAI messages, trajectories as reference (none is fine), tools, and OpenAI's sampling fields."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str = "fusionkit/router"
-    messages: list[ChatMessage] = Field(min_length=1)
-    trajectories: list[Trajectory] = Field(default_factory=list)
-    tools: list[Tool] | None = None
-    tool_choice: Any = None
-    judge_model: str | None = None
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-
-    @field_validator("tools", mode="before")
-    @classmethod
-    def _tools(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        if not isinstance(value, list):
-            raise ValueError("must be a list of tools")
-        return [t for t in (_flat_tool(raw) for raw in value) if t is not None] or None
-
-    @field_validator("tool_choice", mode="before")
-    @classmethod
-    def _tool_choice(cls, value: Any) -> Any:
-        # The seed's flat `{"name": ...}` is OpenAI's `{"type": "function", "function": {"name": ...}}`.
-        if isinstance(value, dict) and "function" not in value and isinstance(value.get("name"), str):
-            return {"type": "function", "function": {"name": value["name"]}}
-        return value
 
 
 # -- answers: runs --------------------------------------------------------------------------------
 
 
-class ArtifactRef(_Answer):
+class ArtifactRef(Answer):
     artifact_id: str
     kind: ArtifactKind
     hash: str
@@ -578,7 +379,7 @@ class ArtifactRef(_Answer):
     redaction_status: Literal["synthetic", "redacted", "raw"] | None = None
 
 
-class CandidateInspection(_Answer):
+class CandidateInspection(Answer):
     candidate_id: str
     model_id: str
     source_candidate_id: str | None = None
@@ -597,7 +398,7 @@ class ToolCallPlan(ContractRecord):
     status: Status = "requires_action"
 
 
-class ToolPausePlaceholder(_Answer):
+class ToolPausePlaceholder(Answer):
     candidate_id: str
     tool_call_id: str
     plan: ToolCallPlan | None = None
@@ -618,7 +419,7 @@ class JudgeSynthesisRecord(ContractRecord):
     metrics: dict[str, Any] | None = None
 
 
-class _RunHead(_Answer):
+class _RunHead(Answer):
     """Where a run stands: the fields the seed's summary, inspection and create answer open with."""
 
     run_id: str
@@ -667,7 +468,7 @@ class CreateRunAnswer(_RunHead):
         return data
 
 
-class FusionRunEvent(_Answer):
+class FusionRunEvent(Answer):
     event_seq: int
     run_id: str
     trace_id: str
@@ -684,23 +485,16 @@ class FusionRunEvent(_Answer):
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
-class RunEventPage(_Answer):
+class RunEventPage(Answer):
     run_id: str
     events: list[FusionRunEvent]
     next_event_cursor: int | None
     has_more: bool = False  # FusionKit's paging (`limit`)
 
 
-# -- answers: trajectories ------------------------------------------------------------------------
+class RunList(Strict):
+    """`GET /v1/fusion/runs` (an addition): the most recent runs, newest first."""
 
-
-class TrajectorySynthesis(_Answer):
-    """`POST /v1/fusion/trajectories:fuse` (and `fusionkit fuse --json`)."""
-
-    final_output: str
-    synthesis_id: str | None
-    decision: SynthesisDecision
-    rationale: str
-    judge_synthesis_record: JudgeSynthesisRecord
-    usage: dict[str, Any] = Field(default_factory=dict)
-    fusionkit: dict[str, Any] = Field(default_factory=dict)
+    object: Literal["list"] = "list"
+    data: list[RunStateSummary]
+    has_more: bool

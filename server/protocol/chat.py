@@ -1,48 +1,29 @@
-"""The router's wire additions to the OpenAI format: the `fusion` request options and the
-`fusionkit` metadata object on every answer."""
+"""The router's OpenAI-compatible surface: Chat Completions (the format is `bridge.protocol`'s) plus the
+`fusion` request options and the `fusionkit` metadata object on every answer, and `GET /health`."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from bridge.protocol import ChatRequest
+from bridge.base_models import Strict
+from bridge.protocol import ChatCompletion, ChatRequest
+from server.protocol import Mode, canonical_mode
 
 __all__ = [
-    "FUSION_MODELS",
-    "MODE_ALIASES",
     "DecisionInfo",
     "FailedMember",
+    "FusedChatCompletion",
     "FusionChatRequest",
     "FusionMetadata",
     "FusionOptions",
+    "RouterHealth",
     "ToolExecution",
-    "mode_of_model",
 ]
 
-FUSION_MODELS = ("fusionkit/router", "fusionkit/single", "fusionkit/self", "fusionkit/panel")
-# fusionkit 0.10's names for the router mode, accepted wherever a mode or a fusionkit/* model is.
-MODE_ALIASES = {"heuristic": "router"}
 
-
-def _canonical_mode(value: Any) -> Any:
-    return MODE_ALIASES.get(value, value) if isinstance(value, str) else value
-
-
-def mode_of_model(model: str) -> str | None:
-    """The mode a `fusionkit/*` model name asks for (`fusionkit/router` included); None for anything else."""
-    if not model.startswith("fusionkit/"):
-        return None
-    mode = _canonical_mode(model.removeprefix("fusionkit/"))
-    return mode if f"fusionkit/{mode}" in FUSION_MODELS else None
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ToolExecution(_Strict):
+class ToolExecution(Strict):
     """How members' tool calls are executed. The defaults are fusionkit 0.1's safe policy: only
     read-only tools run, and identical read-only calls by several members run once."""
 
@@ -53,10 +34,10 @@ class ToolExecution(_Strict):
     dedupe_read_only: bool = True
 
 
-class FusionOptions(_Strict):
+class FusionOptions(Strict):
     """The optional `fusion` object of a chat completion request."""
 
-    mode: Literal["single", "self", "panel", "router"] | None = None
+    mode: Mode | None = None
     panel_models: list[str] | None = None
     sample_count: int | None = Field(default=None, ge=1, le=32)
     verify: bool = False
@@ -66,7 +47,7 @@ class FusionOptions(_Strict):
     tool_fusion: Literal["adopt", "synthesize"] | None = None
     show_reasoning: bool | None = None
 
-    _mode_alias = field_validator("mode", mode="before")(_canonical_mode)
+    _mode_alias = field_validator("mode", mode="before")(canonical_mode)
 
 
 class FusionChatRequest(ChatRequest):
@@ -117,3 +98,18 @@ class FusionMetadata(BaseModel):
     latency_ms: dict[str, float]
     failures: list[dict[str, Any]] = Field(default_factory=list)
     mock: bool = False
+
+
+class FusedChatCompletion(ChatCompletion):
+    """What `POST /v1/chat/completions` answers on the router: a chat.completion with the `fusionkit` object."""
+
+    fusionkit: FusionMetadata
+
+
+class RouterHealth(BaseModel):
+    """`GET /health` on the router: overall status, each endpoint's readiness, the run store, whether auth is on."""
+
+    status: Literal["ok", "degraded", "unavailable"]
+    endpoints: dict[str, dict[str, Any]]
+    store: dict[str, Any]
+    auth: bool

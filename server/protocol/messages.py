@@ -14,10 +14,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag
 
-from server.doors.wire import LenientWire, type_tag
-from server.protocol import FusionOptions
+from bridge.base_models import Open, Probability
+from server.protocol import type_tag
+from server.protocol.chat import FusionOptions
 
 __all__ = [
+    "AnthropicError",
     "Block",
     "CountTokensRequest",
     "ImageBlock",
@@ -31,6 +33,7 @@ __all__ = [
     "TextOut",
     "ThinkingBlock",
     "ThinkingConfig",
+    "TokenCount",
     "ToolChoice",
     "ToolDefinition",
     "ToolResultBlock",
@@ -39,17 +42,17 @@ __all__ = [
 ]
 
 
-class TextBlock(LenientWire):
+class TextBlock(Open):
     type: Literal["text"]
     text: str
 
 
-class ImageBlock(LenientWire):
+class ImageBlock(Open):
     type: Literal["image"]
     source: dict[str, Any]
 
 
-class OtherBlock(LenientWire):
+class OtherBlock(Open):
     """documents, server tool blocks, search results, types newer than this module: not passed on."""
 
     type: str
@@ -71,21 +74,21 @@ ResultContent = Annotated[
 ]
 
 
-class ToolUseBlock(LenientWire):
+class ToolUseBlock(Open):
     type: Literal["tool_use"]
     id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     input: dict[str, Any] = Field(default_factory=dict)
 
 
-class ToolResultBlock(LenientWire):
+class ToolResultBlock(Open):
     type: Literal["tool_result"]
     tool_use_id: str = Field(min_length=1)
     content: str | list[ResultContent] | None = None
     is_error: bool | None = None
 
 
-class ThinkingBlock(LenientWire):
+class ThinkingBlock(Open):
     """Earlier thinking sent back; Claude Code sends it with an empty `signature`, which is fine here."""
 
     type: Literal["thinking", "redacted_thinking"]
@@ -105,14 +108,14 @@ Block = Annotated[
 ]
 
 
-class InputMessage(LenientWire):
+class InputMessage(Open):
     """A turn; `system` turns in the middle of the conversation are what Claude Code sends."""
 
     role: Literal["user", "assistant", "system"]
     content: str | list[Block]
 
 
-class ToolDefinition(LenientWire):
+class ToolDefinition(Open):
     """A client tool: the caller runs it. `type` is absent or `custom`."""
 
     type: Literal["custom"] | None = None
@@ -121,7 +124,7 @@ class ToolDefinition(LenientWire):
     input_schema: dict[str, Any]
 
 
-class ServerTool(LenientWire):
+class ServerTool(Open):
     """A tool Anthropic defines or runs (web_search_*, bash_*, text_editor_*, ...): not offered here."""
 
     type: str
@@ -138,18 +141,18 @@ ToolSpec = Annotated[
 ]
 
 
-class ToolChoice(LenientWire):
+class ToolChoice(Open):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
     disable_parallel_tool_use: bool | None = None
 
 
-class ThinkingConfig(LenientWire):
+class ThinkingConfig(Open):
     type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: int | None = None
 
 
-class CountTokensRequest(LenientWire):
+class CountTokensRequest(Open):
     model: str = Field(min_length=1)
     messages: list[InputMessage] = Field(min_length=1)
     system: str | list[TextBlock] | None = None
@@ -165,7 +168,7 @@ class MessagesRequest(CountTokensRequest):
     stop_sequences: list[str] | None = None
     stream: bool = False
     temperature: float | None = Field(default=None, ge=0, le=1)
-    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_p: Probability | None = None
     top_k: int | None = Field(default=None, ge=0)
     metadata: dict[str, Any] | None = None
     fusion: FusionOptions | None = None
@@ -205,3 +208,21 @@ class MessageObject(BaseModel):
     stop_reason: StopReason | None = None
     stop_sequence: str | None = None
     usage: MessageUsage
+
+
+class TokenCount(BaseModel):
+    """`POST /v1/messages/count_tokens`."""
+
+    input_tokens: int
+
+
+class ErrorObject(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicError(BaseModel):
+    """Every error on the Messages routes, so the `anthropic` SDK raises its own exception for it."""
+
+    type: Literal["error"] = "error"
+    error: ErrorObject

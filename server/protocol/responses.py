@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 
-from server.doors.wire import LenientWire, type_tag
-from server.protocol import FusionOptions
+from bridge.base_models import Open, Probability
+from server.protocol import type_tag
+from server.protocol.chat import FusionOptions
 
 __all__ = [
     "CustomTool",
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-class InputPart(LenientWire):
+class InputPart(Open):
     """A content part: input_text, output_text, input_image, refusal, input_file, input_audio, ..."""
 
     type: str
@@ -61,7 +62,7 @@ class InputPart(LenientWire):
         return self
 
 
-class MessageItem(LenientWire):
+class MessageItem(Open):
     """A message item; `type` may be left out (the SDKs' "easy" input message)."""
 
     type: Literal["message"] = "message"
@@ -71,7 +72,7 @@ class MessageItem(LenientWire):
     status: str | None = None
 
 
-class FunctionCallItem(LenientWire):
+class FunctionCallItem(Open):
     type: Literal["function_call"]
     id: str | None = None
     call_id: str = Field(min_length=1)
@@ -81,7 +82,7 @@ class FunctionCallItem(LenientWire):
     status: str | None = None
 
 
-class CustomToolCallItem(LenientWire):
+class CustomToolCallItem(Open):
     type: Literal["custom_tool_call"]
     id: str | None = None
     call_id: str = Field(min_length=1)
@@ -90,7 +91,7 @@ class CustomToolCallItem(LenientWire):
     namespace: str | None = None
 
 
-class ToolCallOutputItem(LenientWire):
+class ToolCallOutputItem(Open):
     """A `function_call_output` or `custom_tool_call_output`: the client's result for a call."""
 
     type: Literal["function_call_output", "custom_tool_call_output"]
@@ -99,14 +100,14 @@ class ToolCallOutputItem(LenientWire):
     output: str | list[InputPart]
 
 
-class ReasoningItem(LenientWire):
+class ReasoningItem(Open):
     type: Literal["reasoning"]
     id: str | None = None
     summary: list[dict[str, Any]] = Field(default_factory=list)
     encrypted_content: str | None = None
 
 
-class OtherItem(LenientWire):
+class OtherItem(Open):
     """Any other item (hosted tool calls, item references, types newer than this module): not passed on."""
 
     type: str
@@ -140,7 +141,7 @@ InputItem = Annotated[
 ]
 
 
-class FunctionTool(LenientWire):
+class FunctionTool(Open):
     type: Literal["function"]
     name: str = Field(min_length=1)
     description: str | None = None
@@ -148,7 +149,7 @@ class FunctionTool(LenientWire):
     strict: bool | None = None
 
 
-class CustomTool(LenientWire):
+class CustomTool(Open):
     """A free-form tool: the model writes one string, optionally following `format` (a grammar)."""
 
     type: Literal["custom"]
@@ -157,7 +158,7 @@ class CustomTool(LenientWire):
     format: dict[str, Any] | None = None
 
 
-class NamespaceTool(LenientWire):
+class NamespaceTool(Open):
     """A group of function (or custom) tools under one name, as Codex sends its sub-agent tools."""
 
     type: Literal["namespace"]
@@ -166,7 +167,7 @@ class NamespaceTool(LenientWire):
     tools: list[Annotated[FunctionTool | CustomTool, Discriminator("type")]]
 
 
-class HostedTool(LenientWire):
+class HostedTool(Open):
     """A tool OpenAI runs itself (web_search, tool_search, file_search, ...): nobody here can run it."""
 
     type: str
@@ -186,7 +187,7 @@ ToolSpec = Annotated[
 ]
 
 
-class ToolChoiceObject(LenientWire):
+class ToolChoiceObject(Open):
     """`{"type": "function", "name": ...}`, `{"type": "custom", ...}`, `{"type": "allowed_tools", ...}`, hosted."""
 
     type: str
@@ -194,7 +195,7 @@ class ToolChoiceObject(LenientWire):
     mode: str | None = None
 
 
-class TextFormat(LenientWire):
+class TextFormat(Open):
     type: Literal["text", "json_object", "json_schema"]
     name: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
@@ -202,12 +203,12 @@ class TextFormat(LenientWire):
     strict: bool | None = None
 
 
-class TextConfig(LenientWire):
+class TextConfig(Open):
     format: TextFormat | None = None
     verbosity: str | None = None
 
 
-class ResponsesRequest(LenientWire):
+class ResponsesRequest(Open):
     """A Responses API request, plus FusionKit's optional `fusion` object."""
 
     model: str = Field(min_length=1)
@@ -218,7 +219,7 @@ class ResponsesRequest(LenientWire):
     parallel_tool_calls: bool | None = None
     max_output_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_p: Probability | None = None
     text: TextConfig | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
