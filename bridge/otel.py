@@ -21,7 +21,7 @@ OpenTelemetry trace name the same things the same way.
 from __future__ import annotations
 
 import os
-import secrets
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -118,6 +118,7 @@ class Tracing:
 
     def __init__(self, settings: OtelSettings, exporter: SpanExporter | None = None) -> None:
         # The SDK is imported here only: a server with tracing off never loads it.
+        from opentelemetry import trace
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -135,6 +136,12 @@ class Tracing:
         else:
             self.provider.add_span_processor(SimpleSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("fusionkit")
+        self._trace = trace
+        self._kinds = {
+            "internal": trace.SpanKind.INTERNAL,
+            "client": trace.SpanKind.CLIENT,
+            "server": trace.SpanKind.SERVER,
+        }
 
     @property
     def capture_content(self) -> bool:
@@ -152,9 +159,7 @@ class Tracing:
     ) -> Span:
         """Start a span under `parent` (a span of ours, or a caller's W3C context); `trace_id`/`span_id` (hex)
         choose its ids: the trace id only counts for a span without a parent."""
-        from opentelemetry import trace
-
-        kinds = {"internal": trace.SpanKind.INTERNAL, "client": trace.SpanKind.CLIENT, "server": trace.SpanKind.SERVER}
+        trace = self._trace
         context = None
         if isinstance(parent, TraceParent):
             remote = trace.SpanContext(
@@ -168,7 +173,7 @@ class Tracing:
             context = trace.set_span_in_context(parent)
         self._ids.choose(trace_id, span_id)
         try:
-            return self.tracer.start_span(name, context=context, kind=kinds[kind], attributes=dict(attributes or {}))
+            return self.tracer.start_span(name, context=context, kind=self._kinds[kind], attributes=attributes)
         finally:
             self._ids.choose(None, None)
 
@@ -215,10 +220,11 @@ class _ChosenIds:
         return self._trace_id is None  # a chosen id may be derived from a client's
 
     def generate_trace_id(self) -> int:
-        return self._trace_id or int.from_bytes(secrets.token_bytes(16), "big") or 1
+        # As the SDK's own generator: ids need to be unique, not secret.
+        return self._trace_id or random.getrandbits(128) or 1
 
     def generate_span_id(self) -> int:
-        return self._span_id or int.from_bytes(secrets.token_bytes(8), "big") or 1
+        return self._span_id or random.getrandbits(64) or 1
 
 
 def genai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

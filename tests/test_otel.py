@@ -257,20 +257,28 @@ def test_traceparent_parsing_follows_w3c() -> None:
 
 
 @pytest.mark.slow
-def test_up_exports_one_trace_across_router_and_bridges_over_otlp_http(
+def test_up_exports_one_trace_across_router_and_bridges_over_otlp_http_and_shows_its_metrics(
     tmp_path: Path, live_server: Callable[[Any], LiveServer]
 ) -> None:
     receiver = OtlpReceiver()
     collector = live_server(receiver.app()).url
     port = free_port()
-    config = write_config(tmp_path, port, judge_model="m1", synthesizer_model="m1")
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    config = write_config(tmp_path, port, judge_model="m1", synthesizer_model="m1", server={"api_key_env": "FK_UP_KEY"})
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector, "OTEL_BSP_SCHEDULE_DELAY": "100", "FK_UP_KEY": "up-router-key"}
+    key = {"authorization": "Bearer up-router-key"}
     proc = start_up(tmp_path, config, env=env)
     pids: list[int] = []
     try:
-        wait_for_output(proc, "stop: Ctrl-C or fusionkit down", timeout_s=60)
-        pids = [c["pid"] for c in state(tmp_path)["children"]]
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        banner = wait_for_output(proc, "stop: Ctrl-C or fusionkit down", timeout_s=60)
+        children = state(tmp_path)["children"]
+        pids = [c["pid"] for c in children]
+        # The banner says where each process's metrics are; each answers there with the router's key only.
+        assert "metrics (Prometheus), with Authorization: Bearer $FK_UP_KEY:" in banner
+        for child in children:
+            assert f"{child['url']}/metrics" in banner
+            assert httpx2.get(f"{child['url']}/metrics").status_code == 401
+            assert httpx2.get(f"{child['url']}/metrics", headers=key).status_code == 200
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="up-router-key", max_retries=0)
         reply = client.chat.completions.create(
             model="fusionkit/panel", messages=QUESTION, extra_headers={"traceparent": TRACEPARENT}
         )

@@ -34,7 +34,10 @@ def main() -> None:
     config = panel_config(workdir, endpoints, judge_model="careful", synthesizer_model="careful")
     clients = build_clients(config)
     hold = Hold()
-    with LiveServer(create_app(config, clients=clients)) as server, httpx2.Client(base_url=server.url, timeout=60) as http:
+    with (
+        LiveServer(create_app(config, clients=clients)) as server,
+        httpx2.Client(base_url=server.url, timeout=60) as http,
+    ):
         http.post("/v1/chat/completions", json={"model": "fast", "messages": QUESTION})
         http.post("/v1/chat/completions", json={"model": "flaky", "messages": QUESTION})
         body = {"model": "fusionkit/panel", "max_tokens": 512, "messages": QUESTION}

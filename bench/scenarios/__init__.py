@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from bench.scenarios.bridge import bridge_passthrough, bridge_start
 from bench.scenarios.common import Settings
+from bench.scenarios.observe import observability_cost
 from bench.scenarios.router import router_latency, router_throughput, straggler
 from bench.scenarios.streaming import streaming
 from bench.scenarios.up import up_cold_start
@@ -25,4 +26,5 @@ SCENARIOS: dict[str, Callable[[Settings], Result]] = {
     "streaming": streaming,
     "straggler": straggler,
     "up_cold_start": up_cold_start,
+    "observability_cost": observability_cost,
 }

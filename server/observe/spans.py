@@ -84,15 +84,15 @@ class RunSpans:
             endpoint = self.config.endpoint(endpoint_id)
         except KeyError:
             return
+        attributes = chat_attributes(endpoint, **{"fusionkit.role": payload.get("role")})
+        if payload.get("candidate_id"):
+            attributes["fusionkit.candidate_id"] = payload["candidate_id"]
         self._calls[int(payload.get("call", 0))] = self.tracing.start(
             f"chat {endpoint.model}",
             parent=self._phase or self.root,
             kind="client",
             span_id=payload.get("span_id"),
-            attributes=chat_attributes(
-                endpoint,
-                **{"fusionkit.role": payload.get("role"), "fusionkit.candidate_id": payload.get("candidate_id")},
-            ),
+            attributes=attributes,
         )
 
     def call_ended(self, payload: dict[str, Any], *, failed: bool) -> None:

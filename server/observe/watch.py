@@ -82,7 +82,7 @@ class RunWatch:
         if metrics is not None:
             if previous != "queued":
                 metrics.phases.labels(bounded(previous, LIVE_STATES)).observe(now - self.since)
-            metrics.in_flight.labels(previous).dec()
+            metrics.in_flight.labels(bounded(previous, LIVE_STATES)).dec()
             if ended:
                 metrics.runs.labels(self.mode, state).inc()
                 metrics.run_latency.labels(self.mode, state).observe(now - self.started)

@@ -66,8 +66,20 @@ const FK = (() => {
     document.getElementById("key").focus();
   }
 
+  /** The key bar and the error line, under the page's header (hidden until needed). */
   function installKeyBar(onKey) {
-    const form = document.getElementById("keyform");
+    const form = el(
+      "form",
+      { id: "keyform" },
+      el("span", { id: "keywhy" }),
+      " ",
+      el("input", { id: "key", type: "password", autocomplete: "off", placeholder: "API key (kept in this tab only)" }),
+      " ",
+      el("button", { type: "submit" }, "Use key"),
+      " ",
+      el("button", { type: "button", id: "forget" }, "Forget"),
+    );
+    document.querySelector("header").after(el("div", { id: "keybar", hidden: true }, form), el("div", { id: "error", hidden: true }));
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       const value = document.getElementById("key").value.trim();

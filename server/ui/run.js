@@ -330,11 +330,11 @@
     document.getElementById("problems").replaceChildren(...items);
   }
 
+  FK.installKeyBar(refresh);
   if (!/^run_[A-Za-z0-9]+$/.test(runId)) {
     showError("No run given: open a run from the list.");
     return;
   }
-  FK.installKeyBar(refresh);
   window.addEventListener("resize", () => run.inspection && render());
   refresh();
 })();
