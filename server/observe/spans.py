@@ -63,7 +63,6 @@ class RunSpans:
                 "gen_ai.operation.name": "invoke_workflow",
                 "gen_ai.workflow.name": f"fusionkit/{mode}",
                 "fusionkit.run_id": run_id,
-                "fusionkit.mode": mode,
             },
         )
         if tracing.capture_content and request is not None:
@@ -76,7 +75,7 @@ class RunSpans:
         """The run entered `state`: the previous phase's span ends, this one's starts."""
         if self._phase is not None:
             self._phase.end()
-        self._phase = self.tracing.start(state, parent=self.root, attributes={"fusionkit.phase": state})
+        self._phase = self.tracing.start(state, parent=self.root)  # the span's name is the phase
 
     def call_started(self, payload: dict[str, Any]) -> None:
         endpoint_id = str(payload.get("endpoint_id"))
