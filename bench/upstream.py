@@ -123,6 +123,7 @@ _MODELS = _response(
     ).encode()
 )
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+_TRACES_TAKEN = _response(b"", b"application/x-protobuf")  # an empty ExportTraceServiceResponse: all accepted
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
@@ -189,6 +190,9 @@ class _Connection(asyncio.Protocol):
             answers, rest = self.default, path.lstrip("/")
         if method == "GET":
             self._send(_MODELS if rest in ("health", "v1/models", "v1/health", "models") else _NOT_FOUND)
+            return
+        if method == "POST" and rest == "v1/traces":
+            self._send(_TRACES_TAKEN)  # an OTLP/HTTP collector that keeps nothing (the observability bench)
             return
         if method != "POST" or not rest.endswith("chat/completions"):
             self._send(_NOT_FOUND)

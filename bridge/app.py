@@ -8,10 +8,8 @@ uvicorn.run(app, port=9101)
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -23,6 +21,7 @@ from bridge.errors import APIError, not_found, upstream_failure
 from bridge.http import (
     SSE_HEADERS,
     AccessLogMiddleware,
+    ClientDisconnected,
     install_error_handlers,
     json_body,
     log_context,
@@ -30,7 +29,10 @@ from bridge.http import (
     sse_data,
     sse_stream,
 )
+from bridge.metrics import BridgeMetrics, metrics_response
+from bridge.observe import BridgeObserver
 from bridge.openapi import answers, document, errors
+from bridge.otel import OtelSettings, Tracing
 from bridge.protocol import (
     BridgeHealth,
     ChatCompletion,
@@ -38,34 +40,53 @@ from bridge.protocol import (
     ChatRequest,
     ModelCard,
     ModelList,
-    Usage,
     chunk_to_dict,
     completion_to_dict,
     new_completion_id,
 )
-from bridge.stream import StreamAccumulator, normalize_stream
-from bridge.tracing import CallSpan, TraceEmitter
+from bridge.stream import normalize_stream
+from bridge.tracing import TraceEmitter
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("fusionkit.bridge")
 HEALTH_PATHS = ("/health", "/v1/health")  # open without a key, for probes
+METRICS_PATH = "/metrics"
 
 
-def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, auth_key: str | None = None) -> FastAPI:
+def create_app(
+    endpoint: EndpointConfig,
+    adapter: ChatAdapter | None = None,
+    *,
+    auth_key: str | None = None,
+    metrics: bool = True,
+    metrics_auth: BearerAuth | None = None,
+    tracing: Tracing | None = None,
+) -> FastAPI:
     """Build a bridge for `endpoint`. The adapter (one per process) is made here unless given.
 
     With `auth_key`, every route but the health probes needs the key (`bridge.auth.BearerAuth`).
+    `GET /metrics` (unless `metrics` is False) needs `metrics_auth`, by default the same key.
+    OpenTelemetry spans go to `tracing`, by default to the OTLP endpoint the environment names, if any.
     """
     chat: ChatAdapter = adapter or make_adapter(endpoint)
     auth = BearerAuth(auth_key)
+    scrape_auth = metrics_auth or auth
 
     async def guard(request: Request) -> None:
-        # On the whole app, so a route added later is guarded too; probes need no key.
-        if request.url.path not in HEALTH_PATHS:
+        # On the whole app, so a route added later is guarded too; probes need no key, /metrics its own.
+        path = request.url.path
+        if path == METRICS_PATH and metrics:
+            await scrape_auth(request)
+        elif path not in HEALTH_PATHS:
             await auth(request)
 
     tracer = TraceEmitter.from_env()
+    if tracing is None:
+        settings = OtelSettings.resolve(service_name="fusionkit-bridge")
+        tracing = Tracing(settings) if settings is not None else None
+    counted = BridgeMetrics(endpoint) if metrics else None
+    observer = BridgeObserver(endpoint, tracer, metrics=counted, tracing=tracing)
     owned_by = f"fusionkit-bridge/{endpoint.provider}" + (" (offline mock)" if endpoint.is_mock else "")
 
     @asynccontextmanager
@@ -81,10 +102,18 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, 
         yield
         await tracer.aclose()
         await chat.aclose()
+        if tracing is not None:
+            tracing.shutdown()
 
     app = FastAPI(title=f"fusionkit bridge: {endpoint.id}", lifespan=lifespan, dependencies=[Depends(guard)])
     install_error_handlers(app)
-    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(AccessLogMiddleware, metrics=counted.http if counted else None)
+
+    if counted is not None:
+
+        @app.get(METRICS_PATH, include_in_schema=False)
+        async def scrape() -> Response:
+            return metrics_response(counted.registry)
 
     def context_of(request: Request) -> CallContext:
         headers = request.headers
@@ -129,64 +158,23 @@ def create_app(endpoint: EndpointConfig, adapter: ChatAdapter | None = None, *, 
         body.require_one_choice()
         # The upstream gets the provider's model name whatever alias the client used.
         upstream = body.model_copy(update={"model": endpoint.model})
-        ctx = context_of(request)
-        span = CallSpan(
-            tracer,
-            trace_id=ctx.trace_id,
-            parent_span_id=ctx.span_id,  # the caller's span for this call: the router's model.call
-            component="bridge",
-            model_id=endpoint.id,
-            candidate_id=ctx.candidate_id,
-        )
-        span.start({"provider": endpoint.provider, "model": endpoint.model, "stream": body.stream})
+        watch = observer.call(body, context_of(request), request.headers.get("traceparent"))
         if not body.stream:
-            started = time.perf_counter()
             try:
-                completion = await race_disconnect(request, chat.complete(upstream, ctx))
+                completion = await race_disconnect(request, chat.complete(upstream, watch.ctx))
             except APIError as error:
-                span.finish(latency_ms=_ms_since(started), error=error.message, status=error.status)
+                watch.failed(error.status, error.message)
                 raise
-            span.finish(latency_ms=_ms_since(started), **_outcome(completion))
+            except ClientDisconnected:
+                watch.failed(499, "the client went away")
+                raise
+            watch.answered(completion)
             completion.model = body.model
             return JSONResponse(completion_to_dict(completion))
-        return await _stream_response(_observed(chat.stream(upstream, ctx), span), body)
+        return await _stream_response(watch.stream(chat.stream(upstream, watch.ctx)), body)
 
     app.openapi = document(app)  # type: ignore[method-assign]
     return app
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)
-
-
-def _outcome(completion: ChatCompletion) -> dict[str, Any]:
-    choice = completion.choices[0]
-    return {
-        "finish_reason": choice.finish_reason,
-        "tool_call_count": len(choice.message.tool_calls or []),
-        "usage": (completion.usage or Usage()).model_dump(),
-    }
-
-
-async def _observed(chunks: AsyncIterator[ChatCompletionChunk], span: CallSpan) -> AsyncIterator[ChatCompletionChunk]:
-    """The adapter's stream, passed on unchanged; the span finishes when it ends, however it ends."""
-    if not span.on:
-        async for chunk in chunks:
-            yield chunk
-        return
-    started = time.perf_counter()
-    seen = StreamAccumulator()
-    outcome: dict[str, Any] = {"error": "the client went away", "status": 499}
-    try:
-        async for chunk in chunks:
-            seen.add(chunk)
-            yield chunk
-        outcome = _outcome(seen.completion(model=""))
-    except APIError as error:
-        outcome = {"error": error.message, "status": error.status}
-        raise
-    finally:
-        span.finish(latency_ms=_ms_since(started), **outcome)
 
 
 async def _stream_response(chunks: AsyncIterator[ChatCompletionChunk], body: ChatRequest) -> Response:

@@ -48,6 +48,12 @@ class Pricing(Strict):
     output_per_1m_tokens: float | None = Field(default=None, ge=0)
     currency: str = "USD"
 
+    def cost(self, input_tokens: int, output_tokens: int) -> float | None:
+        """What that many tokens cost, in `currency`; None when the price is not configured."""
+        if self.input_per_1m_tokens is None or self.output_per_1m_tokens is None:
+            return None
+        return (input_tokens * self.input_per_1m_tokens + output_tokens * self.output_per_1m_tokens) / 1_000_000
+
 
 class Capabilities(Strict):
     """What the endpoint supports; null means "assume the provider's usual"."""

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from fastapi import Depends, FastAPI, Request, routing
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +24,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.errors import APIError, bad_request, describe_validation_error, error_body
+from bridge.tracing import incoming_traceparent
+
+if TYPE_CHECKING:
+    from bridge.metrics import RequestMetrics
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -220,11 +225,16 @@ async def sse_stream(frames: AsyncIterator[bytes], on_error: Callable[[BaseExcep
 
 
 class AccessLogMiddleware:
-    """One log line per request; refuses bodies over the size limit with 413 before reading them."""
+    """One log line per request (and, with `metrics`, its count and latency by route template, model and
+    status); refuses bodies over the size limit with 413 before reading them. A client's W3C `traceparent`
+    is made the request's `incoming_traceparent`, so the run it starts joins the client's trace."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, metrics: RequestMetrics | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -259,6 +269,7 @@ class AccessLogMiddleware:
                 status = message["status"]
             await send(message)
 
+        parent = incoming_traceparent.set(headers.get("traceparent"))
         try:
             await self.app(scope, limited_receive, logging_send)
         except _BodyTooLarge:
@@ -266,14 +277,19 @@ class AccessLogMiddleware:
                 await _too_large(send, self.max_body_bytes)
                 status = 413
         finally:
+            incoming_traceparent.reset(parent)
             self._log(scope, status or 499, started, headers, context)
 
     def _log(self, scope: Scope, status: int, started: float, headers: dict[str, str], context: dict[str, str]) -> None:
+        elapsed = time.perf_counter() - started
+        if self.metrics is not None:
+            # The matched route's template, never the raw path: a client cannot mint new series.
+            self.metrics.observe(route_template(scope), context.get("model"), status, elapsed)
         fields: dict[str, Any] = {
             "method": scope.get("method"),
             "path": scope.get("path"),
             "status": status,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            "latency_ms": round(elapsed * 1000, 1),
         }
         if "x-fusion-trace-id" in headers:
             fields["trace_id"] = headers["x-fusion-trace-id"]
@@ -291,6 +307,27 @@ class AccessLogMiddleware:
             extra,
             extra={"fields": fields},
         )
+
+
+_PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route that answered (`/v1/fusion/runs/{run_id}`), "unmatched" when none did.
+
+    A route of an included router may know its path without the prefixes it was included under: those
+    are what precedes the route's own path, filled in with this request's parameters, in the path.
+    """
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if not isinstance(template, str) or not template:
+        return "unmatched"
+    params = scope.get("path_params") or {}
+    filled = _PARAM.sub(lambda m: str(params.get(m.group(1), m.group(0))), template) if params else template
+    path = str(scope.get("path", ""))
+    if path.endswith(filled) and len(path) > len(filled):
+        return path[: -len(filled)] + template
+    return template
 
 
 class _BodyTooLarge(Exception):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -42,9 +43,13 @@ __all__ = [
     "Component",
     "TraceEmitter",
     "TraceEvent",
+    "TraceParent",
+    "incoming_traceparent",
     "new_span_id",
     "new_trace_id",
     "trace_file_name",
+    "traceparent_of",
+    "w3c_trace_id",
 ]
 
 log = logging.getLogger("fusionkit.trace")
@@ -64,6 +69,58 @@ def new_trace_id() -> str:
 
 def new_span_id() -> str:
     return secrets.token_hex(8)
+
+
+# -- W3C trace context (`traceparent`): the same ids, in the form OpenTelemetry and every vendor read -------
+
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+# The `traceparent` header of the request being served, set by the access-log middleware, so a run started
+# deep in a handler joins its client's trace without every handler passing the header down.
+incoming_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar("incoming_traceparent", default=None)
+
+
+def w3c_trace_id(trace_id: str) -> str:
+    """The W3C trace id of a fusion trace id: the id itself when it is one (ours are), else one derived from it."""
+    if _HEX32.fullmatch(trace_id) and trace_id != _ZERO_TRACE:
+        return trace_id
+    return hashlib.sha256(trace_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def traceparent_of(trace_id: str | None, span_id: str | None) -> str | None:
+    """`traceparent` for a call made in span `span_id` of trace `trace_id`; None unless the span id is W3C's."""
+    if not trace_id or not span_id or not _HEX16.fullmatch(span_id) or span_id == _ZERO_SPAN:
+        return None
+    return f"00-{w3c_trace_id(trace_id)}-{span_id}-01"
+
+
+@dataclass(frozen=True)
+class TraceParent:
+    """A parsed W3C `traceparent` header: the caller's trace, the caller's span, and whether it is sampled."""
+
+    trace_id: str
+    span_id: str
+    sampled: bool
+
+    @classmethod
+    def parse(cls, header: str | None) -> TraceParent | None:
+        """The header's ids, or None for anything malformed (W3C: an invalid traceparent is ignored)."""
+        text = header.strip() if header else ""
+        match = _TRACEPARENT.fullmatch(text)
+        if match is None:
+            return None
+        version, trace_id, span_id, flags = match.groups()
+        if version == "ff" or (version == "00" and len(text) != 55):
+            return None
+        if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+            return None
+        return cls(trace_id, span_id, bool(int(flags, 16) & 1))
+
+    def header(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
 
 
 class TraceEvent(BaseModel):

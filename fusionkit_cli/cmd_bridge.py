@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 from pydantic import ValidationError
 
@@ -17,7 +19,12 @@ from fusionkit_cli.common import (
 )
 from fusionkit_cli.logs import setup_logging
 
-__all__ = ["serve_endpoint"]
+if TYPE_CHECKING:
+    from server.config import PanelConfig
+
+__all__ = ["METRICS_MODES", "serve_endpoint"]
+
+METRICS_MODES = ("auth", "open", "off")
 
 
 @click.command("serve-endpoint")
@@ -39,6 +46,19 @@ __all__ = ["serve_endpoint"]
     help="NAME of the environment variable holding the bearer token clients must send (auth is off without it).",
 )
 @click.option("--insecure-no-auth", is_flag=True, help="Allow a non-loopback bind without --auth-key-env.")
+@click.option(
+    "--metrics",
+    "metrics_mode",
+    type=click.Choice(METRICS_MODES),
+    default="auth",
+    show_default=True,
+    help="GET /metrics: behind the same key as the API (auth), open to any scraper (open), or not served (off).",
+)
+@click.option(
+    "--metrics-key-env",
+    metavar="NAME",
+    help="With --metrics auth: the variable holding the key /metrics needs instead (`up` passes server.api_key_env).",
+)
 @log_format_option
 def serve_endpoint(
     config_path: str | None,
@@ -53,21 +73,43 @@ def serve_endpoint(
     port: int | None,
     auth_key_env: str | None,
     insecure_no_auth: bool,
+    metrics_mode: str,
+    metrics_key_env: str | None,
     log_format: str,
 ) -> None:
     """Front one provider model as an OpenAI Chat Completions server (the bridge)."""
     auth_key = bearer_key_or_exit(auth_key_env, "--auth-key-env")
     refuse_open_bind(host, auth_key, insecure_no_auth, "pass --auth-key-env NAME (a variable holding the token)")
+    metrics_key = bearer_key_or_exit(metrics_key_env, "--metrics-key-env")
+    config = load_config_or_exit(config_path) if config_path else None
     endpoint = _endpoint_from_flags(
-        config_path, endpoint_id, endpoint_id_flag, provider, model, base_url, api_key_env, timeout_s
+        config, config_path, endpoint_id, endpoint_id_flag, provider, model, base_url, api_key_env, timeout_s
     )
     setup_logging(log_format)
     from bridge.app import create_app
+    from bridge.auth import BearerAuth
+    from bridge.otel import OtelSettings, Tracing
 
-    run_server(create_app(endpoint, auth_key=auth_key), host, port or endpoint.port or 9100)
+    # Under a panel config, the bridge traces where the config's router does (server.otel).
+    otel = config.server.otel if config is not None else None
+    settings = OtelSettings.resolve(
+        service_name="fusionkit-bridge",
+        endpoint=otel.endpoint if otel else None,
+        capture_content=otel.capture_content if otel else None,
+    )
+    scrape_auth = BearerAuth(None) if metrics_mode == "open" else (BearerAuth(metrics_key) if metrics_key else None)
+    app = create_app(
+        endpoint,
+        auth_key=auth_key,
+        metrics=metrics_mode != "off",
+        metrics_auth=scrape_auth,
+        tracing=Tracing(settings) if settings is not None else None,
+    )
+    run_server(app, host, port or endpoint.port or 9100)
 
 
 def _endpoint_from_flags(
+    config: PanelConfig | None,
     config_path: str | None,
     endpoint_id: str | None,
     endpoint_id_flag: str | None,
@@ -77,10 +119,9 @@ def _endpoint_from_flags(
     api_key_env: str | None,
     timeout_s: float | None,
 ) -> EndpointConfig:
-    if config_path:
+    if config is not None:
         if not endpoint_id:
             raise BadInput("--config needs --endpoint ID (which endpoint of the config to serve)")
-        config = load_config_or_exit(config_path)
         try:
             return config.endpoint(endpoint_id)
         except KeyError:

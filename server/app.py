@@ -3,9 +3,10 @@
     app = create_app(load_config("configs/demo.yaml"))                  # in-process adapters
     app = create_app(config, bridges={"fast": "http://127.0.0.1:9101"})  # through bridges (under `up`)
 
-Routes: GET /health, GET /v1/models, POST /v1/chat/completions, the agent front doors
-POST /v1/responses and POST /v1/messages (`server.doors`), the /v1/fusion/runs family
-(`server.runs_api`) and the trajectory endpoints (`server.trajectories_api`). The HTTP layer
+Routes: GET /health, GET /metrics (Prometheus), the run viewer at /ui, GET /v1/models,
+POST /v1/chat/completions, the agent front doors POST /v1/responses and POST /v1/messages
+(`server.doors`), the /v1/fusion/runs family (`server.runs_api`) and the trajectory endpoints
+(`server.trajectories_api`). The HTTP layer
 parses and answers; the fusion engine (`server.engine`) does the work; `server.runs` records it.
 """
 
@@ -22,8 +23,10 @@ from fastapi.responses import Response
 
 from bridge.auth import BearerAuth
 from bridge.errors import not_found
-from bridge.http import AccessLogMiddleware, install_error_handlers, json_body
+from bridge.http import AccessLogMiddleware, install_error_handlers, json_body, log_context
+from bridge.metrics import metrics_response
 from bridge.openapi import answers, document, errors
+from bridge.otel import OtelSettings, Tracing
 from bridge.protocol import ModelCard, ModelList
 from bridge.tracing import TraceEmitter
 from server.chat import ChatHandler
@@ -31,6 +34,9 @@ from server.clients import EndpointClient, build_clients
 from server.config import PanelConfig
 from server.doors import FusionPath, messages_router, responses_router
 from server.engine import FusionEngine
+from server.observe.metrics import RouterMetrics
+from server.observe.ui import UI_PATH, viewer
+from server.observe.watch import RunObserver
 from server.protocol import FUSION_MODELS
 from server.protocol.chat import FusedChatCompletion, FusionChatRequest, RouterHealth
 from server.rejudge import rejudge_router
@@ -52,15 +58,30 @@ def create_app(
     clients: dict[str, EndpointClient] | None = None,
     store_path: str | Path | None = None,
     tracer: TraceEmitter | None = None,
+    tracing: Tracing | None = None,
     keepalive_s: float = 2.0,
 ) -> FastAPI:
-    """Build a router for `config`; `bridges` maps endpoint ids to bridge URLs (else in-process)."""
+    """Build a router for `config`; `bridges` maps endpoint ids to bridge URLs (else in-process).
+
+    OpenTelemetry spans go to `tracing`, by default to `server.otel.endpoint` or the OTLP endpoint the
+    environment names, if any (else tracing is off and its SDK never imported).
+    """
     auth = BearerAuth.from_env(config.server.api_key_env)  # a named but unset variable raises, never auth off
     endpoint_clients = clients if clients is not None else build_clients(config, bridges)
     store = RunStore(store_path or config.server.run_store)
     upkeep = StoreUpkeep(store, lease_s=config.server.run_lease_s, retention=config.server.retention)
     trace = tracer or TraceEmitter.from_env()
-    runs = RunService(store, trace)
+    if tracing is None:
+        otel = config.server.otel
+        settings = OtelSettings.resolve(
+            service_name="fusionkit-router", endpoint=otel.endpoint, capture_content=otel.capture_content
+        )
+        tracing = Tracing(settings) if settings is not None else None
+    metrics = RouterMetrics(config) if config.server.metrics else None
+    if metrics is not None:
+        metrics.watch_store(store)
+        metrics.watch_clients(endpoint_clients.values())
+    runs = RunService(store, trace, RunObserver(config, metrics=metrics, tracing=tracing))
     engine = FusionEngine(config, endpoint_clients)
     fusion = FusionPath(engine, runs, keepalive_s=keepalive_s)
     chat = ChatHandler(fusion)
@@ -79,10 +100,21 @@ def create_app(
         await trace.aclose()
         await asyncio.gather(*(c.aclose() for c in endpoint_clients.values()), return_exceptions=True)
         await store.close()
+        if tracing is not None:
+            tracing.shutdown()
 
     app = FastAPI(title="fusionkit router", lifespan=lifespan)
     install_error_handlers(app)
-    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(AccessLogMiddleware, metrics=metrics.http if metrics else None)
+
+    if metrics is not None:
+        scrape_auth = [Depends(auth)] if config.server.metrics_auth else []
+
+        @app.get("/metrics", include_in_schema=False, dependencies=scrape_auth)
+        async def scrape() -> Response:
+            return metrics_response(metrics.registry)
+
+    app.mount(UI_PATH, viewer(), name="ui")
 
     @app.get("/health")
     async def health() -> RouterHealth:
@@ -127,6 +159,7 @@ def create_app(
         responses=answers(FusedChatCompletion, stream=True) | errors(400, 401, 404, 409, 413, 502, 503, 504),
     )
     async def chat_completions(request: Request, body: FusionChatRequest = json_body(FusionChatRequest)) -> Response:
+        log_context(request)["model"] = body.model  # before any refusal, so it is counted under its model
         return await chat(request, body)
 
     v1.include_router(responses_router(fusion))

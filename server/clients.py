@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import httpx2
 
@@ -61,6 +61,8 @@ class EndpointClient:
         self.adapter = adapter
         self.bridge_url = bridge_url
         self._probe: httpx2.AsyncClient | None = None
+        # Told of each retry: this endpoint's id and the status that caused it (the router's metrics).
+        self.on_retry: Callable[[str, int], None] | None = None
 
     @property
     def id(self) -> str:
@@ -105,6 +107,8 @@ class EndpointClient:
         if deadline is not None and time.monotonic() + delay >= deadline:
             raise error
         log.info("endpoint %s answered %s; retrying in %.2fs", self.id, error.status, delay)
+        if self.on_retry is not None:
+            self.on_retry(self.id, error.status)
         await asyncio.sleep(delay)
 
     async def ready(self) -> dict[str, object]:

@@ -18,6 +18,7 @@ __all__ = [
     "BudgetConfig",
     "FusionSettings",
     "Mode",
+    "OtelConfig",
     "PanelConfig",
     "PanelSettings",
     "RetentionConfig",
@@ -84,6 +85,22 @@ class RetentionConfig(Strict):
     prune_every_s: float = Field(default=3600, gt=0)
 
 
+class OtelConfig(Strict):
+    """OpenTelemetry traces; on when `endpoint` or OTEL_EXPORTER_OTLP_ENDPOINT is set (docs/observability.md)."""
+
+    # An OTLP/HTTP base URL (spans go to its /v1/traces); null: the OTEL_EXPORTER_OTLP_* variables decide.
+    endpoint: str | None = None
+    # Prompts and answers on spans; null: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT decides (off).
+    capture_content: bool | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("allowed: an http:// or https:// URL of an OTLP/HTTP receiver, e.g. http://127.0.0.1:4318")
+        return value
+
+
 class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -94,6 +111,11 @@ class ServerConfig(Strict):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     # A connection that has not sent a complete request head within this long is closed (slow clients).
     header_timeout_s: float = Field(default=10, gt=0)
+    # GET /metrics (Prometheus) on the router and every bridge; false: no /metrics, nothing counted.
+    metrics: bool = True
+    # /metrics needs the /v1 key when api_key_env is set; false: any scraper may read it.
+    metrics_auth: bool = True
+    otel: OtelConfig = Field(default_factory=OtelConfig)
 
     @field_validator("api_key_env")
     @classmethod

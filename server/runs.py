@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from bridge.errors import APIError
-from bridge.tracing import Component, TraceEmitter, new_span_id, new_trace_id
+from bridge.tracing import Component, TraceEmitter, TraceParent, incoming_traceparent, new_span_id, new_trace_id
 from server.engine import Emit, FusionEngine, FusionResult, RunPlan
 from server.engine.pauses import ToolPauses, ToolResult
+from server.observe.watch import RunObserver, RunWatch
 from server.protocol.native import ToolResultSubmission
 from server.store import (
     TERMINAL_STATES,
@@ -61,7 +62,8 @@ _TRACE_NAMES = {
 
 
 class RunRecorder:
-    """Records one run in the store and, when tracing is on, as trace events.
+    """Records one run in the store and, when tracing is on, as trace events; shows each step to its
+    `watch` (metrics and OpenTelemetry spans, `server.observe`) when something watches.
 
     The recorder owns its run's event numbering (seq 1 is the store's `run.created`), so events and
     intermediate states are queued without waiting: they are written in order with the store's next
@@ -72,7 +74,9 @@ class RunRecorder:
     store records the run as failed when it can, and the run goes on to answer its caller.
     """
 
-    def __init__(self, store: RunStore, tracer: TraceEmitter, run_id: str, trace_id: str) -> None:
+    def __init__(
+        self, store: RunStore, tracer: TraceEmitter, run_id: str, trace_id: str, observer: RunObserver | None = None
+    ) -> None:
         self.store = store
         self.tracer = tracer
         self.run_id = run_id
@@ -80,6 +84,8 @@ class RunRecorder:
         self.root_span = new_span_id()
         self.seq = 1
         self.lost = False
+        self.observer = observer
+        self.watch: RunWatch | None = None
 
     def _lose(self) -> None:
         self.lost = True
@@ -94,6 +100,8 @@ class RunRecorder:
         """Record a state change; an ending one is awaited. A store that cannot be written is not the run's
         failure (it is recorded as failed later); a run that has ended elsewhere raises RunFinished."""
         self.seq += 1
+        if self.watch is not None:
+            self.watch.transition(state, payload, summary)
         awaited = state in TERMINAL_STATES or summary is not None or terminal_reason is not None
         if self.lost:
             pass  # the store records this run as failed; nothing more of it is written
@@ -116,6 +124,8 @@ class RunRecorder:
 
     async def event(self, type: str, payload: dict[str, Any]) -> int:
         self.seq += 1
+        if self.watch is not None:
+            self.watch.event(type, payload)
         if not self.lost:
             self.store.record_event(self.run_id, self.seq, type, payload, lost=self._lose)
         self._trace(type, payload)
@@ -124,8 +134,12 @@ class RunRecorder:
     async def artifact(self, content: str, media_type: str = "text/plain") -> str:
         return self.store.record_artifact(content, media_type, self.run_id, lost=self._lose)
 
-    def trace_started(self, mode: str) -> None:
+    def trace_started(self, mode: str, request: dict[str, Any] | None = None) -> None:
         """The run's root span: every other event of the run names it as its parent."""
+        if self.observer is not None:
+            self.watch = self.observer.watch(
+                run_id=self.run_id, trace_id=self.trace_id, root_span_id=self.root_span, mode=mode, request=request
+            )
         if self.tracer.enabled:
             self.tracer.emit(
                 trace_id=self.trace_id,
@@ -176,9 +190,10 @@ class RunService:
 
     duplicate_errors = (IdempotencyConflict,)
 
-    def __init__(self, store: RunStore, tracer: TraceEmitter) -> None:
+    def __init__(self, store: RunStore, tracer: TraceEmitter, observer: RunObserver | None = None) -> None:
         self.store = store
         self.tracer = tracer
+        self.observer = observer
         self.active: dict[str, _Active] = {}
 
     def launch(
@@ -193,6 +208,8 @@ class RunService:
         A request that asks for tools to be executed by the router (`executor`) fails at once with
         `executor_not_configured`, as the seed answers: this router has no executor.
         """
+        if emit is not None and recorder.watch is not None:
+            emit = recorder.watch.streaming(emit)
         policy = plan.options.tool_execution
         tools = plan.request.tools
         if policy is not None and policy.mode == "executor" and tools:
@@ -286,7 +303,9 @@ class RunService:
         request_hash: str | None = None,
     ) -> RunRecorder:
         run_id = new_run_id()
-        trace = trace_id or new_trace_id()
+        # The client's W3C trace, when it sent one and no fusion trace id: the run joins it.
+        parent = TraceParent.parse(incoming_traceparent.get())
+        trace = trace_id or (parent.trace_id if parent is not None else new_trace_id())
         await self.store.create_run(
             run_id,
             mode=mode,
@@ -295,8 +314,8 @@ class RunService:
             idempotency_key=idempotency_key,
             request_hash=request_hash,
         )
-        recorder = RunRecorder(self.store, self.tracer, run_id, trace)
-        recorder.trace_started(mode)
+        recorder = RunRecorder(self.store, self.tracer, run_id, trace, self.observer)
+        recorder.trace_started(mode, request)
         return recorder
 
     async def _execute(

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from bench.scenarios.bridge import bridge_passthrough, bridge_start
 from bench.scenarios.common import Settings
 from bench.scenarios.eval import eval_run
+from bench.scenarios.observe import observability_cost
 from bench.scenarios.router import router_latency, router_throughput, straggler
 from bench.scenarios.streaming import streaming
 from bench.scenarios.up import up_cold_start
@@ -27,4 +28,5 @@ SCENARIOS: dict[str, Callable[[Settings], Result]] = {
     "straggler": straggler,
     "up_cold_start": up_cold_start,
     "eval": eval_run,
+    "observability_cost": observability_cost,
 }

@@ -78,10 +78,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def _serve(args: list[str]) -> Iterator[Server]:
+def _serve(args: list[str], cwd: Path | None = None) -> Iterator[Server]:
     port = free_port()
     started = time.perf_counter()
-    with spawn([*args, "--port", str(port)]) as proc:
+    with spawn([*args, "--port", str(port)], cwd=cwd) as proc:
         url = f"{LOCAL}:{port}"
         wait_healthy(url, proc)
         yield Server(url, proc.pid, time.perf_counter() - started)
@@ -114,14 +114,15 @@ def write_config(workdir: Path, endpoints: dict[str, str], **extra: Any) -> Path
 
 
 @contextlib.contextmanager
-def router(config: Path, bridges: dict[str, str] | None = None) -> Iterator[Server]:
-    """`fusionkit serve --config CONFIG [--bridges ...]`."""
+def router(config: Path, bridges: dict[str, str] | None = None, *, source: Path | None = None) -> Iterator[Server]:
+    """`fusionkit serve --config CONFIG [--bridges ...]`; `source`: run the fusionkit of that source tree instead
+    (`python -m` finds its packages first), to compare against another version."""
     args = ["-m", "fusionkit_cli.main", "serve", "--config", str(config)]
     if bridges:
         path = config.with_suffix(".bridges.json")
         path.write_text(json.dumps(bridges))
         args += ["--bridges", str(path)]
-    with _serve(args) as server:
+    with _serve(args, cwd=source) as server:
         yield server
 
 

@@ -21,13 +21,19 @@ from typing import Protocol
 
 from bridge.errors import bad_request
 from bridge.protocol import ChatCompletion, ChatCompletionChunk, ChatRequest
+from bridge.tracing import traceparent_of
 
 __all__ = ["CallContext", "ChatAdapter", "refuse_logprobs"]
 
 
 @dataclass(frozen=True)
 class CallContext:
-    """Per-call facts that are not part of the OpenAI request: trace ids and a deadline."""
+    """Per-call facts that are not part of the OpenAI request: trace ids and a deadline.
+
+    `traceparent` is the W3C context the call is made in (a bridge's own OpenTelemetry span); without
+    it, the call's W3C context is its fusion ids (`bridge.tracing.traceparent_of`), so whoever answers
+    sees the call as a child of the span that made it either way.
+    """
 
     trace_id: str | None = None
     span_id: str | None = None
@@ -35,6 +41,7 @@ class CallContext:
     candidate_id: str | None = None
     timeout_s: float | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    traceparent: str | None = None
 
     def trace_headers(self) -> dict[str, str]:
         pairs = {
@@ -42,6 +49,7 @@ class CallContext:
             "x-fusion-span-id": self.span_id,
             "x-fusion-parent-span-id": self.parent_span_id,
             "x-fusion-candidate-id": self.candidate_id,
+            "traceparent": self.traceparent or traceparent_of(self.trace_id, self.span_id),
         }
         headers = {name: value for name, value in pairs.items() if value}
         headers.update(self.extra_headers)

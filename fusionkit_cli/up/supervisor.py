@@ -182,7 +182,7 @@ class Supervisor:
                 self._child(
                     endpoint.id,
                     "bridge",
-                    [*command, "--host", "127.0.0.1", "--auth-key-env", BRIDGE_KEY_ENV],
+                    [*command, "--host", "127.0.0.1", "--auth-key-env", BRIDGE_KEY_ENV, *self._metrics_flags()],
                     endpoint.port or self._free_port(),
                     f"{endpoint.provider}/{endpoint.model}",
                     auto_port=endpoint.port is None,
@@ -194,6 +194,15 @@ class Supervisor:
         if self.options.insecure_no_auth:
             command.append("--insecure-no-auth")
         self.router = self._child("router", "router", command, self.router_port, "fusion router")
+
+    def _metrics_flags(self) -> list[str]:
+        """A bridge's /metrics is scraped like the router's: behind the router's key when it has one."""
+        server = self.config.server
+        if not server.metrics:
+            return ["--metrics", "off"]
+        if server.metrics_auth and server.api_key_env:
+            return ["--metrics-key-env", server.api_key_env]
+        return ["--metrics", "open"]
 
     def start(self) -> None:
         self._plan()
@@ -207,7 +216,8 @@ class Supervisor:
         self.router.spawn(self.env, self._death_read)
         self._write_state()
         self._await_healthy([self.router])
-        self.printer.say(ready_banner(self.base_url, self.config, self.options.log_dir))
+        bridges = {child.name: child.url for child in self.bridges}
+        self.printer.say(ready_banner(self.base_url, self.config, self.options.log_dir, bridges))
 
     def _await_healthy(self, children: list[Child]) -> None:
         waiting = list(children)

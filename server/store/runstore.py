@@ -185,6 +185,8 @@ class RunStore:
         self._shut = False  # the connection is closed for good
         self._closed = False  # no new work is taken
         self._queue: list[_Job] = []
+        # Told the size of each batch handed to the store's thread (the router's metrics).
+        self.on_batch: Callable[[int], None] | None = None
         self._flush_scheduled = False
         self._in_flight = False
         self._degraded: _Degraded | None = None
@@ -339,6 +341,8 @@ class RunStore:
         if not batch:
             return
         self._in_flight = True
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
         done = asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, batch)
         done.add_done_callback(lambda finished: self._settle(batch, finished))
 
@@ -449,6 +453,11 @@ class RunStore:
     def unavailable(self) -> bool:
         """A call failed because the store cannot be used, and no write has succeeded since: probe it."""
         return self._degraded is not None
+
+    @property
+    def queue_depth(self) -> int:
+        """Calls waiting for the store's thread (the batch it is writing now not counted)."""
+        return len(self._queue)
 
     def health(self) -> StoreHealth:
         """Whether the store can be written, as far as it knows now (`/health`); never waits on the database."""

@@ -1,0 +1,116 @@
+"""What metrics and tracing cost a fused request (issue 19): routers that differ only in them, measured in
+alternating rounds of one run, so a busy neighbour on the machine slows every variant alike.
+
+- off: `server.metrics: false`, no OpenTelemetry: what every router pays for the hooks alone;
+- metrics: the default (`GET /metrics` counted, tracing off);
+- metrics + tracing: OpenTelemetry on too, every span exported over OTLP/HTTP to a local collector.
+
+With `FUSIONKIT_BENCH_BASELINE` naming a source tree of FusionKit before this work (say
+`git archive $(git merge-base HEAD main) | tar -x -C /tmp/base`), a fourth router runs that tree's code
+and the costs are measured against it; without it, against "off". The cost of a variant is how much
+router CPU a fused request takes on top (CPU ratio - 1): with instant upstreams the router's one core is
+what limits fused throughput, and its CPU per request, unlike req/s, does not swing with what other
+processes on a shared machine do between rounds. Throughput is reported beside it (1 - req/s ratio).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from bench.load import run_load
+from bench.scenarios.common import (
+    FUSED,
+    FUSED_EXPECT,
+    Server,
+    Settings,
+    cpu_per_request,
+    router,
+    upstream,
+    write_config,
+)
+from bench.stats import Result, Row
+
+__all__ = ["observability_cost"]
+
+OFF_TARGET = 0.02
+ON_TARGET = 0.10
+
+
+def observability_cost(settings: Settings) -> Result:
+    baseline = os.environ.get("FUSIONKIT_BENCH_BASELINE")
+    rounds = settings.pick(8, 3)
+    requests = settings.pick(300, 120)
+    rates: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    with upstream("p1=0", "p2=0", "p3=0") as stand_in, ExitStack() as stack:
+        endpoints = {name: f"{stand_in.url}/{name}/v1" for name in ("p1", "p2", "p3")}
+
+        def config(**server: Any) -> Path:
+            return write_config(settings.workdir, endpoints, judge_model="p1", synthesizer_model="p3", **server)
+
+        variants: dict[str, Server] = {}
+        if baseline:
+            variants["baseline"] = stack.enter_context(router(config(), source=Path(baseline)))
+        variants["off"] = stack.enter_context(router(config(server={"metrics": False})))
+        variants["metrics"] = stack.enter_context(router(config()))
+        traced = config(server={"otel": {"endpoint": stand_in.url}})
+        variants["metrics + tracing"] = stack.enter_context(router(traced))
+        for _ in range(rounds):
+            for name, front in variants.items():  # alternating: each round of each variant under the same weather
+                rate, router_ms = _round(front, requests)
+                rates.setdefault(name, []).append(rate)
+                cpu.setdefault(name, []).append(router_ms)
+    reference = "baseline" if baseline else "off"
+    base_rate, base_cpu = statistics.median(rates[reference]), statistics.median(cpu[reference])
+    rows, costs = [], {}
+    for name in rates:
+        rate, router_ms = statistics.median(rates[name]), statistics.median(cpu[name])
+        loss, extra = 1 - rate / base_rate, router_ms / base_cpu - 1
+        costs[name] = {"throughput_loss": round(loss, 4), "extra_router_cpu": round(extra, 4)}
+        target = None if name == reference else (OFF_TARGET if name == "off" else ON_TARGET)
+        compared = name != reference
+        rows.append(
+            Row.of(
+                f"router CPU per fused request, {name}",
+                "ms",
+                cpu[name],
+                floor=base_cpu if compared else None,
+                floor_note=reference if compared else None,
+                target=f"< {target:.0%} more than {reference}" if target is not None else None,
+                met=extra < target if target is not None else None,
+            )
+        )
+        rows.append(
+            Row.of(
+                f"fused throughput, {name}",
+                "req/s",
+                rates[name],
+                floor=base_rate if compared else None,
+                floor_note=reference if compared else None,
+            )
+        )
+    return Result(
+        rows=rows,
+        details={
+            "rounds": rounds,
+            "requests_per_round": requests,
+            "concurrency": 8,
+            "reference": reference,
+            "baseline_tree": baseline,
+            "cost_vs_reference": costs,
+        },
+    )
+
+
+def _round(front: Server, requests: int) -> tuple[float, float]:
+    """One round of fused requests at concurrency 8: req/s, and the router's CPU ms per request."""
+    url = f"{front.url}/v1/chat/completions"
+    load, spent = cpu_per_request(
+        {"router": front},
+        lambda: run_load(url, FUSED, requests=requests, concurrency=8, expect=FUSED_EXPECT),
+    )
+    return load.req_per_s, spent["router"]

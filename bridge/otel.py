@@ -1,0 +1,258 @@
+"""OpenTelemetry traces (SPEC §12), named after the GenAI semantic conventions; off and free unless asked for.
+
+    settings = OtelSettings.resolve(service_name="fusionkit-bridge")   # None: tracing is off
+    tracing = Tracing(settings) if settings else None                 # the SDK is imported only here
+    span = tracing.start("chat gpt-4o", parent=TraceParent.parse(header), kind="client", attributes={...})
+    headers["traceparent"] = tracing.traceparent(span)
+    span.end()
+    tracing.shutdown()                                                # flushes what is queued
+
+On when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, or a config gives an endpoint;
+`OTEL_SDK_DISABLED=true` turns it off whatever else says. Spans leave over OTLP/HTTP (protobuf) from a
+background thread. Each app has a tracer provider of its own, never the global one, so one process
+can hold many apps (tests do). Prompt and completion text go on spans only when `capture_content`
+(`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`, the GenAI instrumentations' switch).
+
+A span can be given its ids (`trace_id`, `span_id`): the router's run and model-call spans take the
+ids its run events and `x-fusion-*` headers already carry, so the fusion trace, the run store and the
+OpenTelemetry trace name the same things the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from bridge.endpoint import EndpointConfig
+from bridge.metrics import call_outcome
+from bridge.tracing import TraceParent
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+    from opentelemetry.trace import Span
+
+__all__ = ["OtelSettings", "SpanKind", "Tracing", "chat_attributes", "genai_messages", "outcome_attributes"]
+
+SpanKind = Literal["internal", "client", "server"]
+_TRUE = ("1", "true", "yes", "on")
+# `gen_ai.provider.name`: the conventions' well-known values where there is one.
+_PROVIDER_NAMES = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "google": "gcp.gemini",
+    "openai-compatible": "openai_compatible",
+    "mock": "fusionkit.mock",
+}
+
+
+def chat_attributes(endpoint: EndpointConfig, **extra: Any) -> dict[str, Any]:
+    """A chat call's span attributes before it answers: operation, provider, model (the `chat {model}` span)."""
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": _PROVIDER_NAMES.get(endpoint.provider, endpoint.provider),
+        "gen_ai.request.model": endpoint.model,
+        "fusionkit.endpoint_id": endpoint.id,
+    }
+    attributes.update({k: v for k, v in extra.items() if v is not None})
+    return attributes
+
+
+def outcome_attributes(usage: Mapping[str, Any] | None, finish_reason: str | None) -> dict[str, Any]:
+    """What an answered call adds to its span: tokens in and out, why it stopped."""
+    attributes: dict[str, Any] = {}
+    if usage:
+        attributes["gen_ai.usage.input_tokens"] = int(usage.get("prompt_tokens") or 0)
+        attributes["gen_ai.usage.output_tokens"] = int(usage.get("completion_tokens") or 0)
+    if finish_reason:
+        attributes["gen_ai.response.finish_reasons"] = [finish_reason]
+    return attributes
+
+
+@dataclass(frozen=True)
+class OtelSettings:
+    """Where spans go and what they may hold. `endpoint` None: the OTLP exporter reads OTEL_EXPORTER_OTLP_*."""
+
+    service_name: str
+    endpoint: str | None = None
+    capture_content: bool = False
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        service_name: str,
+        endpoint: str | None = None,
+        capture_content: bool | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> OtelSettings | None:
+        """The settings when tracing is on (a configured `endpoint` or the OTLP variables), else None."""
+        env = os.environ if environ is None else environ
+        if env.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
+            return None
+        if not (endpoint or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+            return None
+        if capture_content is None:
+            capture_content = env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "").lower() in _TRUE
+        return cls(
+            service_name=env.get("OTEL_SERVICE_NAME") or service_name,
+            endpoint=endpoint,
+            capture_content=capture_content,
+        )
+
+    @property
+    def traces_url(self) -> str | None:
+        """A configured base URL with OTLP/HTTP's traces path, as the exporter does for the variable."""
+        return self.endpoint.rstrip("/") + "/v1/traces" if self.endpoint else None
+
+
+class Tracing:
+    """One app's tracer: spans with chosen or fresh ids, parents from W3C headers or other spans.
+
+    `exporter`: where finished spans go (tests pass the SDK's in-memory exporter, exported at once);
+    by default OTLP/HTTP from a batching thread.
+    """
+
+    def __init__(self, settings: OtelSettings, exporter: SpanExporter | None = None) -> None:
+        # The SDK is imported here only: a server with tracing off never loads it.
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+        self.settings = settings
+        self._ids = _ChosenIds()
+        self.provider = TracerProvider(
+            resource=Resource.create({"service.name": settings.service_name}),
+            id_generator=cast("IdGenerator", self._ids),
+        )
+        if exporter is None:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.traces_url)))
+        else:
+            self.provider.add_span_processor(SimpleSpanProcessor(exporter))
+        self.tracer = self.provider.get_tracer("fusionkit")
+        self._trace = trace
+        self._kinds = {
+            "internal": trace.SpanKind.INTERNAL,
+            "client": trace.SpanKind.CLIENT,
+            "server": trace.SpanKind.SERVER,
+        }
+
+    @property
+    def capture_content(self) -> bool:
+        return self.settings.capture_content
+
+    def start(
+        self,
+        name: str,
+        *,
+        parent: Span | TraceParent | None = None,
+        kind: SpanKind = "internal",
+        attributes: Mapping[str, Any] | None = None,
+        trace_id: str | None = None,
+        span_id: str | None = None,
+    ) -> Span:
+        """Start a span under `parent` (a span of ours, or a caller's W3C context); `trace_id`/`span_id` (hex)
+        choose its ids: the trace id only counts for a span without a parent."""
+        trace = self._trace
+        context = None
+        if isinstance(parent, TraceParent):
+            remote = trace.SpanContext(
+                trace_id=int(parent.trace_id, 16),
+                span_id=int(parent.span_id, 16),
+                is_remote=True,
+                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED if parent.sampled else 0),
+            )
+            context = trace.set_span_in_context(trace.NonRecordingSpan(remote))
+        elif parent is not None:
+            context = trace.set_span_in_context(parent)
+        self._ids.choose(trace_id, span_id)
+        try:
+            return self.tracer.start_span(name, context=context, kind=self._kinds[kind], attributes=attributes)
+        finally:
+            self._ids.choose(None, None)
+
+    @staticmethod
+    def traceparent(span: Span) -> str:
+        """The W3C header for calls made inside `span`."""
+        context = span.get_span_context()
+        return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+    @staticmethod
+    def fail(span: Span, status: int | None, message: str | None = None) -> None:
+        """Mark `span` failed: its status, the HTTP status of the failure and the conventions' `error.type`
+        (timeout, rate_limited, cancelled, else the status code)."""
+        from opentelemetry.trace import Status, StatusCode
+
+        outcome = call_outcome(status)
+        named = outcome in ("timeout", "rate_limited", "cancelled")
+        span.set_attribute("error.type", outcome if named else str(status or "error"))
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+        span.set_status(Status(StatusCode.ERROR, message))
+
+    def shutdown(self) -> None:
+        """Export what is queued and stop the exporter's thread."""
+        self.provider.shutdown()
+
+
+class _ChosenIds:
+    """The SDK's id generator, except for the span being started right now when ids were chosen for it.
+
+    Spans are started on the event loop's thread only, so `choose` then `start_span` then `choose(None)`
+    cannot interleave with another start.
+    """
+
+    def __init__(self) -> None:
+        self._trace_id: int | None = None
+        self._span_id: int | None = None
+
+    def choose(self, trace_id: str | None, span_id: str | None) -> None:
+        self._trace_id = int(trace_id, 16) if trace_id else None
+        self._span_id = int(span_id, 16) if span_id else None
+
+    def is_trace_id_random(self) -> bool:
+        return self._trace_id is None  # a chosen id may be derived from a client's
+
+    def generate_trace_id(self) -> int:
+        # As the SDK's own generator: ids need to be unique, not secret.
+        return self._trace_id or random.getrandbits(128) or 1
+
+    def generate_span_id(self) -> int:
+        return self._span_id or random.getrandbits(64) or 1
+
+
+def genai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages in the GenAI conventions' shape (`gen_ai.input.messages` / `gen_ai.output.messages`):
+    each a role and its parts (text, tool calls, tool results)."""
+    shaped = []
+    for message in messages:
+        parts: list[dict[str, Any]] = []
+        content = message.get("content")
+        if isinstance(content, str) and content:
+            parts.append({"type": "text", "content": content})
+        elif isinstance(content, list):
+            parts += [{"type": "text", "content": p["text"]} for p in content if isinstance(p, dict) and "text" in p]
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": call.get("id"),
+                    "name": function.get("name"),
+                    "arguments": function.get("arguments"),
+                }
+            )
+        role = str(message.get("role") or "user")
+        if role == "tool":
+            parts = [{"type": "tool_call_response", "id": message.get("tool_call_id"), "response": content}]
+        entry: dict[str, Any] = {"role": role, "parts": parts}
+        if message.get("finish_reason"):
+            entry["finish_reason"] = message["finish_reason"]
+        shaped.append(entry)
+    return shaped
