@@ -29,7 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from server.store.errors import StoreClosed, StoreUnavailable
 from server.store.records import (
@@ -44,7 +44,7 @@ from server.store.records import (
 from server.store.relay import CommandRelay
 from server.store.schema import now
 
-__all__ = ["STORE_FAILED", "BatchingStore", "Job", "Outcome", "dumps", "store_failure"]
+__all__ = ["STORE_FAILED", "BatchingStore", "Job", "Outcome", "dumps", "event_record", "run_record", "store_failure"]
 
 W = TypeVar("W")  # what one job does to the backend's connection
 T = TypeVar("T")
@@ -58,6 +58,40 @@ def dumps(value: Any) -> str:
     # Anything JSON cannot encode is recorded as its text, not refused; ASCII escapes keep a client's lone
     # surrogate (valid JSON, invalid UTF-8) from failing the transaction.
     return json.dumps(value, default=str)
+
+
+class Row(Protocol):
+    """A database row read by column name (sqlite3.Row, psycopg's dict rows)."""
+
+    def __getitem__(self, key: str) -> Any: ...
+
+
+def run_record(row: Row, stamp: Callable[[Any], str] = str) -> RunRecord:
+    """A `runs` row as a RunRecord; `stamp` turns the backend's times into the store's ISO 8601 text."""
+    return RunRecord(
+        run_id=row["run_id"],
+        created_at=stamp(row["created_at"]),
+        updated_at=stamp(row["updated_at"]),
+        state=row["state"],
+        mode=row["mode"],
+        trace_id=row["trace_id"],
+        idempotency_key=row["idempotency_key"],
+        request_hash=row["request_hash"],
+        request=json.loads(row["request_json"]),
+        summary=json.loads(row["summary_json"]),
+        terminal_reason=row["terminal_reason"],
+        owner_id=row["owner_id"],
+    )
+
+
+def event_record(row: Row, stamp: Callable[[Any], str] = str) -> EventRecord:
+    return EventRecord(
+        run_id=row["run_id"],
+        seq=row["seq"],
+        ts=stamp(row["ts"]),
+        type=row["type"],
+        payload=json.loads(row["payload_json"]),
+    )
 
 
 def check_state(state: str) -> None:

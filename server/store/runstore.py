@@ -44,7 +44,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from server.store.batching import STORE_FAILED, BatchingStore, Job, Outcome, dumps, store_failure
+from server.store.batching import (
+    STORE_FAILED,
+    BatchingStore,
+    Job,
+    Outcome,
+    dumps,
+    event_record,
+    run_record,
+    store_failure,
+)
 from server.store.errors import (
     DuplicateRun,
     IdempotencyConflict,
@@ -75,29 +84,6 @@ _IN_TERMINAL = f"state IN ({', '.join('?' * len(_TERMINAL))})"
 
 REOPEN_EVERY_S = 1.0  # a store that could not be opened is tried again at most this often
 FILE_GONE = "the store file was deleted or replaced while the router was using it"
-
-
-def _run_record(row: sqlite3.Row) -> RunRecord:
-    return RunRecord(
-        run_id=row["run_id"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        state=row["state"],
-        mode=row["mode"],
-        trace_id=row["trace_id"],
-        idempotency_key=row["idempotency_key"],
-        request_hash=row["request_hash"],
-        request=json.loads(row["request_json"]),
-        summary=json.loads(row["summary_json"]),
-        terminal_reason=row["terminal_reason"],
-        owner_id=row["owner_id"],
-    )
-
-
-def _event_record(row: sqlite3.Row) -> EventRecord:
-    return EventRecord(
-        run_id=row["run_id"], seq=row["seq"], ts=row["ts"], type=row["type"], payload=json.loads(row["payload_json"])
-    )
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -321,7 +307,7 @@ class RunStore(BatchingStore[SqliteWork]):
                 ),
             )
             self._append(conn, run_id, "run.created", dumps({"state": state, "mode": mode}))
-            return _run_record(self._require_run(conn, run_id, "*"))
+            return run_record(self._require_run(conn, run_id, "*"))
 
         return work
 
@@ -357,14 +343,14 @@ class RunStore(BatchingStore[SqliteWork]):
     def _get_run_work(self, run_id: str) -> SqliteWork:
         def work(conn: sqlite3.Connection) -> RunRecord | None:
             row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            return _run_record(row) if row is not None else None
+            return run_record(row) if row is not None else None
 
         return work
 
     def _find_by_key_work(self, key: str) -> SqliteWork:
         def work(conn: sqlite3.Connection) -> RunRecord | None:
             row = conn.execute("SELECT * FROM runs WHERE idempotency_key = ?", (key,)).fetchone()
-            return _run_record(row) if row is not None else None
+            return run_record(row) if row is not None else None
 
         return work
 
@@ -381,7 +367,7 @@ class RunStore(BatchingStore[SqliteWork]):
                     "ORDER BY created_at DESC, rowid DESC LIMIT ?",
                     (before, limit),
                 ).fetchall()
-            return [_run_record(r) for r in rows]
+            return [run_record(r) for r in rows]
 
         return work
 
@@ -390,7 +376,7 @@ class RunStore(BatchingStore[SqliteWork]):
             rows = conn.execute(
                 "SELECT * FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?", (run_id, after, limit)
             ).fetchall()
-            return [_event_record(r) for r in rows]
+            return [event_record(r) for r in rows]
 
         return work
 
