@@ -5,7 +5,9 @@
     GET  /v1/fusion/runs?limit=N                (addition) the most recent runs, newest first
     GET  /v1/fusion/runs/{run_id}               RunStateSummary
     GET  /v1/fusion/runs/{run_id}/inspect       RunInspection
-    GET  /v1/fusion/runs/{run_id}/events        ?after=N (&limit=M, an addition): {run_id, events, next_event_cursor}
+    GET  /v1/fusion/runs/{run_id}/events        ?after=N (&limit=M, &wait=S: additions): {run_id, events,
+                                                next_event_cursor}; `wait` long-polls until an event past N
+                                                commits (in any replica), the run ends, or S seconds pass
     POST /v1/fusion/runs/{run_id}/tool-results  one ToolResultSubmission for a run in requires_action
     POST /v1/fusion/runs/{run_id}/cancel        (addition) cancel in-flight calls; the run ends `cancelled`
     GET  /v1/fusion/runs/{run_id}/artifacts/{sha256}   (addition) an artifact's content, its `uri`
@@ -37,15 +39,16 @@ from server.fusion_protocol import (
 )
 from server.run_views import read_run, run_summary
 from server.runs import RunService
-from server.store import RunRecord, RunStore, is_valid_run_id
+from server.store import RunRecord, RunStoreAPI, is_valid_run_id
 
 __all__ = ["runs_router"]
 
 _IDEMPOTENCY_KEY = 255
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_LONGEST_POLL_S = 60.0  # an events long poll answers within this, events or not
 
 
-def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIRouter:
+def runs_router(engine: FusionEngine, runs: RunService, store: RunStoreAPI) -> APIRouter:
     router = APIRouter(prefix="/fusion/runs", route_class=NativeRoute)
     endpoints = {e.id: e for e in engine.config.endpoints}
 
@@ -147,9 +150,16 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIR
 
     @router.get("/{run_id}/events")
     async def events(
-        run_id: str, after: int | None = Query(default=None, ge=0), limit: int = Query(default=1000, ge=1, le=1000)
+        request: Request,
+        run_id: str,
+        after: int | None = Query(default=None, ge=0),
+        limit: int = Query(default=1000, ge=1, le=1000),
+        wait: float | None = Query(default=None, ge=0, le=_LONGEST_POLL_S),
     ) -> dict[str, object]:
         record = await known_run(run_id)
+        if wait:
+            await race_disconnect(request, store.wait_for_events(run_id, after or 0, wait))
+            record = await known_run(run_id)
         page: RunEventPage = (await read_run(store, record, endpoints)).page(after or 0, limit)
         if after is None and not page.events:
             page.next_event_cursor = None
@@ -165,12 +175,13 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIR
     @router.post("/{run_id}/cancel")
     async def cancel(run_id: str) -> dict[str, object]:
         record = await known_run(run_id)
-        if await runs.cancel(run_id):
+        if await runs.cancel(run_id, owner_id=record.owner_id):
             record = await known_run(run_id)
         elif not record.finished:
+            where = "this router" if store.relay is None else "any router (it expires when its lease lapses)"
             raise APIError(
                 409,
-                f"run '{run_id}' is not executing in this router",
+                f"run '{run_id}' is not executing in {where}",
                 type="invalid_request_error",
                 code="run_not_active",
             )

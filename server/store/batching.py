@@ -151,6 +151,8 @@ class BatchingStore(ABC, Generic[W]):
     poll_s: float = 1.0
     # Cancels and tool results for runs another process executes (None: only this process's runs).
     relay: CommandRelay | None = None
+    # How often a router looks for lapsed leases between renewals (None: when it renews, every lease_s / 3).
+    lapse_check_s: float | None = None
 
     def __init__(self, location: str) -> None:
         self.location = location

@@ -26,6 +26,7 @@ class RunStoreAPI(Protocol):
     location: str  # where it lives, for people and logs (a path, or a URL without its password)
     owner_id: str  # this store's owner id: the runs it creates are its own, under its lease
     relay: CommandRelay | None  # cancels and tool results for runs other routers execute (None: none)
+    lapse_check_s: float | None  # how often to look for lapsed leases between renewals (None: at each renewal)
 
     async def __aenter__(self) -> Self: ...
 

@@ -127,7 +127,8 @@ class PgRunStore(BatchingStore[PgWork]):
     the store. `await close()` at the end; `async with PgRunStore(url) as store:` does both.
     """
 
-    poll_s = 5.0  # LISTEN wakes waiters; looking again this often covers a reconnect of the listener
+    poll_s: float = 5.0  # LISTEN wakes waiters; looking again this often covers a reconnect of the listener
+    lapse_check_s: float | None = 1.0  # a cheap indexed look: replicas notice a dead one's lapsed lease within a second
 
     def __init__(self, url: str) -> None:
         super().__init__(redact_url(url))
