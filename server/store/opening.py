@@ -10,15 +10,17 @@ psycopg is imported only when a database is opened.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from server.store.interface import RunStoreAPI
 from server.store.runstore import RunStore
 
-__all__ = ["RUN_STORE_ENV", "is_postgres_url", "open_store", "redact_url", "store_location"]
+__all__ = ["RUN_STORE_ENV", "is_postgres_url", "open_store", "redact_text", "redact_url", "store_location"]
 
 RUN_STORE_ENV = "FUSIONKIT_RUN_STORE"
+
+_PASSWORD = re.compile(r"(://[^/:@\s\"']*):[^@/\s\"']*@")
 
 
 def is_postgres_url(location: str) -> bool:
@@ -26,12 +28,13 @@ def is_postgres_url(location: str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}@{host}"))
+    """The URL without its password, for logs and messages (a URL too broken to parse too)."""
+    return redact_text(url)
+
+
+def redact_text(text: str) -> str:
+    """`text` with the password of every URL in it removed (libpq quotes the URL it could not parse)."""
+    return _PASSWORD.sub(r"\1@", text)
 
 
 def store_location(configured: str) -> str:

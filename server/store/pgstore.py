@@ -40,7 +40,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from server.store.batching import (
     STORE_FAILED,
@@ -62,7 +62,7 @@ from server.store.errors import (
     UnknownArtifact,
     UnknownRun,
 )
-from server.store.opening import is_postgres_url, redact_url
+from server.store.opening import is_postgres_url, redact_text, redact_url
 from server.store.pgrelay import PgCommandRelay
 from server.store.pgschema import UNFINISHED, migrate
 from server.store.records import TERMINAL_STATES, ArtifactRecord, EventRecord, RunRecord
@@ -93,11 +93,12 @@ def pg_unavailable_cause(exc: BaseException) -> str | None:
     """What made the database unavailable, if `exc` says it is (else None: the call itself was at fault)."""
     if isinstance(exc, StoreUnavailable):
         return exc.reason
-    if isinstance(exc, psycopg.errors.TransactionRollback):
+    if isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40"):
         return None  # a deadlock or serialization failure is this call's, not the store's
     if isinstance(exc, _UNAVAILABLE):
         lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
-        return _WHERE.sub("", lines[-1] if "failed:" in lines[-1] or len(lines) == 1 else lines[0]).strip()
+        line = lines[-1] if "failed:" in lines[-1] or len(lines) == 1 else lines[0]
+        return redact_text(_WHERE.sub("", line)).strip()
     return None
 
 
@@ -137,9 +138,10 @@ class PgRunStore(BatchingStore[PgWork]):
         try:
             psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
-            raise ValueError(f"{self.location} is not a valid PostgreSQL URL: {exc}") from None
+            raise ValueError(f"{self.location} is not a valid PostgreSQL URL: {redact_text(str(exc))}") from None
         self._url = url
         self._pool: AsyncConnectionPool[PgConn] | None = None
+        self._pool_stale = False
         self._listener: asyncio.Task[None] | None = None
         self._listen_tried = asyncio.Event()
         self._migrated = False
@@ -157,16 +159,16 @@ class PgRunStore(BatchingStore[PgWork]):
             self._degrade(reason)
 
     async def _migrate_now(self) -> None:
-        conn = await AsyncConnection.connect(
-            self._url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S
-        )
-        async with conn:
-            await migrate(conn, self.location)
-        self._migrated = True
+        async with await self._connect() as conn:
+            await self._ready(conn)
 
     # -- connections ------------------------------------------------------------------------------
 
     async def _open_pool(self) -> AsyncConnectionPool[PgConn]:
+        if self._pool is not None and self._pool_stale:
+            # Its connections went through an outage: start afresh rather than find the dead ones one by one.
+            stale, self._pool, self._pool_stale = self._pool, None, False
+            await stale.close(timeout=1)
         if self._pool is None:
             self._pool = AsyncConnectionPool(
                 self._url,
@@ -180,25 +182,60 @@ class PgRunStore(BatchingStore[PgWork]):
                 name="fusionkit-store",
             )
             await self._pool.open(wait=False)
+        if self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name="fusionkit-store-listen")
             # Listening before the first write: a command for this router's runs is never sent unheard.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._listen_tried.wait(), CONNECT_TIMEOUT_S)
         return self._pool
 
+    async def _connect(self) -> PgConn:
+        return await AsyncConnection.connect(
+            self._url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S
+        )
+
+    async def _ready(self, conn: PgConn) -> PgConn:
+        """`conn`, with the schema migrated first if the database could not be reached at start."""
+        if not self._migrated:
+            await migrate(conn, self.location)
+            self._migrated = True
+        return conn
+
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[PgConn]:
         if self._shut:
             raise StoreClosed(f"the run store {self.location} is closed")
-        pool = await self._open_pool()
-        async with pool.connection() as conn:
-            if not self._migrated:
+        if self._degraded is not None:
+            # While the database is out the pool reconnects on its own schedule and says only that it timed
+            # out: each batch connects by itself instead, failing at once with the database's reason and
+            # succeeding as soon as the database is back.
+            self._pool_stale = self._pool is not None
+            conn = await self._connect()
+            async with conn:
+                await _configure(conn)
                 try:
-                    await migrate(conn, self.location)
-                except SchemaTooNew as exc:
+                    ready = await self._ready(conn)
+                except SchemaTooNew as exc:  # found only now: the database was out at start
                     raise StoreUnavailable(str(exc)) from exc
-                self._migrated = True
-            yield conn
+                yield ready
+            return
+        pool = await self._open_pool()
+        try:
+            async with pool.connection() as conn:
+                yield await self._ready(conn)
+        except PoolTimeout as exc:
+            raise StoreUnavailable(await self._why_unreachable()) from exc
+        except SchemaTooNew as exc:  # found only now: the database was out at start
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def _why_unreachable(self) -> str:
+        """Why the pool had no connection to give: the database's own reason, found by asking it directly."""
+        try:
+            conn = await self._connect()
+        except Exception as exc:
+            return pg_unavailable_cause(exc) or f"{type(exc).__name__}: {exc}"
+        await conn.close()
+        return f"no database connection was free within {WAIT_S:g} s"
 
     async def _listen(self) -> None:
         """Hear other replicas: events committed, commands for this router's runs, replies to its own."""
@@ -250,6 +287,13 @@ class PgRunStore(BatchingStore[PgWork]):
                 try:
                     if writes:
                         await conn.execute("BEGIN")
+                        # The runs this batch writes, locked in one order: two replicas writing to the same runs
+                        # wait for each other instead of deadlocking.
+                        if runs := sorted({job.run_id for job in batch if job.writes and job.run_id is not None}):
+                            await conn.execute(
+                                "SELECT 1 FROM runs WHERE run_id = ANY(%s::text[]) ORDER BY run_id FOR NO KEY UPDATE",
+                                (runs,),
+                            )
                     for job in batch:
                         if writes:  # a failed statement aborts the transaction: every job gets its savepoint
                             await conn.execute("SAVEPOINT job")
