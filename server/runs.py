@@ -300,13 +300,15 @@ class RunService:
             ) from None
         if reply.status >= 400:
             error = reply.body.get("error") or {}
-            raise APIError(
+            refused = APIError(
                 reply.status,
                 str(error.get("message") or "the router executing this run refused"),
                 type=str(error.get("type") or "invalid_request_error"),
                 code=error.get("code"),
                 param=error.get("param"),
             )
+            refused.run_id = error.get("run_id")
+            raise refused
         return reply
 
     async def _carry_out(self, command: Command) -> Reply:
