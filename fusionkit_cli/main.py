@@ -22,6 +22,7 @@ COMMANDS = {
     "fuse": "fusionkit_cli.cmd_fuse:fuse",
     "runs": "fusionkit_cli.cmd_runs:runs",
     "validate": "fusionkit_cli.cmd_validate:validate",
+    "deploy": "fusionkit_cli.cmd_deploy:deploy",
 }
 
 
