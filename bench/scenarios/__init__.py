@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from bench.scenarios.bridge import bridge_passthrough, bridge_start
 from bench.scenarios.common import Settings
+from bench.scenarios.replicas import replicas_throughput
 from bench.scenarios.router import router_latency, router_throughput, straggler
 from bench.scenarios.streaming import streaming
 from bench.scenarios.up import up_cold_start
@@ -22,6 +23,7 @@ SCENARIOS: dict[str, Callable[[Settings], Result]] = {
     "bridge_start": bridge_start,
     "router_latency": router_latency,
     "router_throughput": router_throughput,
+    "replicas_throughput": replicas_throughput,
     "streaming": streaming,
     "straggler": straggler,
     "up_cold_start": up_cold_start,
