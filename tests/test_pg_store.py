@@ -96,6 +96,7 @@ async def test_a_database_that_is_not_there_yet_starts_degraded_and_recovers(pg_
         await store.close()
 
 
+@pytest.mark.slow  # the first batch after the cut waits the pool's 5 s for a connection, as a router would
 async def test_an_outage_fails_the_runs_that_lost_writes_once_the_database_is_back(
     pg_server: PostgresServer, pg_url: str
 ) -> None:
