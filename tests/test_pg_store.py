@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 
 import pytest
+from click.testing import CliRunner
 
+from fusionkit_cli.main import cli
 from server.store import (
     IdempotencyConflict,
     StoreUnavailable,
@@ -207,3 +210,25 @@ async def test_commands_reach_the_replica_that_owns_the_run(pg_url: str) -> None
         await b.renew_lease(60, "replica b")  # b serves no handler
         with pytest.raises(OwnerSilent):
             await a.pg_relay.send(b.owner_id, Command("cancel", run_id), within_s=0.5)
+
+
+def test_runs_list_show_and_prune_read_the_database(pg_url: str) -> None:
+    async def record() -> tuple[str, str]:
+        async with replicas(pg_url, 1) as (store,):
+            old, new = await new_run(store), await new_run(store)
+            for run_id in (old, new):
+                await store.transition(run_id, "completed", terminal_reason="completed")
+            return old, new
+
+    old, new = asyncio.run(record())
+    PgBackend(pg_url).execute("UPDATE runs SET updated_at = '2000-01-01T00:00:00+00:00' WHERE run_id = ?", (old,))
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["runs", "list", "--store", pg_url])
+    assert listed.exit_code == 0 and old in listed.output and new in listed.output, listed.output
+    shown = runner.invoke(cli, ["runs", "show", new, "--store", pg_url, "--json"])
+    assert shown.exit_code == 0 and json.loads(shown.output)["state"] == "completed"
+    pruned = runner.invoke(cli, ["runs", "prune", "--store", pg_url, "--older-than-days", "1"])
+    assert pruned.exit_code == 0 and "removed 1 runs" in pruned.output, pruned.output
+    assert [row[0] for row in PgBackend(pg_url).execute("SELECT run_id FROM runs")] == [new]
+    gone = runner.invoke(cli, ["runs", "list", "--store", pg_url.rsplit("/", 1)[0] + "/no_such_db"])
+    assert gone.exit_code == 1 and "cannot be used" in gone.output and "does not exist" in gone.output
