@@ -14,25 +14,30 @@ from bridge.endpoint import EndpointConfig
 from fusionkit_cli.common import BadInput, load_config_or_exit
 from fusionkit_cli.eval.command import rejudge_command
 from server.run_views import read_run, run_summary
-from server.store import RunStore, is_valid_run_id
+from server.store import RunStoreAPI, is_valid_run_id, open_store, store_location
+from server.store.opening import is_postgres_url, redact_url
 
 __all__ = ["runs"]
 
 DEFAULT_STORE = ".fusionkit/runs.sqlite3"
 
 
-def _store_path(config_path: str | None, store: str | None) -> Path:
+def _store_path(config_path: str | None, store: str | None) -> str:
+    """The store to read: --store, else FUSIONKIT_RUN_STORE, else the config's server.run_store, else the default."""
     if store:
-        return Path(store)
+        return store
     if config_path:
-        return Path(load_config_or_exit(config_path).server.run_store)
-    return Path(DEFAULT_STORE)
+        return store_location(load_config_or_exit(config_path).server.run_store)
+    return store_location(DEFAULT_STORE)
 
 
-def _open_store(path: Path) -> RunStore:
-    if not path.exists():
-        raise BadInput(f"{path}: no run store here (give --store PATH, --config FILE or --url URL)")
-    return RunStore(path)
+def _open_store(location: str) -> RunStoreAPI:
+    if not is_postgres_url(location) and not Path(location).exists():
+        raise BadInput(f"{location}: no run store here (give --store PATH, --config FILE or --url URL)")
+    opened = open_store(location)
+    if opened.unavailable:
+        raise click.ClickException(f"{redact_url(location)}: the run store cannot be used: {opened.health().error}")
+    return opened
 
 
 def _get(url: str, path: str, **params: Any) -> Any:
@@ -52,7 +57,7 @@ def _get(url: str, path: str, **params: Any) -> Any:
 
 source_options = [
     click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Use this config's run store."),
-    click.option("--store", type=click.Path(dir_okay=False), help=f"Run store path (default {DEFAULT_STORE})."),
+    click.option("--store", help=f"Run store path or postgresql:// URL (default {DEFAULT_STORE})."),
     click.option("--url", help="Ask a running router instead (e.g. http://127.0.0.1:8080)."),
 ]
 
@@ -92,7 +97,7 @@ def list_runs(config_path: str | None, store: str | None, url: str | None, limit
         )
 
 
-async def _list_local(path: Path, limit: int) -> list[dict[str, Any]]:
+async def _list_local(path: str, limit: int) -> list[dict[str, Any]]:
     store = _open_store(path)
     try:
         records = await store.list_runs(limit=limit)
@@ -123,12 +128,12 @@ def show_run(run_id: str, config_path: str | None, store: str | None, url: str |
     click.echo(render_inspection(data))
 
 
-async def _inspect_local(path: Path, run_id: str, endpoints: dict[str, EndpointConfig]) -> dict[str, Any]:
+async def _inspect_local(path: str, run_id: str, endpoints: dict[str, EndpointConfig]) -> dict[str, Any]:
     store = _open_store(path)
     try:
         record = await store.get_run(run_id)
         if record is None:
-            raise BadInput(f"no run '{run_id}' in {path}")
+            raise BadInput(f"no run '{run_id}' in {redact_url(path)}")
         return (await (await read_run(store, record, endpoints)).inspection(store)).wire()
     finally:
         await store.close()
@@ -186,7 +191,7 @@ def render_inspection(data: dict[str, Any]) -> str:
 
 @runs.command("prune")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Use this config's store and retention.")
-@click.option("--store", type=click.Path(dir_okay=False), help=f"Run store path (default {DEFAULT_STORE}).")
+@click.option("--store", help=f"Run store path or postgresql:// URL (default {DEFAULT_STORE}).")
 @click.option(
     "--older-than-days",
     type=click.FloatRange(min=0, min_open=True),
@@ -209,7 +214,7 @@ def prune_runs(config_path: str | None, store: str | None, older_than_days: floa
     click.echo(f"removed {removed} runs {' or '.join(limits)}")
 
 
-async def _prune(path: Path, days: float | None, keep: int | None) -> int:
+async def _prune(path: str, days: float | None, keep: int | None) -> int:
     store = _open_store(path)
     try:
         return await store.prune(days, keep_runs=keep)

@@ -42,7 +42,7 @@ from server.protocol.chat import FusedChatCompletion, FusionChatRequest, RouterH
 from server.rejudge import rejudge_router
 from server.runs import RunService
 from server.runs_api import runs_router
-from server.store import RunStore
+from server.store import open_store, store_location
 from server.store.upkeep import StoreUpkeep
 from server.trajectories_api import trajectories_router
 
@@ -65,10 +65,12 @@ def create_app(
 
     OpenTelemetry spans go to `tracing`, by default to `server.otel.endpoint` or the OTLP endpoint the
     environment names, if any (else tracing is off and its SDK never imported).
+    The run store is `store_path`, else `FUSIONKIT_RUN_STORE`, else `server.run_store`: a SQLite file
+    or a postgresql:// URL (a store shared by several replicas of this router).
     """
     auth = BearerAuth.from_env(config.server.api_key_env)  # a named but unset variable raises, never auth off
     endpoint_clients = clients if clients is not None else build_clients(config, bridges)
-    store = RunStore(store_path or config.server.run_store)
+    store = open_store(store_path or store_location(config.server.run_store))
     upkeep = StoreUpkeep(store, lease_s=config.server.run_lease_s, retention=config.server.retention)
     trace = tracer or TraceEmitter.from_env()
     if tracing is None:

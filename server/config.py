@@ -7,6 +7,7 @@ see `fusionkit_cli.config_loader`. These models hold the rules that make a confi
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -24,6 +25,7 @@ __all__ = [
     "RetentionConfig",
     "SamplingConfig",
     "ServerConfig",
+    "run_store_location",
 ]
 
 # How a request is answered (the wire's `fusion.mode`, a `fusionkit/*` model, `default_mode`): the one definition.
@@ -105,6 +107,7 @@ class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     api_key_env: str | None = None
+    # A SQLite file, or a postgresql:// URL for a store several router replicas share (FUSIONKIT_RUN_STORE wins).
     run_store: str = ".fusionkit/runs.sqlite3"
     # A router renews its lease on its runs every third of this; another router expires them once it lapses.
     run_lease_s: float = Field(default=15, ge=1)
@@ -121,6 +124,27 @@ class ServerConfig(Strict):
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
         return env_name(value)
+
+    @field_validator("run_store")
+    @classmethod
+    def _store_location(cls, value: str) -> str:
+        return run_store_location(value)
+
+
+def run_store_location(value: str) -> str:
+    """A run store location: a file path, or a postgresql:// URL with a host or a socket directory."""
+    if not value.strip():
+        raise ValueError("a file path or a postgresql:// URL, not an empty string")
+    if "://" not in value:
+        return value
+    scheme = value.partition("://")[0]
+    if scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"a file path or a postgresql:// URL; {scheme}:// is not a run store")
+    try:
+        urlsplit(value).port  # noqa: B018 - parsing the port is the check
+    except ValueError as exc:
+        raise ValueError(f"a valid postgresql:// URL ({exc})") from None
+    return value
 
 
 class PanelConfig(Strict):

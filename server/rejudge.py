@@ -35,7 +35,7 @@ from server.engine.recorder import Recorder
 from server.protocol.chat import FusedChatCompletion
 from server.protocol.native import RejudgeRequest
 from server.runs import RunService
-from server.store import RunStore, is_valid_run_id
+from server.store import RunStoreAPI, is_valid_run_id
 
 __all__ = ["recorded_candidates", "rejudge", "rejudge_router"]
 
@@ -44,7 +44,7 @@ MAX_EVENTS = 10_000
 _REQUEST_KEYS = ("messages", "tools", "tool_choice", "response_format", "temperature", "top_p", "max_tokens", "seed")
 
 
-async def recorded_candidates(store: RunStore, run_id: str) -> list[Candidate]:
+async def recorded_candidates(store: RunStoreAPI, run_id: str) -> list[Candidate]:
     """The candidates a run recorded, with their texts (a call-only candidate's artifact is its JSON)."""
     candidates = []
     for event in await store.events(run_id, after=0, limit=MAX_EVENTS):
@@ -106,7 +106,7 @@ async def rejudge(
     return result
 
 
-def rejudge_router(engine: FusionEngine, runs: RunService, store: RunStore, *, keepalive_s: float) -> APIRouter:
+def rejudge_router(engine: FusionEngine, runs: RunService, store: RunStoreAPI, *, keepalive_s: float) -> APIRouter:
     router = APIRouter(prefix="/fusion/runs")
 
     @router.post(

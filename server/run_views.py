@@ -38,7 +38,7 @@ from server.protocol.native import (
     run_error,
     sha256_ref,
 )
-from server.store import EventRecord, RunRecord, RunStore
+from server.store import EventRecord, RunRecord, RunStoreAPI
 
 __all__ = ["DOOR_EVENT", "RunView", "read_run", "run_summary", "terminal_error"]
 
@@ -561,7 +561,7 @@ class RunView:
             has_more=len(shown) > limit,
         )
 
-    async def inspection(self, store: RunStore) -> RunInspection:
+    async def inspection(self, store: RunStoreAPI) -> RunInspection:
         final = _final_message(self.record)
         pause = next(reversed(self.pending.values()), None) if self.state == "requires_action" else None
         details = [{**d, "text": await _text(store, d.get("artifact_sha256"))} for d in self.details]
@@ -641,14 +641,14 @@ def _responses(events: list[EventRecord]) -> dict[int, str]:
     return responses
 
 
-async def _text(store: RunStore, sha256: str | None) -> str | None:
+async def _text(store: RunStoreAPI, sha256: str | None) -> str | None:
     if not sha256:
         return None
     artifact = await store.get_artifact(sha256)
     return artifact.text() if artifact is not None else None
 
 
-async def read_run(store: RunStore, record: RunRecord, endpoints: Mapping[str, EndpointConfig]) -> RunView:
+async def read_run(store: RunStoreAPI, record: RunRecord, endpoints: Mapping[str, EndpointConfig]) -> RunView:
     """Read a run's whole event log into a RunView (the seed's events, and what its inspection needs)."""
     events = await store.events(record.run_id, after=0, limit=MAX_EVENTS)
     view = RunView(record=record, endpoints=endpoints, responses=_responses(events))

@@ -10,6 +10,10 @@ await runs.stop()                                              # the router stop
 
 A run whose record cannot be written (the store is unavailable) still runs and answers: the
 store records it as failed (`store_unavailable`) once it can be written again.
+
+On a store shared by several routers (PostgreSQL), a cancel or a tool result for a run another
+router executes is sent to that router through the store's relay and answered with its reply, and
+waiting for such a run follows its events in the store.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from bridge.errors import APIError
+from bridge.errors import APIError, not_found
 from bridge.tracing import Component, TraceEmitter, TraceParent, incoming_traceparent, new_span_id, new_trace_id
 from server.engine import Emit, FusionEngine, FusionResult, RunPlan
 from server.engine.pauses import ToolPauses, ToolResult
@@ -32,18 +36,23 @@ from server.store import (
     IdempotencyConflict,
     RunFinished,
     RunRecord,
-    RunStore,
+    RunStoreAPI,
     StoreError,
     StoreUnavailable,
     new_run_id,
 )
+from server.store.relay import Command, OwnerGone, OwnerSilent, Reply
 
-__all__ = ["ROUTER_STOPPED", "RunRecorder", "RunService"]
+__all__ = ["RELAY_WAIT_S", "ROUTER_STOPPED", "RunRecorder", "RunService"]
 
 log = logging.getLogger("fusionkit.router")
 
 # Why a run still executing when its router stops ends `expired` (not `cancelled`: nobody asked for it).
 ROUTER_STOPPED = "router_stopped"
+# How long a router waits for the router executing a run to carry out a cancel or a tool result it sent.
+RELAY_WAIT_S = 10.0
+# How long one wait on the store for another router's run lasts before the run is looked at again.
+FOLLOW_S = 30.0
 
 # Which trace component an engine event belongs to (SPEC §12).
 _COMPONENT: dict[str, Component] = {
@@ -75,7 +84,7 @@ class RunRecorder:
     """
 
     def __init__(
-        self, store: RunStore, tracer: TraceEmitter, run_id: str, trace_id: str, observer: RunObserver | None = None
+        self, store: RunStoreAPI, tracer: TraceEmitter, run_id: str, trace_id: str, observer: RunObserver | None = None
     ) -> None:
         self.store = store
         self.tracer = tracer
@@ -190,11 +199,13 @@ class RunService:
 
     duplicate_errors = (IdempotencyConflict,)
 
-    def __init__(self, store: RunStore, tracer: TraceEmitter, observer: RunObserver | None = None) -> None:
+    def __init__(self, store: RunStoreAPI, tracer: TraceEmitter, observer: RunObserver | None = None) -> None:
         self.store = store
         self.tracer = tracer
         self.observer = observer
         self.active: dict[str, _Active] = {}
+        if store.relay is not None:
+            store.relay.serve(self._carry_out)
 
     def launch(
         self,
@@ -239,25 +250,86 @@ class RunService:
             # Recorded by _execute already; a native run's task may have no one awaiting it to see this.
             task.exception()
 
-    async def cancel(self, run_id: str) -> bool:
+    async def cancel(self, run_id: str, owner_id: str | None = None) -> bool:
+        """Cancel a run and wait until its end is recorded; False when no router executes it.
+
+        A run executing here is cancelled here; with `owner_id` (the run's owner) and a shared store,
+        one executing in another router is cancelled there.
+        """
         active = self.active.get(run_id)
         if active is None:
-            return False
+            if not self._elsewhere(owner_id):
+                return False
+            assert owner_id is not None
+            reply = await self._send(owner_id, Command("cancel", run_id))
+            return reply is not None and bool(reply.body.get("cancelled"))
         active.cancel_reason = "cancel_requested"
         active.task.cancel()
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await active.task
         return True
 
+    def _elsewhere(self, owner_id: str | None) -> bool:
+        """Whether a run of `owner_id` may be executing in another router this one can reach."""
+        return self.store.relay is not None and owner_id is not None and owner_id != self.store.owner_id
+
+    async def _send(self, owner_id: str, command: Command) -> Reply | None:
+        """Have the router executing a run carry out `command`; None when no router holds its lease.
+
+        The owner's error (a 409 for a tool result that does not match, say) is raised here as it was there.
+        """
+        assert self.store.relay is not None
+        try:
+            reply = await self.store.relay.send(owner_id, command, RELAY_WAIT_S)
+        except OwnerGone:
+            return None
+        except OwnerSilent as silent:
+            raise APIError(
+                503,
+                f"run '{command.run_id}' is executing in another router, which did not answer: {silent}",
+                type="server_error",
+                code="run_owner_unreachable",
+                retry_after="1",
+            ) from None
+        if reply.status >= 400:
+            error = reply.body.get("error") or {}
+            refused = APIError(
+                reply.status,
+                str(error.get("message") or "the router executing this run refused"),
+                type=str(error.get("type") or "invalid_request_error"),
+                code=error.get("code"),
+                param=error.get("param"),
+            )
+            refused.run_id = error.get("run_id")
+            raise refused
+        return reply
+
+    async def _carry_out(self, command: Command) -> Reply:
+        """A command another router sent for a run executing here (the store's relay calls this)."""
+        try:
+            if command.kind == "cancel":
+                return Reply(200, {"cancelled": await self.cancel(command.run_id)})
+            record = await self.store.get_run(command.run_id)
+            if record is None:
+                raise not_found(f"no run '{command.run_id}'", code="run_not_found")
+            await self.submit_tool_result(record, ToolResultSubmission.model_validate(command.body))
+            await self.store.flush()  # what the result changed is committed before the sender reads the run
+            return Reply(200)
+        except APIError as error:
+            return Reply(error.status, error.body())
+
     async def wait_settled(self, run_id: str) -> Literal["ended", "paused"]:
         """Wait until run `run_id` ends, or settles waiting for external tool results (every member
         finished or waiting on a call); which one, it says.
 
-        A run not executing here has ended as far as this router can tell. Waiting never cancels the
-        run: a waiter that is cancelled (its client went away) leaves the run going.
+        A run not executing here has ended as far as this router can tell, unless the store is shared:
+        then another router may execute it, and its events are followed in the store. Waiting never
+        cancels the run: a waiter that is cancelled (its client went away) leaves the run going.
         """
         active = self.active.get(run_id)
-        if active is None or active.task.done():
+        if active is None:
+            return await self._follow(run_id) if self.store.relay is not None else "ended"
+        if active.task.done():
             return "ended"
         pauses = active.pauses
         if pauses is not None and not pauses.settled.is_set():
@@ -275,9 +347,29 @@ class RunService:
         active = self.active.get(run_id)
         return active.pauses.plan() if active is not None and active.pauses is not None else []
 
+    async def _follow(self, run_id: str) -> Literal["ended", "paused"]:
+        """Wait on the store until another router's run ends or pauses (its lease lapsing ends it too)."""
+        while True:
+            # The cursor first: an event committed after it wakes the wait below, whatever the record said.
+            cursor = (await self.store.event_cursors([run_id])).get(run_id, 0)
+            record = await self.store.get_run(run_id)
+            if record is None or record.finished or record.owner_id == self.store.owner_id:
+                return "ended"
+            if record.state == "requires_action":
+                return "paused"
+            await self.store.wait_for_events(run_id, cursor, FOLLOW_S)
+
     async def submit_tool_result(self, record: RunRecord, submission: ToolResultSubmission) -> None:
-        """Feed one tool result to a paused run; mismatches raise 409 APIErrors, nothing applied then."""
+        """Feed one tool result to a paused run; mismatches raise 409 APIErrors, nothing applied then.
+
+        A run paused in another router (a shared store) gets it there; that router's answer is this one's.
+        """
         active = self.active.get(record.run_id)
+        if active is None and not record.finished and self._elsewhere(record.owner_id):
+            assert record.owner_id is not None
+            body = submission.model_dump(mode="json", exclude_unset=True)
+            if await self._send(record.owner_id, Command("tool_result", record.run_id, body)) is not None:
+                return
         if active is None or active.pauses is None:
             raise APIError(
                 409,

@@ -5,7 +5,9 @@
     GET  /v1/fusion/runs?limit=N                (addition) the most recent runs, newest first
     GET  /v1/fusion/runs/{run_id}               RunStateSummary
     GET  /v1/fusion/runs/{run_id}/inspect       RunInspection
-    GET  /v1/fusion/runs/{run_id}/events        ?after=N (&limit=M, an addition): {run_id, events, next_event_cursor}
+    GET  /v1/fusion/runs/{run_id}/events        ?after=N (&limit=M, &wait=S: additions): {run_id, events,
+                                                next_event_cursor}; `wait` long-polls until an event past N
+                                                commits (in any replica), the run ends, or S seconds pass
     POST /v1/fusion/runs/{run_id}/tool-results  one ToolResultSubmission for a run in requires_action
     POST /v1/fusion/runs/{run_id}/cancel        (addition) cancel in-flight calls; the run ends `cancelled`
     GET  /v1/fusion/runs/{run_id}/artifacts/{sha256}   (addition) an artifact's content, its `uri`
@@ -40,15 +42,16 @@ from server.protocol.native import (
 )
 from server.run_views import read_run, run_summary
 from server.runs import RunService
-from server.store import RunRecord, RunStore, is_valid_run_id
+from server.store import RunRecord, RunStoreAPI, is_valid_run_id
 
 __all__ = ["runs_router"]
 
 _IDEMPOTENCY_KEY = 255
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_LONGEST_POLL_S = 60.0  # an events long poll answers within this, events or not
 
 
-def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIRouter:
+def runs_router(engine: FusionEngine, runs: RunService, store: RunStoreAPI) -> APIRouter:
     router = APIRouter(prefix="/fusion/runs", route_class=NativeRoute)
     endpoints = {e.id: e for e in engine.config.endpoints}
 
@@ -164,10 +167,15 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIR
 
     @router.get("/{run_id}/events", response_model=None, responses=answers(RunEventPage) | native(401, 404, 422))
     async def events(
+        request: Request,
         record: RunRecord = Depends(known_run),
         after: int | None = Query(default=None, ge=0),
         limit: int = Query(default=1000, ge=1, le=1000),
+        wait: float | None = Query(default=None, ge=0, le=_LONGEST_POLL_S),
     ) -> dict[str, object]:
+        if wait:
+            await race_disconnect(request, store.wait_for_events(record.run_id, after or 0, wait))
+            record = await known_run(record.run_id)
         page: RunEventPage = (await read_run(store, record, endpoints)).page(after or 0, limit)
         if after is None and not page.events:
             page.next_event_cursor = None
@@ -189,10 +197,11 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStore) -> APIR
     @router.post("/{run_id}/cancel", response_model=None, responses=answers(RunStateSummary) | native(401, 404, 409))
     async def cancel(record: RunRecord = Depends(known_run)) -> dict[str, object]:
         run_id = record.run_id
-        if await runs.cancel(run_id):
+        if await runs.cancel(run_id, owner_id=record.owner_id):
             record = await known_run(run_id)
         elif not record.finished:
-            raise conflict(f"run '{run_id}' is not executing in this router", code="run_not_active")
+            where = "this router" if store.relay is None else "any router (it expires when its lease lapses)"
+            raise conflict(f"run '{run_id}' is not executing in {where}", code="run_not_active")
         return (await summary(record)).wire()
 
     @router.get(

@@ -1,6 +1,7 @@
-"""The run store (SPEC §7) on real SQLite files: schema and migrations, events and their seqs under
-concurrency, idempotency, artifacts, final terminal states, leases and the expiry of lapsed ones,
-pruning by age and count, a store that cannot be written, and a writer killed mid-transaction."""
+"""The run store (SPEC §7), each test on both backends (a real SQLite file, a real PostgreSQL database):
+events and their seqs under concurrency, idempotency, artifacts, final terminal states, leases and the
+expiry of lapsed ones, pruning by age and count, a store that cannot be written, and a writer killed
+mid-transaction. SQLite's schema and migrations are tested here too; PostgreSQL's in test_pg_store.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import hashlib
 import sqlite3
 import sys
 import textwrap
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from server.store import (
     IdempotencyConflict,
     RunFinished,
     RunStore,
+    RunStoreAPI,
     SchemaTooNew,
     StoreClosed,
     StoreUnavailable,
@@ -31,16 +32,25 @@ from server.store import (
     is_valid_run_id,
     new_run_id,
 )
+from server.store.pgstore import PgRunStore
 from server.store.schema import MIGRATIONS, migrate
+from tests.store_backends import Backend, PgBackend, SqliteBackend
 
 REPO = Path(__file__).resolve().parents[1]
 LONG_AGO = "2000-01-01T00:00:00.000+00:00"
 REQUEST = {"model": "fusionkit/panel", "messages": [{"role": "user", "content": "hi"}]}
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return SqliteBackend(tmp_path / "runs.sqlite3")
+    return PgBackend(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[RunStore]:
-    async with RunStore(tmp_path / "runs.sqlite3") as opened:
+async def store(backend: Backend) -> AsyncIterator[RunStoreAPI]:
+    async with backend.open() as opened:
         yield opened
 
 
@@ -51,7 +61,7 @@ def raw(path: Path) -> sqlite3.Connection:
     return conn
 
 
-async def new_run(store: RunStore, **fields: Any) -> str:
+async def new_run(store: RunStoreAPI, **fields: Any) -> str:
     run_id = new_run_id()
     await store.create_run(run_id, mode="panel", request=REQUEST, trace_id="trace-1", **fields)
     return run_id
@@ -97,16 +107,15 @@ async def test_a_schema_from_a_newer_fusionkit_is_refused(tmp_path: Path) -> Non
         RunStore(path)
 
 
-async def test_reopening_keeps_runs_events_and_artifacts(tmp_path: Path) -> None:
-    path = tmp_path / "runs.sqlite3"
+async def test_reopening_keeps_runs_events_and_artifacts(backend: Backend) -> None:
     odd = {"messages": [{"role": "user", "content": "caf\u00e9 \ud800 lone surrogate"}]}  # valid JSON, not UTF-8
-    async with RunStore(path) as store:
+    async with backend.open() as store:
         run_id = await new_run(store)
         odd_id = new_run_id()
         await store.create_run(odd_id, mode="single", request=odd, trace_id=None)
         await store.append_event(run_id, "model_call.started", {"endpoint_id": "fast"})
         sha = await store.put_artifact("a candidate", run_id=run_id)
-    async with RunStore(path) as again:
+    async with backend.open() as again:
         record = await again.get_run(run_id)
         odd_record = await again.get_run(odd_id)
         events = await again.events(run_id)
@@ -117,7 +126,7 @@ async def test_reopening_keeps_runs_events_and_artifacts(tmp_path: Path) -> None
     assert odd_record is not None and odd_record.request == odd
 
 
-async def test_create_append_and_transition(store: RunStore) -> None:
+async def test_create_append_and_transition(store: RunStoreAPI) -> None:
     run_id = new_run_id()
     created = await store.create_run(run_id, mode="panel", request=REQUEST, trace_id="t", request_hash="h1")
     assert (created.state, created.mode, created.request_hash, created.summary) == ("queued", "panel", "h1", {})
@@ -144,7 +153,7 @@ async def test_create_append_and_transition(store: RunStore) -> None:
     assert [e.seq for e in await store.events(run_id, after=1, limit=2)] == [2, 3]
 
 
-async def test_bad_input_is_refused_by_name(store: RunStore) -> None:
+async def test_bad_input_is_refused_by_name(store: RunStoreAPI) -> None:
     run_id = await new_run(store)
     with pytest.raises(DuplicateRun):
         await store.create_run(run_id, mode="panel", request=REQUEST, trace_id=None)
@@ -168,7 +177,7 @@ def test_run_ids_have_one_strict_shape() -> None:
         assert not is_valid_run_id(bad), bad
 
 
-async def test_concurrent_appenders_never_lose_or_duplicate_a_seq(store: RunStore) -> None:
+async def test_concurrent_appenders_never_lose_or_duplicate_a_seq(store: RunStoreAPI) -> None:
     run_ids = [await new_run(store) for _ in range(20)]
 
     async def appender(run_id: str, n: int) -> list[int]:
@@ -184,7 +193,7 @@ async def test_concurrent_appenders_never_lose_or_duplicate_a_seq(store: RunStor
         assert sorted(returned[run_id]) == list(range(2, 32))
 
 
-async def test_idempotency_keys_find_their_run_and_conflict_on_reuse(store: RunStore) -> None:
+async def test_idempotency_keys_find_their_run_and_conflict_on_reuse(store: RunStoreAPI) -> None:
     first = await new_run(store, idempotency_key="key-1", request_hash="body-a")
     found = await store.find_by_idempotency_key("key-1")
     assert found is not None and (found.run_id, found.request_hash) == (first, "body-a")
@@ -198,7 +207,7 @@ async def test_idempotency_keys_find_their_run_and_conflict_on_reuse(store: RunS
     assert len(await store.list_runs()) == 3
 
 
-async def test_artifacts_are_stored_once_by_content_hash(tmp_path: Path, store: RunStore) -> None:
+async def test_artifacts_are_stored_once_by_content_hash(backend: Backend, store: RunStoreAPI) -> None:
     run_id = await new_run(store)
     sha = await store.put_artifact("same text", run_id=run_id)
     assert sha == hashlib.sha256(b"same text").hexdigest()
@@ -206,18 +215,16 @@ async def test_artifacts_are_stored_once_by_content_hash(tmp_path: Path, store: 
     artifact = await store.get_artifact(sha)
     assert artifact is not None
     assert (artifact.content, artifact.size, artifact.media_type) == (b"same text", 9, "text/plain")
-    with raw(tmp_path / "runs.sqlite3") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM artifacts").fetchone()[0] == 1
+    assert backend.count("artifacts") == 1
     assert await store.get_artifact("0" * 64) is None
     with pytest.raises(UnknownArtifact):
         await store.link_artifact(run_id, "0" * 64)
     with pytest.raises(UnknownRun):
         await store.put_artifact("orphan", run_id=new_run_id())
-    with raw(tmp_path / "runs.sqlite3") as conn:  # the refused put left nothing behind
-        assert conn.execute("SELECT COUNT(*) FROM artifacts").fetchone()[0] == 1
+    assert backend.count("artifacts") == 1  # the refused put left nothing behind
 
 
-async def test_list_runs_pages_newest_first(store: RunStore) -> None:
+async def test_list_runs_pages_newest_first(store: RunStoreAPI) -> None:
     made = [await new_run(store) for _ in range(5)]
     page = await store.list_runs(limit=2)
     assert [r.run_id for r in page] == made[:2:-1]
@@ -227,7 +234,7 @@ async def test_list_runs_pages_newest_first(store: RunStore) -> None:
     assert await store.list_runs(before=new_run_id()) == []
 
 
-async def runs_in_every_state(store: RunStore) -> dict[str, str]:
+async def runs_in_every_state(store: RunStoreAPI) -> dict[str, str]:
     """One run of `store` in each of queued, generating, requires_action and the terminal states."""
     runs: dict[str, str] = {}
     for state in ("queued", "generating", "requires_action", "completed", "failed", "cancelled", "expired"):
@@ -237,7 +244,7 @@ async def runs_in_every_state(store: RunStore) -> dict[str, str]:
     return runs
 
 
-async def test_a_finished_run_is_final(store: RunStore, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_finished_run_is_final(store: RunStoreAPI, caplog: pytest.LogCaptureFixture) -> None:
     runs = await runs_in_every_state(store)
     for state in sorted(TERMINAL_STATES):
         run_id = runs[state]
@@ -257,8 +264,10 @@ async def test_a_finished_run_is_final(store: RunStore, caplog: pytest.LogCaptur
     assert await store.transition(runs["requires_action"], "generating") == 3
 
 
-async def test_a_live_lease_keeps_its_runs_and_a_lapsed_one_has_them_expired(tmp_path: Path, store: RunStore) -> None:
-    other = RunStore(tmp_path / "runs.sqlite3")  # a second router on the same file
+async def test_a_live_lease_keeps_its_runs_and_a_lapsed_one_has_them_expired(
+    backend: Backend, store: RunStoreAPI
+) -> None:
+    other = backend.open()  # a second router on the same store
     try:
         await store.renew_lease(60, "host-a pid 1")
         mine = await runs_in_every_state(store)
@@ -272,8 +281,7 @@ async def test_a_live_lease_keeps_its_runs_and_a_lapsed_one_has_them_expired(tmp
             assert await store.events(run_id) == before[state]
 
         # The lease lapses (the router was killed or hangs): whichever router looks next expires its runs.
-        with raw(tmp_path / "runs.sqlite3") as conn:
-            conn.execute("UPDATE leases SET expires_at = ? WHERE owner_id = ?", (LONG_AGO, store.owner_id))
+        backend.execute("UPDATE leases SET expires_at = ? WHERE owner_id = ?", (LONG_AGO, store.owner_id))
         lapsed = await other.expire_lapsed()
         assert sorted(lapsed) == sorted(mine[s] for s in ("queued", "generating", "requires_action"))
         for state, run_id in mine.items():
@@ -287,8 +295,7 @@ async def test_a_live_lease_keeps_its_runs_and_a_lapsed_one_has_them_expired(tmp
                 assert events[:-1] == before[state]
                 assert (events[-1].seq, events[-1].type) == (len(before[state]) + 1, "run.expired")
                 assert events[-1].payload == {"state": "expired", "reason": "lease_expired"}
-        with raw(tmp_path / "runs.sqlite3") as conn:
-            assert conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0  # the lapsed lease is gone
+        assert backend.count("leases") == 0  # the lapsed lease is gone
         assert await other.expire_lapsed() == []
 
         # Renewing takes the lease again; a released lease expires what its router leaves unfinished.
@@ -319,7 +326,7 @@ async def test_unfinished_runs_from_before_leases_are_expired_by_the_first_route
 
 
 async def test_prune_removes_old_finished_runs_and_the_artifacts_only_they_used(
-    tmp_path: Path, store: RunStore
+    backend: Backend, store: RunStoreAPI
 ) -> None:
     old_done, new_done, old_running = await new_run(store), await new_run(store), await new_run(store)
     for run_id in (old_done, new_done):
@@ -331,21 +338,19 @@ async def test_prune_removes_old_finished_runs_and_the_artifacts_only_they_used(
     running = await store.put_artifact("the unfinished run's", run_id=old_running)
     stray_old = await store.put_artifact("never linked, long ago")
     stray_new = await store.put_artifact("never linked, just now")
-    with raw(tmp_path / "runs.sqlite3") as conn:
-        conn.execute("UPDATE runs SET updated_at = ? WHERE run_id IN (?, ?)", (LONG_AGO, old_done, old_running))
-        conn.execute("UPDATE artifacts SET created_at = ? WHERE sha256 = ?", (LONG_AGO, stray_old))
+    backend.execute("UPDATE runs SET updated_at = ? WHERE run_id IN (?, ?)", (LONG_AGO, old_done, old_running))
+    backend.execute("UPDATE artifacts SET created_at = ? WHERE sha256 = ?", (LONG_AGO, stray_old))
 
     assert await store.prune(older_than_days=1) == 1
     assert await store.get_run(old_done) is None and await store.events(old_done) == []
     assert await store.get_run(new_done) is not None and await store.get_run(old_running) is not None
     kept = {sha: await store.get_artifact(sha) is not None for sha in (only_old, shared, running, stray_old, stray_new)}
     assert kept == {only_old: False, shared: True, running: True, stray_old: False, stray_new: True}
-    with raw(tmp_path / "runs.sqlite3") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM run_artifacts WHERE run_id = ?", (old_done,)).fetchone()[0] == 0
+    assert backend.count("run_artifacts", "run_id = ?", (old_done,)) == 0
     assert await store.prune(older_than_days=1) == 0
 
 
-async def test_prune_by_count_keeps_the_newest_finished_runs_a_batch_at_a_time(store: RunStore) -> None:
+async def test_prune_by_count_keeps_the_newest_finished_runs_a_batch_at_a_time(store: RunStoreAPI) -> None:
     done = [await new_run(store) for _ in range(7)]
     for run_id in done:
         await store.transition(run_id, "completed", terminal_reason="completed")
@@ -361,7 +366,7 @@ async def test_prune_by_count_keeps_the_newest_finished_runs_a_batch_at_a_time(s
     assert await store.prune() == 0  # no limit given: nothing to do
 
 
-async def test_queued_writes_keep_their_order_and_reads_see_them(store: RunStore) -> None:
+async def test_queued_writes_keep_their_order_and_reads_see_them(store: RunStoreAPI) -> None:
     run_id = await new_run(store)
     payload = {"i": 0}
     store.record_event(run_id, 2, "model_call.started", payload)
@@ -386,7 +391,7 @@ async def test_queued_writes_keep_their_order_and_reads_see_them(store: RunStore
 
 
 async def test_a_failing_queued_write_undoes_only_itself_and_is_logged(
-    store: RunStore, caplog: pytest.LogCaptureFixture
+    store: RunStoreAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
     run_id, stranger = await new_run(store), new_run_id()
     # Queued in one turn of the event loop, so written as one batch in one transaction.
@@ -404,32 +409,31 @@ async def test_a_failing_queued_write_undoes_only_itself_and_is_logged(
     logged = [r.getMessage() for r in caplog.records if r.name == "fusionkit.store"]
     assert len(logged) == 3, logged
     assert f"event 2 of {stranger} was not recorded: UnknownRun" in logged[0]
-    assert f"event 2 of {run_id} was not recorded: IntegrityError" in logged[1]
-    assert f"state 'cancelled' (event 3) of {run_id} was not recorded: IntegrityError" in logged[2]
+    taken = "UniqueViolation" if isinstance(store, PgRunStore) else "IntegrityError"  # seq 2 and 3 are taken
+    assert f"event 2 of {run_id} was not recorded: {taken}" in logged[1]
+    assert f"state 'cancelled' (event 3) of {run_id} was not recorded: {taken}" in logged[2]
 
 
 async def test_a_batch_that_cannot_begin_fails_every_caller_and_the_store_goes_on(
-    tmp_path: Path, store: RunStore
+    tmp_path: Path, backend: Backend, store: RunStoreAPI
 ) -> None:
     run_id = await new_run(store)
     # Another process holds the write lock for longer than the store waits for it (shortened from 5 s here).
-    await store._reading(lambda conn: conn.execute("PRAGMA busy_timeout = 50"))
-    with raw(tmp_path / "runs.sqlite3") as other:
-        other.execute("BEGIN IMMEDIATE")
+    await backend.shorten_lock_wait(store)
+    with backend.write_lock():
         # One batch: every caller in it is told the store is unavailable, not only the first.
         artifact = asyncio.ensure_future(store.put_artifact("not for a run"))
-        with pytest.raises(StoreUnavailable, match="locked") as caught:
+        with pytest.raises(StoreUnavailable, match=backend.lock_error) as caught:
             await asyncio.wait_for(store.create_run(new_run_id(), mode="panel", request={}, trace_id=None), 10)
         with pytest.raises(StoreUnavailable):
             await artifact
-        assert store.health().status == "degraded" and "locked" in (store.health().error or "")
-        other.execute("ROLLBACK")
+        assert store.health().status == "degraded" and backend.lock_error in (store.health().error or "")
     assert (caught.value.status, caught.value.code, caught.value.headers()["Retry-After"]) == (
         503,
         "store_unavailable",
         "2",
     )
-    assert str(tmp_path) not in caught.value.message  # the client is not told where the file is
+    assert str(tmp_path) not in caught.value.message and "127.0.0.1" not in caught.value.message  # nor where
     assert await store.append_event(run_id, "after", {}) == 2
     assert store.health().status == "ok"
     record = await store.get_run(run_id)
@@ -437,16 +441,15 @@ async def test_a_batch_that_cannot_begin_fails_every_caller_and_the_store_goes_o
 
 
 async def test_a_run_that_loses_writes_is_recorded_failed_once_the_store_can_be_written(
-    tmp_path: Path, store: RunStore, caplog: pytest.LogCaptureFixture
+    backend: Backend, store: RunStoreAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
     run_id, bystander = await new_run(store), await new_run(store)
     await store.transition(run_id, "generating")
     told: list[str] = []
-    await store._reading(lambda conn: conn.execute("PRAGMA busy_timeout = 50"))
-    with raw(tmp_path / "runs.sqlite3") as other:
-        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock for longer than the store waits
+    await backend.shorten_lock_wait(store)
+    with backend.write_lock():  # another process holds the write lock for longer than the store waits
         store.record_event(run_id, 3, "model_call.completed", {}, lost=lambda: told.append("event 3"))
-        with pytest.raises(StoreUnavailable, match="locked"):
+        with pytest.raises(StoreUnavailable, match=backend.lock_error):
             await store.transition(
                 run_id, "completed", seq=4, terminal_reason="completed", lost=lambda: told.append("end")
             )
@@ -456,7 +459,6 @@ async def test_a_run_that_loses_writes_is_recorded_failed_once_the_store_can_be_
         assert current is not None and current.state == "generating"
         health = store.health()
         assert (health.status, health.lost_writes) == ("degraded", 3)
-        other.execute("ROLLBACK")
 
     # The first write that succeeds, whoever makes it, finds the store writable again and fails the run.
     await store.append_event(bystander, "model_call.started", {})
@@ -473,41 +475,38 @@ async def test_a_run_that_loses_writes_is_recorded_failed_once_the_store_can_be_
     assert store.health().status == "ok"
     logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "fusionkit.store"]
     assert [level for level, _ in logged] == ["ERROR", "WARNING", "WARNING"], logged  # one line per outage
-    assert "cannot be used: database is locked" in logged[0][1]
+    assert f"cannot be used: {backend.lock_error}" in logged[0][1]
     assert "can be written again" in logged[1][1] and "3 writes were lost" in logged[1][1]
     assert f"recorded as failed (store_unavailable): {run_id}" in logged[2][1]
 
 
-async def test_closing_writes_what_was_queued_and_a_cancelled_caller_does_not_undo_its_write(tmp_path: Path) -> None:
-    path = tmp_path / "runs.sqlite3"
-    store = RunStore(path)
+async def test_closing_writes_what_was_queued_and_a_cancelled_caller_does_not_undo_its_write(
+    backend: Backend,
+) -> None:
+    store = backend.open()
     run_id = await new_run(store)
-    in_flight, release = threading.Event(), threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> None:  # runs on the store's thread, right after the transition
-        in_flight.set()
-        release.wait(timeout=30)
+    hold = backend.holder()  # runs in the batch, right after the transition
 
     store.record_event(run_id, 2, "queued", {})
     cancelled = asyncio.ensure_future(store.transition(run_id, "completed", terminal_reason="completed"))
-    held = asyncio.ensure_future(store._reading(hold))
+    held = asyncio.ensure_future(store._reading(hold.work))  # type: ignore[attr-defined]
     # The transition is written, its transaction not yet committed, when its caller gives up.
-    assert await asyncio.to_thread(in_flight.wait, 30)
+    await hold.started()
     cancelled.cancel()
-    release.set()
+    hold.release()
     await held
     await store.close()
     with pytest.raises(StoreClosed):
         store.record_event(run_id, 4, "too late", {})
-    async with RunStore(path) as reopened:
+    async with backend.open() as reopened:
         record = await reopened.get_run(run_id)
         assert [e.type for e in await reopened.events(run_id)] == ["run.created", "queued", "run.state"]
     assert cancelled.cancelled()
     assert record is not None and record.state == "completed"
 
 
-async def test_a_closed_store_says_so(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.sqlite3")
+async def test_a_closed_store_says_so(backend: Backend) -> None:
+    store = backend.open()
     await store.close()
     await store.close()
     with pytest.raises(StoreClosed):
@@ -517,7 +516,7 @@ async def test_a_closed_store_says_so(tmp_path: Path) -> None:
 CRASHING_WRITER = textwrap.dedent(
     """
     import asyncio, os, sys
-    from server.store import RunStore
+    from server.store import open_store
 
     class Exploder:
         # json.dumps(default=str) calls this inside the transaction, after the batch's first writes.
@@ -525,7 +524,7 @@ CRASHING_WRITER = textwrap.dedent(
             os._exit(1)
 
     async def main(path, run_id):
-        store = RunStore(path)
+        store = open_store(path)
         await store.create_run(run_id, mode="panel", request={"messages": []}, trace_id="t")
         await store.transition(run_id, "generating")
         for i in range(5):
@@ -540,16 +539,16 @@ CRASHING_WRITER = textwrap.dedent(
 )
 
 
-async def test_a_writer_killed_mid_transaction_leaves_a_consistent_store(tmp_path: Path) -> None:
-    path, run_id = tmp_path / "runs.sqlite3", new_run_id()
+async def test_a_writer_killed_mid_transaction_leaves_a_consistent_store(backend: Backend) -> None:
+    run_id = new_run_id()
     writer = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CRASHING_WRITER, str(path), run_id, cwd=REPO, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-c", CRASHING_WRITER, backend.location, run_id, cwd=REPO, stderr=asyncio.subprocess.PIPE
     )
     _, stderr = await asyncio.wait_for(writer.communicate(), timeout=60)
     assert writer.returncode == 1, stderr.decode()
-    async with RunStore(path) as store:
-        with raw(path) as conn:
-            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    async with backend.open() as store:
+        if isinstance(backend, SqliteBackend):
+            assert backend.execute("PRAGMA integrity_check")[0][0] == "ok"
         record = await store.get_run(run_id)
         # The half-done batch left nothing: neither the queued events nor the transition's state and event.
         assert record is not None and record.state == "generating"

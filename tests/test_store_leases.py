@@ -1,5 +1,6 @@
-"""Two routers on one SQLite store share it under leases: starting the second never expires the
-first one's runs, a run that has ended never changes again, and either router reads every run."""
+"""Two routers on one store (a SQLite file, a PostgreSQL database) share it under leases: starting the
+second never expires the first one's runs, a run that has ended never changes again, and either router
+reads every run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 
 from server.app import create_app
 from server.clients import build_clients
@@ -31,8 +33,16 @@ def wait_finished(url: str, run_ids: list[str]) -> dict[str, dict[str, Any]]:
     return finished
 
 
-def test_a_second_router_on_the_same_store_leaves_the_first_ones_runs_alone(tmp_path: Path, live_server: Any) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def run_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return str(tmp_path / "runs.sqlite3") if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+
+def test_a_second_router_on_the_same_store_leaves_the_first_ones_runs_alone(
+    tmp_path: Path, live_server: Any, run_store: str
+) -> None:
     config = panel_config(tmp_path, demo_endpoints(), judge_model="fast", server={"run_lease_s": 5})
+    config.server.run_store = run_store
     clients = build_clients(config)
     hold = Hold()
     hold.endpoint(clients["careful"])

@@ -12,6 +12,7 @@ from bench.scenarios.bridge import bridge_passthrough, bridge_start
 from bench.scenarios.common import Settings
 from bench.scenarios.eval import eval_run
 from bench.scenarios.observe import observability_cost
+from bench.scenarios.replicas import replicas_throughput
 from bench.scenarios.router import router_latency, router_throughput, straggler
 from bench.scenarios.streaming import streaming
 from bench.scenarios.up import up_cold_start
@@ -24,6 +25,7 @@ SCENARIOS: dict[str, Callable[[Settings], Result]] = {
     "bridge_start": bridge_start,
     "router_latency": router_latency,
     "router_throughput": router_throughput,
+    "replicas_throughput": replicas_throughput,
     "streaming": streaming,
     "straggler": straggler,
     "up_cold_start": up_cold_start,

@@ -33,14 +33,14 @@ from server.doors.responses_translate import (
     to_chat_request,
 )
 from server.protocol.responses import ResponseObject, ResponsesRequest
-from server.store import RunStore, is_valid_run_id
+from server.store import RunStoreAPI, is_valid_run_id
 
 __all__ = ["responses_router"]
 
 DOOR = "responses"
 
 
-async def previous_conversation(store: RunStore, response_id: str) -> list[ChatMessage]:
+async def previous_conversation(store: RunStoreAPI, response_id: str) -> list[ChatMessage]:
     """The whole conversation of a stored, completed response: its input and its output."""
     run_id = run_id_for(response_id)
     record = await store.get_run(run_id) if is_valid_run_id(run_id) else None

@@ -20,7 +20,7 @@ from bridge.metrics import LATENCY_BUCKETS, CallMetrics, RequestMetrics, call_ou
 from server.clients import EndpointClient
 from server.config import PanelConfig
 from server.protocol import FUSION_MODELS, MODE_ALIASES, MODES
-from server.store import RunStore
+from server.store import RunStoreAPI
 
 __all__ = ["LIVE_STATES", "RouterMetrics", "bounded"]
 
@@ -127,7 +127,7 @@ class RouterMetrics:
     def endpoint(self, endpoint_id: object) -> str:
         return bounded(endpoint_id, self.endpoints)
 
-    def watch_store(self, store: RunStore) -> None:
+    def watch_store(self, store: RunStoreAPI) -> None:
         self.store_queue.set_function(lambda: store.queue_depth)
         store.on_batch = self.store_batch.observe
 

@@ -1,12 +1,16 @@
-"""The run store (SPEC §7): runs, their append-only events, idempotency keys and artifacts, in SQLite.
+"""The run store (SPEC §7): runs, their append-only events, idempotency keys and artifacts.
 
-    async with RunStore(".fusionkit/runs.sqlite3") as store:
+    async with open_store(".fusionkit/runs.sqlite3") as store:     # or a postgresql:// URL
         run = await store.create_run(new_run_id(), mode="panel", request=body, trace_id=trace)
         await store.transition(run.run_id, "generating")
 
-`records` holds the states, ids and records; `schema` the SQLite schema and its migrations;
-`runstore` the RunStore itself; `errors` what it raises; `upkeep` the router's background care of
-it (its lease on its runs, lapsed leases, retention). docs/run-store.md tells the whole story.
+`interface` holds what every store offers (RunStoreAPI); `batching` the part both backends share
+(the queue, group commit, an unavailable store); `runstore` and `schema` the SQLite store and its
+migrations; `pgstore`, `pgschema` and `pgrelay` the PostgreSQL store, its migrations and the
+commands it carries between replicas (`relay` says what a command is); `opening` which one a
+location opens; `records` the states, ids and records; `errors` what they raise; `upkeep` the
+router's background care of its store (its lease, lapsed leases, retention). docs/run-store.md
+tells the whole story.
 """
 
 from server.store.errors import (
@@ -20,6 +24,8 @@ from server.store.errors import (
     UnknownArtifact,
     UnknownRun,
 )
+from server.store.interface import RunStoreAPI
+from server.store.opening import RUN_STORE_ENV, open_store, store_location
 from server.store.records import (
     RUN_STATES,
     TERMINAL_STATES,
@@ -36,6 +42,7 @@ from server.store.schema import SCHEMA_VERSION
 
 __all__ = [
     "RUN_STATES",
+    "RUN_STORE_ENV",
     "SCHEMA_VERSION",
     "TERMINAL_STATES",
     "ArtifactRecord",
@@ -46,6 +53,7 @@ __all__ = [
     "RunRecord",
     "RunState",
     "RunStore",
+    "RunStoreAPI",
     "SchemaTooNew",
     "StoreClosed",
     "StoreError",
@@ -55,4 +63,6 @@ __all__ = [
     "UnknownRun",
     "is_valid_run_id",
     "new_run_id",
+    "open_store",
+    "store_location",
 ]

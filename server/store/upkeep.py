@@ -6,11 +6,13 @@
     await upkeep.stop()      # gives the lease up: this router's unfinished runs are expired
 
 Every `lease_s / 3` it renews the lease and expires the unfinished runs of routers whose lease
-lapsed (killed, hung, gone), whichever router notices first; every `retention.prune_every_s` it
-prunes finished runs past the retention, a few hundred per transaction. The renewal is a write,
-so it is also what finds out that a store that could not be written can be again: until then it
-runs every second. The store's health is looked at every second too, which is what notices a
-store file deleted while nothing is written. Nothing here expires a run a live router owns.
+lapsed (killed, hung, gone), whichever router notices first; a store with a `lapse_check_s`
+(PostgreSQL's) is looked at that often in between, so a dead replica's runs end within about
+`lease_s + lapse_check_s`. Every `retention.prune_every_s` it prunes finished runs past the
+retention, a few hundred per transaction. The renewal is a write, so it is also what finds out
+that a store that could not be written can be again: until then it runs every second. The
+store's health is looked at every second too, which is what notices a store file deleted while
+nothing is written. Nothing here expires a run a live router owns.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 
 from server.config import RetentionConfig
 from server.store.errors import RETRY_AFTER_S, StoreError
-from server.store.runstore import RunStore
+from server.store.interface import RunStoreAPI
 
 __all__ = ["PRUNE_BATCH", "StoreUpkeep"]
 
@@ -37,7 +39,7 @@ CHECK_EVERY_S = RETRY_AFTER_S / 2  # how often the store's health is looked at (
 class StoreUpkeep:
     """Holds a router's lease on its runs, expires other routers' lapsed ones, and prunes, in the background."""
 
-    def __init__(self, store: RunStore, *, lease_s: float, retention: RetentionConfig) -> None:
+    def __init__(self, store: RunStoreAPI, *, lease_s: float, retention: RetentionConfig) -> None:
         self.store = store
         self.lease_s = lease_s
         self.retention = retention
@@ -67,6 +69,7 @@ class StoreUpkeep:
 
     async def _loop(self) -> None:
         renew_at = time.monotonic() + self.lease_s / 3
+        check_at = 0.0
         while True:
             # A look every second costs a stat(): a deleted store file is reported (logged) within a second
             # even when nothing is written, and a store that could not be written is probed until it can.
@@ -75,17 +78,14 @@ class StoreUpkeep:
             if self.store.unavailable or time.monotonic() >= renew_at:
                 await self._tick()
                 renew_at = time.monotonic() + self.lease_s / 3
+            elif self.store.lapse_check_s is not None and time.monotonic() >= check_at:
+                await self._expire()
+                check_at = time.monotonic() + self.store.lapse_check_s
 
     async def _tick(self) -> None:
         try:
             await self.store.renew_lease(self.lease_s, self.holder)
-            expired = await self.store.expire_lapsed()
-            if expired:
-                log.warning(
-                    "%d unfinished runs of routers whose lease lapsed were marked expired (lease_expired): %s",
-                    len(expired),
-                    expired,
-                )
+            await self._expire()
             if time.monotonic() >= self._next_prune:
                 await self._prune()
                 self._next_prune = time.monotonic() + self.retention.prune_every_s
@@ -93,6 +93,18 @@ class StoreUpkeep:
             pass  # the store logs an outage once, and says so in health(); the next tick tries again
         except Exception:
             log.exception("run store upkeep failed; it is tried again")
+
+    async def _expire(self) -> None:
+        try:
+            expired = await self.store.expire_lapsed()
+        except StoreError:
+            return  # the store logs an outage once, and says so in health(); the next look tries again
+        if expired:
+            log.warning(
+                "%d unfinished runs of routers whose lease lapsed were marked expired (lease_expired): %s",
+                len(expired),
+                expired,
+            )
 
     async def _prune(self) -> None:
         age, count = self.retention.max_age_days, self.retention.max_runs

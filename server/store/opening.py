@@ -1,0 +1,52 @@
+"""Which run store a router opens: a SQLite file (the default) or a PostgreSQL database (replicas).
+
+    store = open_store(store_location(config.server.run_store))
+
+`server.run_store` is a file path or a `postgresql://` URL; `FUSIONKIT_RUN_STORE`, when set, wins
+over the config (a deployment keeps the database URL and its password out of the panel config).
+psycopg is imported only when a database is opened.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from server.store.interface import RunStoreAPI
+from server.store.runstore import RunStore
+
+__all__ = ["RUN_STORE_ENV", "is_postgres_url", "open_store", "redact_text", "redact_url", "store_location"]
+
+RUN_STORE_ENV = "FUSIONKIT_RUN_STORE"
+
+_PASSWORD = re.compile(r"(://[^/:@\s\"']*):[^@/\s\"']*@")
+
+
+def is_postgres_url(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs and messages (a URL too broken to parse too)."""
+    return redact_text(url)
+
+
+def redact_text(text: str) -> str:
+    """`text` with the password of every URL in it removed (libpq quotes the URL it could not parse)."""
+    return _PASSWORD.sub(r"\1@", text)
+
+
+def store_location(configured: str) -> str:
+    """Where the run store is: `FUSIONKIT_RUN_STORE` if set, else the config's `server.run_store`."""
+    return os.environ.get(RUN_STORE_ENV) or configured
+
+
+def open_store(location: str | Path) -> RunStoreAPI:
+    """Open (and migrate) the store at `location`: PgRunStore for a postgresql:// URL, else RunStore (SQLite)."""
+    text = str(location)
+    if is_postgres_url(text):
+        from server.store.pgstore import PgRunStore
+
+        return PgRunStore(text)
+    return RunStore(text)
