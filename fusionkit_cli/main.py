@@ -23,6 +23,7 @@ COMMANDS = {
     "runs": "fusionkit_cli.cmd_runs:runs",
     "validate": "fusionkit_cli.cmd_validate:validate",
     "eval": "fusionkit_cli.eval.command:eval_command",
+    "prompts": "fusionkit_cli.cmd_prompts:prompts",
 }
 
 

@@ -11,13 +11,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge.endpoint import EndpointConfig, env_name
+from server.prompt_files import PromptFileError, Role, read_prompt_file
 
 __all__ = [
     "DEFAULT_WALL_CLOCK_S",
     "MODES",
     "BudgetConfig",
+    "FusionSettings",
     "PanelConfig",
     "PanelSettings",
+    "PromptFiles",
     "RetentionConfig",
     "SamplingConfig",
     "ServerConfig",
@@ -58,6 +61,34 @@ class PanelSettings(_Strict):
     min_successful: int = Field(default=1, ge=1)
 
 
+class PromptFiles(_Strict):
+    """Prompt files by role (paths relative to the working directory), read when the config is loaded."""
+
+    judge: str | None = None
+    synthesizer: str | None = None
+    verifier: str | None = None
+    agent: str | None = None
+
+    @field_validator("judge", "synthesizer", "verifier", "agent")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                read_prompt_file(value)
+            except PromptFileError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def paths(self) -> dict[Role, str | None]:
+        return {"judge": self.judge, "synthesizer": self.synthesizer, "verifier": self.verifier, "agent": self.agent}
+
+
+class FusionSettings(_Strict):
+    """How candidates are fused (the `fusion:` section)."""
+
+    prompts: PromptFiles = Field(default_factory=PromptFiles)
+
+
 class RetentionConfig(_Strict):
     """How long finished runs are kept; the router prunes in the background (null: no limit of that kind)."""
 
@@ -95,6 +126,7 @@ class PanelConfig(_Strict):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     panel: PanelSettings = Field(default_factory=PanelSettings)
+    fusion: FusionSettings = Field(default_factory=FusionSettings)
     server: ServerConfig = Field(default_factory=ServerConfig)
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.protocol import ChatRequest
+from server.prompt_files import PromptOverrides
 
 __all__ = [
     "FUSION_MODELS",
@@ -61,6 +62,7 @@ class FusionOptions(_Strict):
     sample_count: int | None = Field(default=None, ge=1, le=32)
     verify: bool = False
     tool_execution: ToolExecution | None = None
+    prompts: PromptOverrides | None = None  # the judge's, synthesizer's, verifier's, agent's instructions
 
     _mode_alias = field_validator("mode", mode="before")(_canonical_mode)
 
