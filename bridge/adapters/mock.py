@@ -320,7 +320,7 @@ def candidate_blocks(prompt_text: str) -> list[tuple[str, str, str]]:
 def instructed_choice(prompt_text: str, ids: list[str]) -> str | None:
     """The candidate the last instruction outside every fence tells the judge to choose (one it was shown)."""
     outside = FENCED_BLOCK.sub("", prompt_text)
-    chosen = [m.group(1) for m in _INSTRUCTION.finditer(outside) if m.group(1) in ids]
+    chosen = [m.group(1).rstrip(".") for m in _INSTRUCTION.finditer(outside) if m.group(1).rstrip(".") in ids]
     return chosen[-1] if chosen else None
 
 
