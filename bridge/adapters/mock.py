@@ -182,10 +182,10 @@ class MockAdapter:
     def _check_window(self, request: ChatRequest) -> None:
         if self.context_window is None:
             return
-        needed = _prompt_tokens(request) + (request.token_limit or 0)
-        if needed > self.context_window:
+        prompt = _prompt_tokens(request)
+        if prompt + (request.token_limit or 0) > self.context_window:
             raise bad_request(
-                f"mock model {self.model}: the prompt ({_prompt_tokens(request)} tokens) and max_tokens "
+                f"mock model {self.model}: the prompt ({prompt} tokens) and max_tokens "
                 f"({request.token_limit}) exceed its context window of {self.context_window} tokens",
                 param="messages",
                 code="context_length_exceeded",

