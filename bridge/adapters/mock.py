@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["CANDIDATE_BLOCK", "FENCED_BLOCK", "MOCK_LABEL", "MockAdapter", "candidate_blocks", "instructed_choice"]
 
 MOCK_LABEL = "offline mock model"
-# Candidates as labelled by a prompt that fences nothing (fusionkit before 0.3, or any client's).
+# Candidates as labelled by a prompt that fences nothing (any client's, or fusionkit's before fences).
 CANDIDATE_BLOCK = re.compile(r'<candidate id="([^"]+)" model="([^"]+)">\s*(.*?)\s*</candidate>', re.S)
 # Candidates fenced with a code: a block ends only at the closing line with the same code.
 FENCED_BLOCK = re.compile(
