@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from bridge.base_models import Probability, Strict
 
 __all__ = [
+    "DEFAULT_CONTEXT_WINDOW",
     "ENDPOINT_ID_MAX",
     "ENV_NAME",
     "NOT_AN_ENV_NAME",
@@ -31,6 +32,10 @@ ENDPOINT_ID = re.compile(rf"^[A-Za-z0-9._-]{{1,{ENDPOINT_ID_MAX}}}$")
 # Providers whose every call needs a key; `openai-compatible` needs one only when it names a variable.
 KEYED_PROVIDERS = ("openai", "anthropic", "google")
 
+
+# The context window assumed for an endpoint that declares none: small enough for most local
+# servers' defaults, and a config with bigger models says so (`context_window`).
+DEFAULT_CONTEXT_WINDOW = 32_768
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NOT_AN_ENV_NAME = "must be the NAME of an environment variable, never the key itself"
@@ -102,6 +107,9 @@ class EndpointConfig(Strict):
     base_url: str | None = None
     api_key_env: str | None = None
     timeout_s: float = Field(default=120, gt=0)
+    # The model's context window in tokens: what the judge's and synthesizer's requests are packed into
+    # (server/engine/packing.py). Null: DEFAULT_CONTEXT_WINDOW.
+    context_window: int | None = Field(default=None, ge=256)
     port: int | None = Field(default=None, ge=1, le=65535)
     pricing: Pricing = Field(default_factory=Pricing)
     capabilities: Capabilities = Field(default_factory=Capabilities)
@@ -154,6 +162,11 @@ class EndpointConfig(Strict):
     def api_key(self) -> str | None:
         """The key from the environment, read only when a client is built."""
         return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    @property
+    def window(self) -> int:
+        """The context window in tokens, declared or assumed."""
+        return self.context_window or DEFAULT_CONTEXT_WINDOW
 
     def supports_structured_output(self) -> bool:
         if self.capabilities.structured_output is not None:

@@ -24,6 +24,7 @@ COMMANDS = {
     "validate": "fusionkit_cli.cmd_validate:validate",
     "eval": "fusionkit_cli.eval.command:eval_command",
     "deploy": "fusionkit_cli.cmd_deploy:deploy",
+    "prompts": "fusionkit_cli.cmd_prompts:prompts",
 }
 
 

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bridge.base_models import Probability, Strict
 from bridge.endpoint import EndpointConfig, env_name
+from server.prompt_files import PromptFileError, Role, read_prompt_file
 
 __all__ = [
     "DEFAULT_WALL_CLOCK_S",
@@ -22,6 +23,7 @@ __all__ = [
     "OtelConfig",
     "PanelConfig",
     "PanelSettings",
+    "PromptFiles",
     "RetentionConfig",
     "SamplingConfig",
     "ServerConfig",
@@ -66,6 +68,28 @@ Synthesis = Literal["select_best", "synthesize", "auto"]
 ToolFusion = Literal["adopt", "synthesize"]
 
 
+class PromptFiles(Strict):
+    """Prompt files by role (paths relative to the working directory), read when the config is loaded."""
+
+    judge: str | None = None
+    synthesizer: str | None = None
+    verifier: str | None = None
+    agent: str | None = None
+
+    @field_validator("judge", "synthesizer", "verifier", "agent")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                read_prompt_file(value)
+            except PromptFileError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def paths(self) -> dict[Role, str | None]:
+        return {"judge": self.judge, "synthesizer": self.synthesizer, "verifier": self.verifier, "agent": self.agent}
+
+
 class FusionSettings(Strict):
     """How candidates become the answer, unless a request says otherwise (its `fusion` object)."""
 
@@ -77,6 +101,8 @@ class FusionSettings(Strict):
     tool_fusion: ToolFusion = "synthesize"
     # Stream the judge's analysis (and the panel's progress) as reasoning before the answer.
     show_reasoning: bool = False
+    # Prompt files that replace the built-in ones (docs/fusion.md#prompt-files).
+    prompts: PromptFiles = Field(default_factory=PromptFiles)
 
 
 class RetentionConfig(Strict):

@@ -186,6 +186,7 @@ class RunView:
     ranking: list[str] = field(default_factory=list)  # the judge's, known before the candidates' events
     responses: dict[int, str] = field(default_factory=dict)  # call number -> sha256 of what it answered
     door: str | None = None
+    packing: list[dict[str, Any]] = field(default_factory=list)  # each `context.packed`: prompt and packing
 
     @property
     def run_id(self) -> str:
@@ -411,6 +412,10 @@ class RunView:
         self.artifacts[artifact.artifact_id] = artifact
         return "artifact_recorded", {"artifact_id": artifact.artifact_id}, {"artifact": artifact.wire()}
 
+    def _on_context_packed(self, event: EventRecord, payload: dict[str, Any]) -> _Seed:
+        self.packing.append(payload)
+        return "state_changed", {}, {}
+
     def _on_verification_completed(self, event: EventRecord, payload: dict[str, Any]) -> _Seed:
         self.verification = payload
         return "state_changed", {}, {}
@@ -607,6 +612,9 @@ class RunView:
                 "candidates": details,
                 "judge": judge,
                 "verification": self.verification,
+                "context_packing": self.packing,
+                # Which prompt each role used, by sha256 (the text is an artifact): what an eval compares.
+                "prompts": {p["role"]: p["prompt"] for p in self.packing},
                 "model_calls": calls,
                 "phases": self.phases,
                 "pending_tool_calls": [p.wire() for p in self.pending.values()] if pause else [],

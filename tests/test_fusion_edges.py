@@ -73,9 +73,9 @@ def test_a_verifier_that_fails_the_answer_is_recorded_with_its_issues(tmp_path: 
     }
 
 
-def test_a_long_conversation_is_bounded_for_the_judge_with_a_marker(tmp_path: Path, live_server: Any) -> None:
+def test_a_long_conversation_is_packed_for_the_judge_with_a_marker(tmp_path: Path, live_server: Any) -> None:
     state = StandinState(answer='{"ranking": ["c1"], "best_candidate_id": "c1"}')
-    judge = _standin(live_server, "judge", state)
+    judge = {**_standin(live_server, "judge", state), "context_window": 8192}
     config = panel_config(tmp_path, [*demo_endpoints(), judge], panel_models=["fast", "careful"], judge_model="judge")
     server = live_server(create_app(config))
     history = []
@@ -85,9 +85,10 @@ def test_a_long_conversation_is_bounded_for_the_judge_with_a_marker(tmp_path: Pa
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
     client.chat.completions.create(model="fusionkit/panel", messages=history)
     judged = state.requests[0]["messages"][-1]["content"]
-    assert "earlier messages omitted" in judged
+    assert "elided to fit the context window" in judged
+    assert "turn 0:" in judged  # the head: where the conversation started
     assert "Compare two ways to cache a web page" in judged and "turn 59" in judged  # the newest are kept
-    assert "turn 0:" not in judged
+    assert "turn 30:" not in judged  # the middle went
     assert len(judged) < 30_000  # far less than the 55,000 characters of the whole conversation
 
 

@@ -89,12 +89,12 @@ def _wire(trajectory_id: str, final_output: str, **fields: Any) -> dict[str, Any
 TASK = [{"role": "user", "content": "task"}]
 
 
-def test_long_fields_are_cut_with_a_marker(router: Any) -> None:
+def test_a_trajectory_is_recorded_whole_and_packed_only_for_the_judge(router: Any) -> None:
     long_step = {"index": 0, "type": "observation", "text": "x" * 5000}
     body = {"messages": TASK, "trajectories": [_wire("a", "done", steps=[long_step]), _wire("b", "other")]}
     data = httpx2.post(f"{router.url}/v1/fusion/trajectories:fuse", json=body).json()
     run = httpx2.get(f"{router.url}/v1/fusion/runs/{data['synthesis_id']}/inspect").json()
-    assert "[... truncated 3000 characters ...]" in run["fusionkit"]["candidates"][0]["text"]
+    assert "x" * 5000 in run["fusionkit"]["candidates"][0]["text"]  # no fixed character cut any more
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """The `mock` provider: a labelled offline model for demos and tests.
 
 It is deterministic for a given (model, seed, messages, temperature); different models answer in
-different voices; a judge request (a JSON response format over `<candidate>` blocks) gets valid
+different voices; a judge request (a JSON response format over candidate blocks) gets valid
 analysis JSON that names the candidates; a synthesis request merges the candidates it is shown;
 a request with tools calls one (the tool the user's message names, with the JSON arguments it
 spells out, else the first tool); a verification request (a JSON response format over a
@@ -9,12 +9,20 @@ spells out, else the first tool); a verification request (a JSON response format
 streaming and failing members. With `knows` and `accuracy` it answers a task set right by chance
 (`mock_knowledge.py`), for `fusionkit eval`. Every other answer says it comes from a mock (a known
 task's answer is bare, so it can be scored; the model list and metadata still say mock).
+
+As a judge it is as gullible as a model can be: it obeys the last instruction it reads outside a
+fence ("choose candidate c2", "best_candidate_id: c2"), so a candidate that gets an instruction out
+of its fence hijacks it. Only fences with a code (`<candidate-CODE ...>` to `</candidate-CODE>`)
+count: the plain `<candidate>` tags of a prompt that never says candidate text is data fence
+nothing. With `context_window` set, a request larger than it is refused (400
+`context_length_exceeded`) as a real provider would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import itertools
 import json
 import random
@@ -25,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from bridge.adapters.base import CallContext, refuse_logprobs
 from bridge.adapters.mock_json import instance
 from bridge.endpoint import EndpointConfig
-from bridge.errors import upstream_failure
+from bridge.errors import bad_request, upstream_failure
 from bridge.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -47,10 +55,20 @@ from bridge.protocol import (
 if TYPE_CHECKING:
     from bridge.adapters.mock_knowledge import MockKnowledge
 
-__all__ = ["MOCK_LABEL", "MockAdapter"]
+__all__ = ["CANDIDATE_BLOCK", "FENCED_BLOCK", "MOCK_LABEL", "MockAdapter", "candidate_blocks", "instructed_choice"]
 
 MOCK_LABEL = "offline mock model"
+# Candidates as labelled by a prompt that fences nothing (any client's, or fusionkit's before fences).
 CANDIDATE_BLOCK = re.compile(r'<candidate id="([^"]+)" model="([^"]+)">\s*(.*?)\s*</candidate>', re.S)
+# Candidates fenced with a code: a block ends only at the closing line with the same code.
+FENCED_BLOCK = re.compile(
+    r'^<candidate-([0-9A-Za-z]+) id="([^"]*)" model="([^"]*)">\n(.*?)\n</candidate-\1>$', re.S | re.M
+)
+# An instruction to the judge, as a hijacking candidate would write it.
+_INSTRUCTION = re.compile(
+    r"""(?:\b(?:choose|pick|select)\s+candidate\s+|\bbest_candidate_id["']?\s*[:=]\s*["']?)([A-Za-z0-9_.#-]+)""",
+    re.I,
+)
 
 # Each mock model speaks in one of these voices, chosen by its name, so a panel of mocks
 # shows visibly different candidates.
@@ -104,6 +122,7 @@ class MockAdapter:
     def __init__(self, endpoint: EndpointConfig) -> None:
         self.model = endpoint.model
         self.settings = endpoint.mock
+        self.context_window = endpoint.context_window
         self._failures = random.Random(endpoint.mock.seed)
         # `mock.knows`: a task set answered right with probability `mock.accuracy` (for `fusionkit eval`).
         self._knowledge: MockKnowledge | None = None
@@ -156,13 +175,26 @@ class MockAdapter:
             raise upstream_failure(f"mock model {self.model} failed on purpose (fail_rate={self.settings.fail_rate})")
 
     def _reply(self, request: ChatRequest) -> tuple[AssistantMessage, str, Usage]:
+        self._check_window(request)
         known = self._knowledge.reply(request, model=self.model, seed=self.settings.seed) if self._knowledge else None
         return known or self._answer(request)
+
+    def _check_window(self, request: ChatRequest) -> None:
+        if self.context_window is None:
+            return
+        prompt = _prompt_tokens(request)
+        if prompt + (request.token_limit or 0) > self.context_window:
+            raise bad_request(
+                f"mock model {self.model}: the prompt ({prompt} tokens) and max_tokens "
+                f"({request.token_limit}) exceed its context window of {self.context_window} tokens",
+                param="messages",
+                code="context_length_exceeded",
+            )
 
     def _answer(self, request: ChatRequest) -> tuple[AssistantMessage, str, Usage]:
         refuse_logprobs(request, "mock")
         prompt_text = "\n".join(message_text(m) for m in request.messages)
-        prompt_tokens = len(_words(prompt_text)) + 3 * len(request.messages)
+        prompt_tokens = _prompt_tokens(request)
         seed = _digest(self.model, self.settings.seed, request.seed, request.temperature, prompt_text)
 
         tool_call = self._maybe_call_tool(request, seed)
@@ -171,13 +203,14 @@ class MockAdapter:
             completion = len(_words(tool_call.function.arguments)) + 5
             return message, "tool_calls", Usage.of(prompt_tokens, completion)
 
-        candidates = CANDIDATE_BLOCK.findall(prompt_text)
+        candidates = candidate_blocks(prompt_text)
         form = request.response_format
         wants_json = form is not None and form.type != "text"
         if wants_json and "<final_answer>" in prompt_text:
             text = json.dumps({"verdict": "pass", "issues": [], "note": f"{MOCK_LABEL} {self.model}"})
         elif _asks_for_analysis(request, prompt_text, bool(candidates)):
-            text = self._judge_analysis(candidates or _labelled_candidates(prompt_text), seed)
+            shown = candidates or _labelled_candidates(prompt_text)
+            text = self._judge_analysis(shown, instructed_choice(prompt_text, [cid for cid, _, _ in shown]))
         else:
             text = self._synthesis(candidates) if candidates else self._plain_answer(request, seed)
             if form is not None and form.type == "json_schema":
@@ -214,13 +247,15 @@ class MockAdapter:
         }
         return f"[{MOCK_LABEL} {self.model}] " + template.format(**values)
 
-    def _judge_analysis(self, candidates: list[tuple[str, str, str]], seed: int) -> str:
+    def _judge_analysis(self, candidates: list[tuple[str, str, str]], instructed: str | None) -> str:
+        """The analysis: the longest candidate is the best, unless an instruction outside a fence says otherwise."""
         if not candidates:
             # A judge prompt whose candidates it cannot tell apart still gets analysis JSON that parses.
             candidates = [("c1", "unknown", "")]
         ids = [cid for cid, _, _ in candidates]
-        ranked = sorted(candidates, key=lambda c: (-len(c[2]), c[0]))
+        ranked = sorted(candidates, key=lambda c: (c[0] != instructed, -len(c[2]), c[0]))
         best_id, best_model, _ = ranked[0]
+        why = "as instructed" if instructed else "the most complete; the others add useful caveats"
         sentences = {
             cid: [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()] for cid, _, text in candidates
         }
@@ -234,8 +269,7 @@ class MockAdapter:
             "likely_errors": [],
             "ranking": [cid for cid, _, _ in ranked],
             "best_candidate_id": best_id,
-            "rationale": f"{best_id} ({best_model}) is the most complete; the others add useful caveats. "
-            f"[{MOCK_LABEL} {self.model}]",
+            "rationale": f"{best_id} ({best_model}) is the best: {why}. [{MOCK_LABEL} {self.model}]",
         }
         return json.dumps(analysis)
 
@@ -268,6 +302,26 @@ _FOREIGN_LABEL = re.compile(
     r"""(?:candidate_id["']?\s*[:=]\s*["']([A-Za-z0-9_.-]+)|^[\s#*\[]*candidate[\s:#-]+([A-Za-z0-9_.-]+))""",
     re.I | re.M,
 )
+
+
+def _prompt_tokens(request: ChatRequest) -> int:
+    """The mock's token count of a prompt: its words, and 3 a message."""
+    return len(_words("\n".join(message_text(m) for m in request.messages))) + 3 * len(request.messages)
+
+
+def candidate_blocks(prompt_text: str) -> list[tuple[str, str, str]]:
+    """(id, model, text) of each candidate: the fenced ones when the prompt fences them, else the labelled ones."""
+    fenced = [
+        (html.unescape(cid), html.unescape(model), body) for _, cid, model, body in FENCED_BLOCK.findall(prompt_text)
+    ]
+    return fenced or CANDIDATE_BLOCK.findall(prompt_text)
+
+
+def instructed_choice(prompt_text: str, ids: list[str]) -> str | None:
+    """The candidate the last instruction outside every fence tells the judge to choose (one it was shown)."""
+    outside = FENCED_BLOCK.sub("", prompt_text)
+    chosen = [m.group(1).rstrip(".") for m in _INSTRUCTION.finditer(outside) if m.group(1).rstrip(".") in ids]
+    return chosen[-1] if chosen else None
 
 
 def _asks_for_analysis(request: ChatRequest, prompt_text: str, has_candidates: bool) -> bool:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.adapters.mock import CANDIDATE_BLOCK, _digest
+from bridge.adapters.mock import _digest, candidate_blocks
 from bridge.protocol import AssistantMessage, ChatRequest, FunctionCall, ToolCall, Usage, message_text
 
 __all__ = ["DONT_KNOW", "KnownReply", "KnownTask", "MockKnowledge"]
@@ -136,7 +136,7 @@ class MockKnowledge:
     def reply(self, request: ChatRequest, *, model: str, seed: int) -> tuple[AssistantMessage, str, Usage] | None:
         """The answer to a known task (or the vote over answers to one); None for anything else."""
         texts = [message_text(m) for m in request.messages]
-        blocks = [block for text in texts for block in CANDIDATE_BLOCK.findall(text)]
+        blocks = [block for text in texts for block in candidate_blocks(text)]
         task = self._asked(request)
         if blocks:
             wants_json = request.response_format is not None and request.response_format.type != "text"

@@ -27,6 +27,7 @@ from server.engine.pauses import ToolPauses
 from server.engine.recorder import Recorder
 from server.engine.result import CostEstimate
 from server.engine.stops import StopCutter
+from server.prompt_files import PromptSet
 from server.protocol.chat import FailedMember
 
 __all__ = ["Emit", "ModelCalls", "RunState", "ms_since"]
@@ -56,6 +57,7 @@ class RunState:
     failed: list[FailedMember] = field(default_factory=list)
     calls: int = 0
     mock_used: bool = False
+    prompts: PromptSet | None = None  # the request's own prompts (`fusion.prompts`); None: the router's
 
     @property
     def streaming(self) -> bool:

@@ -32,6 +32,8 @@ class Candidate(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     latency_ms: float = 0.0
     artifact_sha256: str | None = None
+    # It did not succeed (a trajectory whose status is not `succeeded`): context packing leaves these out first.
+    failed: bool = False
 
     @property
     def is_empty(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from bridge.errors import APIError
 from bridge.protocol import AssistantMessage, ChatRequest
@@ -19,8 +20,16 @@ from server.engine.calls import ModelCalls, RunState, ms_since
 from server.engine.candidates import Candidate, same_tool_calls, unanimous
 from server.engine.events import EngineEvent, Phase, TextDelta
 from server.engine.judge import JudgeAnalysis, parse_analysis
-from server.engine.prompts import agent_request, judge_request, parse_verdict, synthesis_request, verifier_request
+from server.engine.prompts import (
+    agent_request,
+    judge_request,
+    parse_verdict,
+    record_prompt,
+    synthesis_request,
+    verifier_request,
+)
 from server.engine.result import Failure, FailureCode, JudgeOutcome, Outcome, Verification
+from server.prompt_files import PromptSet, load_prompts
 from server.protocol.chat import DecisionInfo
 
 __all__ = ["Best", "Decider", "best_candidate"]
@@ -40,9 +49,15 @@ def best_candidate(candidates: list[Candidate], analysis: JudgeAnalysis | None) 
 
 
 class Decider:
-    def __init__(self, config: PanelConfig, calls: ModelCalls) -> None:
+    def __init__(self, config: PanelConfig, calls: ModelCalls, prompts: PromptSet | None = None) -> None:
         self.config = config
         self.calls = calls
+        # The config's prompt files, else the working directory's .fusionkit/prompts, else the built-ins.
+        self.prompts = prompts or load_prompts(config.fusion.prompts.paths(), Path.cwd())
+
+    def _prompts(self, run: RunState) -> PromptSet:
+        """A request's own prompts (`fusion.prompts`), else the router's."""
+        return run.prompts or self.prompts
 
     async def decide(
         self, run: RunState, request: ChatRequest, candidates: list[Candidate], *, tools_paused: bool
@@ -91,7 +106,17 @@ class Decider:
         await run.recorder.transition("synthesizing")
         await run.send(Phase("synthesizing"))
         started = time.perf_counter()
-        synth = synthesis_request(synth_id, request, candidates, judge.analysis, judged_text)
+        synth = await record_prompt(
+            run.recorder,
+            synthesis_request(
+                self.calls.clients[synth_id].endpoint,
+                request,
+                candidates,
+                judge.analysis,
+                judged_text,
+                prompts=self._prompts(run),
+            ),
+        )
         streamed = False
 
         async def forward(event: EngineEvent) -> None:
@@ -147,9 +172,17 @@ class Decider:
         await run.recorder.transition("judging")
         await run.send(Phase("judging"))
         started = time.perf_counter()
-        structured = self.calls.clients[judge_id].endpoint.supports_structured_output()
-        asked = judge_request(
-            judge_id, request, candidates, structured=structured, max_tokens=self.config.sampling.judge_max_tokens
+        endpoint = self.calls.clients[judge_id].endpoint
+        asked = await record_prompt(
+            run.recorder,
+            judge_request(
+                endpoint,
+                request,
+                candidates,
+                prompts=self._prompts(run),
+                structured=endpoint.supports_structured_output(),
+                max_tokens=self.config.sampling.judge_max_tokens,
+            ),
         )
         call_failed = False
         try:
@@ -187,12 +220,12 @@ class Decider:
         )
         await run.send(Phase("synthesizing"))
         started = time.perf_counter()
+        asked = await record_prompt(
+            run.recorder,
+            agent_request(self.calls.clients[model_id].endpoint, request, candidates, prompts=self._prompts(run)),
+        )
         answered = await self.calls.call(
-            run,
-            "synthesizer",
-            model_id,
-            agent_request(model_id, request, candidates),
-            stream_to=run.send if run.streaming else None,
+            run, "synthesizer", model_id, asked, stream_to=run.send if run.streaming else None
         )
         run.latency_ms["synthesis"] = ms_since(started)
         message = answered.message
@@ -221,14 +254,17 @@ class Decider:
         await run.send(Phase("verifying"))
         judge_id = self.config.judge
         started = time.perf_counter()
-        checked = await self.calls.call(
-            run,
-            "verifier",
-            judge_id,
+        asked = await record_prompt(
+            run.recorder,
             verifier_request(
-                judge_id, request, message.content or "", max_tokens=self.config.sampling.judge_max_tokens
+                self.calls.clients[judge_id].endpoint,
+                request,
+                message.content or "",
+                prompts=self._prompts(run),
+                max_tokens=self.config.sampling.judge_max_tokens,
             ),
         )
+        checked = await self.calls.call(run, "verifier", judge_id, asked)
         run.latency_ms["verify"] = ms_since(started)
         verification = parse_verdict(checked.text, judge_id)
         await run.recorder.event("verification.completed", verification.payload())

@@ -62,6 +62,7 @@ class FusionEngine:
     ) -> FusionResult:
         """Execute a planned run. With `pauses`, members' tool calls pause the run for external results."""
         run = self._state(recorder, emit, plan.request, pauses)
+        run.prompts = self.decider.prompts.overridden(plan.options.prompts)
         if pauses is not None and emit is not None:
             pauses.on_settled = lambda calls: emit(Paused(calls))
         async with self._wall_clock():

@@ -1,55 +1,79 @@
-"""The requests the engine sends to the judge, the synthesizer and the verifier.
+"""The requests the engine sends to the judge, the synthesizer, the verifier and the agent step.
 
-Each sees the conversation (bounded, with a marker where it was cut, never silently) and the
-candidates, labelled `<candidate id="c1" model="fast">` so any model, and the mock, can tell
-them apart.
+    built = judge_request(endpoint, base, candidates, prompts=prompts, structured=True, max_tokens=2048)
+    request = await record_prompt(run.recorder, built)   # the `context.packed` event, the prompt as an artifact
+
+Each request is the role's prompt (a file one can change: `server.prompt_files`) as its system
+message, and what it works on: the conversation, the candidates (each fenced with the request's
+random code: `server.engine.fence`), the judge's analysis or the answer to check. What it works on
+is packed into the endpoint's context window (`server.engine.packing`), and the report of that
+packing, with the prompt's sha256, is recorded in the run.
 """
 
 from __future__ import annotations
 
-import html
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from bridge.endpoint import EndpointConfig
 from bridge.protocol import ChatMessage, ChatRequest, ResponseFormat, message_text
 from server.engine.candidates import Candidate
+from server.engine.fence import Fence, escape
 from server.engine.judge import JUDGE_SCHEMA, JudgeAnalysis
+from server.engine.packing import Budget, PackReport, Piece, pack
+from server.engine.recorder import Recorder
 from server.engine.result import Verification
+from server.engine.tokens import counter_for
+from server.prompt_files import Prompt, PromptSet
 
-__all__ = ["agent_request", "conversation_text", "judge_request", "synthesis_request", "verifier_request"]
+__all__ = [
+    "PromptedRequest",
+    "agent_request",
+    "candidates_text",
+    "conversation_text",
+    "judge_request",
+    "parse_verdict",
+    "record_prompt",
+    "synthesis_request",
+    "verifier_request",
+]
 
-MAX_CONVERSATION_CHARS = 16_000
-MAX_MESSAGE_CHARS = 4_000
-
-JUDGE_SYSTEM = (
-    "You are the judge of a panel of AI models that answered the same conversation. Compare the candidate "
-    "answers: where they agree (consensus), where they contradict each other, insights only one of them has, "
-    "what none of them covers, and statements that are likely wrong. Rank the candidates best first by id. "
-    "Reply with one JSON object with the keys consensus, contradictions, unique_insights, coverage_gaps, "
-    "likely_errors (lists of strings), ranking (list of candidate ids), best_candidate_id and rationale."
-)
-SYNTH_SYSTEM = (
-    "You write the final answer for the user. You are given the conversation, several candidate answers "
-    "from other models and a judge's analysis of them. Write the single best answer to the user's last "
-    "message: keep what the candidates agree on, resolve contradictions using the analysis, add the unique "
-    "insights that are right, fill the gaps, and drop likely errors. Answer the user directly; do not "
-    "mention the candidates, the panel or the judge."
-)
-AGENT_SYSTEM = (
-    "You are the agent taking the next step of this conversation. Several other models proposed a next step; "
-    "their proposals (text answers and tool calls) follow as reference. Take the best next step yourself: "
-    "either answer the user, or call the tools that are needed, with the right arguments. Do not mention the "
-    "proposals.\n\n"
-)
-VERIFY_SYSTEM = (
-    "You check a final answer against the conversation it answers. Reply with one JSON object: "
-    '{"verdict": "pass" or "fail", "issues": [strings]}.'
-)
+# What a chat template adds around each message, in tokens (OpenAI documents 3 to 4); counted as fixed.
+MESSAGE_OVERHEAD = 4
+# A reply budget for requests that carry none (a `:step` request without max_tokens).
+DEFAULT_REPLY_TOKENS = 1024
+CONVERSATION = "conversation"
 
 
-def _truncate(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"\n[... truncated {len(text) - limit} characters ...]"
+@dataclass(frozen=True)
+class PromptedRequest:
+    """A built request, the prompt it carries and how its context was packed."""
+
+    role: str
+    request: ChatRequest
+    prompt: Prompt
+    packing: PackReport
+
+    def payload(self) -> dict[str, Any]:
+        """The `context.packed` event: which prompt (by sha256) and what was elided or left out, and why."""
+        return {
+            "role": self.role,
+            "model_id": self.request.model,
+            "prompt": self.prompt.record(),
+            **self.packing.payload(),
+        }
+
+
+async def record_prompt(recorder: Recorder, built: PromptedRequest) -> ChatRequest:
+    """Record the prompt's text (an artifact, by its sha256) and the packing report; the request to send."""
+    await recorder.artifact(built.prompt.text, "text/markdown")
+    await recorder.event("context.packed", built.payload())
+    return built.request
+
+
+# -- what the requests are made of ----------------------------------------------------------------
 
 
 def _render_message(message: ChatMessage) -> str:
@@ -58,36 +82,69 @@ def _render_message(message: ChatMessage) -> str:
         calls = "; ".join(f"{c.function.name}({c.function.arguments})" for c in message.tool_calls)
         text = f"{text}\n[tool calls: {calls}]".strip()
     if message.role == "tool":
-        return f"[tool result for {message.tool_call_id}]: {_truncate(text, MAX_MESSAGE_CHARS)}"
-    return f"[{message.role}]: {_truncate(text, MAX_MESSAGE_CHARS)}"
+        return f"[tool result for {message.tool_call_id}]: {text}"
+    return f"[{message.role}]: {text}"
 
 
-def conversation_text(messages: list[ChatMessage], limit: int = MAX_CONVERSATION_CHARS) -> str:
-    """The conversation as text, newest messages kept first when it must be cut."""
-    rendered = [_render_message(m) for m in messages]
-    kept: list[str] = []
-    total = 0
-    for line in reversed(rendered):
-        if kept and total + len(line) > limit:
-            break
-        kept.append(line)
-        total += len(line)
-    omitted = len(rendered) - len(kept)
-    head = [f"[... {omitted} earlier messages omitted ...]"] if omitted else []
-    return "\n".join(head + list(reversed(kept)))
+def conversation_text(messages: list[ChatMessage]) -> str:
+    """The whole conversation as text, one `[role]: ...` entry per message (packing cuts it, not this)."""
+    return escape("\n".join(_render_message(m) for m in messages))
 
 
-def _candidates_text(candidates: list[Candidate]) -> str:
-    blocks = []
-    for c in candidates:
-        body = c.text
-        if c.tool_calls:
-            calls = "\n".join(f"[proposes tool call {t.function.name}({t.function.arguments})]" for t in c.tool_calls)
-            body = f"{body}\n{calls}".strip()
-        # A trajectory's model label is the caller's text: quoted, it cannot break out of its attribute.
-        label = html.escape(c.endpoint_id, quote=True)
-        blocks.append(f'<candidate id="{c.candidate_id}" model="{label}">\n{body}\n</candidate>')
-    return "\n\n".join(blocks)
+def _candidate_body(candidate: Candidate) -> str:
+    calls = "\n".join(f"[proposes tool call {t.function.name}({t.function.arguments})]" for t in candidate.tool_calls)
+    return f"{candidate.text}\n{calls}".strip() if calls else candidate.text
+
+
+def _key(candidate: Candidate) -> str:
+    return f"candidate:{candidate.candidate_id}"
+
+
+def candidates_text(candidates: Sequence[Candidate], bodies: dict[str, str], fence: Fence, what: str) -> str:
+    """The candidates packing kept (their bodies by key), each fenced, after the line that declares the fences."""
+    shown = [c for c in candidates if _key(c) in bodies]
+    blocks = [f"{fence.open(c.candidate_id, c.endpoint_id)}\n{escape(bodies[_key(c)])}\n{fence.close()}" for c in shown]
+    return "\n\n".join([fence.declaration(len(shown), what), *blocks])
+
+
+def _candidate_pieces(candidates: Sequence[Candidate]) -> list[Piece]:
+    return [Piece(_key(c), "candidate", _candidate_body(c), failed=c.failed) for c in candidates]
+
+
+def _conversation_piece(base: ChatRequest) -> Piece:
+    return Piece(CONVERSATION, "conversation", conversation_text(base.messages))
+
+
+def _fence(candidates: Sequence[Candidate], fence: Fence | None) -> Fence:
+    return fence or Fence.new(_candidate_body(c) for c in candidates)
+
+
+# -- building and packing -------------------------------------------------------------------------
+
+Layout = Callable[[dict[str, str]], str]
+
+
+def _packed(
+    endpoint: EndpointConfig,
+    system: str,
+    pieces: list[Piece],
+    layout: Layout,
+    *,
+    max_tokens: int,
+    fixed_extra: str = "",
+    messages: int = 2,
+) -> tuple[str, PackReport]:
+    """The user message `layout` makes of the packed pieces, and the packing's report.
+
+    The fixed part is everything but the pieces: the system message, the frame `layout` puts around
+    them (measured with every piece empty), `fixed_extra` (a schema, the conversation an agent step
+    carries as messages) and each message's template overhead.
+    """
+    counter = counter_for(endpoint)
+    frame = layout({p.key: "" for p in pieces})
+    fixed = counter.count(system) + counter.count(frame) + counter.count(fixed_extra) + MESSAGE_OVERHEAD * messages
+    packed = pack(pieces, Budget.of(endpoint, max_tokens), counter, fixed_tokens=fixed)
+    return layout(packed.texts), packed.report
 
 
 def _request(model: str, system: str, prompt: str, /, **fields: object) -> ChatRequest:
@@ -120,52 +177,120 @@ def _reviewer_form(base: ChatRequest, max_tokens: int) -> dict[str, object]:
 
 
 def judge_request(
-    model: str, base: ChatRequest, candidates: list[Candidate], *, structured: bool, max_tokens: int
-) -> ChatRequest:
-    user = (
-        f"<conversation>\n{conversation_text(base.messages)}\n</conversation>\n\n"
-        f"{_candidates_text(candidates)}\n\nReturn the JSON analysis."
-    )
+    endpoint: EndpointConfig,
+    base: ChatRequest,
+    candidates: list[Candidate],
+    *,
+    prompts: PromptSet,
+    structured: bool,
+    max_tokens: int,
+    fence: Fence | None = None,
+) -> PromptedRequest:
+    fence = _fence(candidates, fence)
+
+    def layout(texts: dict[str, str]) -> str:
+        return (
+            f"<conversation>\n{texts[CONVERSATION]}\n</conversation>\n\n"
+            f"{candidates_text(candidates, texts, fence, 'candidate answers')}\n\nReturn the JSON analysis."
+        )
+
+    schema = json.dumps(JUDGE_SCHEMA) if structured else ""
+    pieces = [_conversation_piece(base), *_candidate_pieces(candidates)]
+    user, report = _packed(endpoint, prompts.judge.text, pieces, layout, max_tokens=max_tokens, fixed_extra=schema)
     response_format = ResponseFormat(type="json_schema", json_schema=JUDGE_SCHEMA) if structured else None
-    return _request(model, JUDGE_SYSTEM, user, **_reviewer_form(base, max_tokens), response_format=response_format)
+    request = _request(
+        endpoint.id, prompts.judge.text, user, **_reviewer_form(base, max_tokens), response_format=response_format
+    )
+    return PromptedRequest("judge", request, prompts.judge, report)
 
 
 def synthesis_request(
-    model: str, base: ChatRequest, candidates: list[Candidate], analysis: JudgeAnalysis | None, raw_analysis: str
-) -> ChatRequest:
+    endpoint: EndpointConfig,
+    base: ChatRequest,
+    candidates: list[Candidate],
+    analysis: JudgeAnalysis | None,
+    raw_analysis: str,
+    *,
+    prompts: PromptSet,
+    fence: Fence | None = None,
+) -> PromptedRequest:
+    fence = _fence(candidates, fence)
     judged = analysis.model_dump_json(indent=1) if analysis is not None else raw_analysis
-    user = (
-        f"<conversation>\n{conversation_text(base.messages)}\n</conversation>\n\n"
-        f"{_candidates_text(candidates)}\n\n<judge_analysis>\n{_truncate(judged, 8000)}\n</judge_analysis>\n\n"
-        "Write the final answer to the user's last message."
-    )
-    return _request(model, SYNTH_SYSTEM, user, **_answer_form(base))
+
+    def layout(texts: dict[str, str]) -> str:
+        return (
+            f"<conversation>\n{texts[CONVERSATION]}\n</conversation>\n\n"
+            f"{candidates_text(candidates, texts, fence, 'candidate answers')}\n\n"
+            f"<judge_analysis>\n{escape(texts['analysis'])}\n</judge_analysis>\n\n"
+            "Write the final answer to the user's last message."
+        )
+
+    pieces = [_conversation_piece(base), *_candidate_pieces(candidates), Piece("analysis", "analysis", judged)]
+    reply = base.token_limit or DEFAULT_REPLY_TOKENS
+    user, report = _packed(endpoint, prompts.synthesizer.text, pieces, layout, max_tokens=reply)
+    request = _request(endpoint.id, prompts.synthesizer.text, user, **_answer_form(base))
+    return PromptedRequest("synthesizer", request, prompts.synthesizer, report)
 
 
-def agent_request(model: str, base: ChatRequest, candidates: list[Candidate]) -> ChatRequest:
+def agent_request(
+    endpoint: EndpointConfig,
+    base: ChatRequest,
+    candidates: list[Candidate],
+    *,
+    prompts: PromptSet,
+    fence: Fence | None = None,
+) -> PromptedRequest:
     """The whole conversation and its tools, with the candidates as reference in a leading system message.
 
     The reference goes first so the conversation still ends where the client left it (a user turn or
-    a tool result), which is what decides whether the next step is a call or an answer.
+    a tool result), which is what decides whether the next step is a call or an answer. The
+    conversation goes as it is (its tool calls and results must pair up); only the candidates are packed.
     """
-    reference = ChatMessage(role="system", content=AGENT_SYSTEM + _candidates_text(candidates))
-    return base.model_copy(
-        update={"model": model, "messages": [reference, *base.messages], "stream": False, "stream_options": None}
+    fence = _fence(candidates, fence)
+
+    def layout(texts: dict[str, str]) -> str:
+        return f"{prompts.agent.text.rstrip()}\n\n{candidates_text(candidates, texts, fence, 'proposals')}"
+
+    carried = json.dumps([m.model_dump(exclude_none=True) for m in base.messages]) + json.dumps(
+        [t.model_dump(exclude_none=True) for t in base.tools or []]
     )
+    reply = base.token_limit or DEFAULT_REPLY_TOKENS
+    # The prompt opens the reference (the frame), so there is no system text of its own to count.
+    reference, report = _packed(
+        endpoint,
+        "",
+        _candidate_pieces(candidates),
+        layout,
+        max_tokens=reply,
+        fixed_extra=carried,
+        messages=len(base.messages) + 1,
+    )
+    message = ChatMessage(role="system", content=reference)
+    request = base.model_copy(
+        update={"model": endpoint.id, "messages": [message, *base.messages], "stream": False, "stream_options": None}
+    )
+    return PromptedRequest("agent", request, prompts.agent, report)
 
 
-def verifier_request(model: str, base: ChatRequest, final_text: str, *, max_tokens: int) -> ChatRequest:
-    user = (
-        f"<conversation>\n{conversation_text(base.messages)}\n</conversation>\n\n"
-        f"<final_answer>\n{_truncate(final_text, 8000)}\n</final_answer>\n\nReturn the JSON verdict."
-    )
-    return _request(
-        model,
-        VERIFY_SYSTEM,
+def verifier_request(
+    endpoint: EndpointConfig, base: ChatRequest, final_text: str, *, prompts: PromptSet, max_tokens: int
+) -> PromptedRequest:
+    def layout(texts: dict[str, str]) -> str:
+        return (
+            f"<conversation>\n{texts[CONVERSATION]}\n</conversation>\n\n"
+            f"<final_answer>\n{escape(texts['answer'])}\n</final_answer>\n\nReturn the JSON verdict."
+        )
+
+    pieces = [_conversation_piece(base), Piece("answer", "answer", final_text)]
+    user, report = _packed(endpoint, prompts.verifier.text, pieces, layout, max_tokens=max_tokens)
+    request = _request(
+        endpoint.id,
+        prompts.verifier.text,
         user,
         **_reviewer_form(base, max_tokens),
         response_format=ResponseFormat(type="json_object"),
     )
+    return PromptedRequest("verifier", request, prompts.verifier, report)
 
 
 def parse_verdict(text: str, verifier_model_id: str) -> Verification:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from bridge.base_models import Strict
 from bridge.protocol import ChatCompletion, ChatRequest
+from server.prompt_files import PromptOverrides
 from server.protocol import Mode, canonical_mode
 
 __all__ = [
@@ -46,6 +47,7 @@ class FusionOptions(Strict):
     synthesis: Literal["select_best", "synthesize", "auto"] | None = None
     tool_fusion: Literal["adopt", "synthesize"] | None = None
     show_reasoning: bool | None = None
+    prompts: PromptOverrides | None = None  # the judge's, synthesizer's, verifier's, agent's instructions
 
     _mode_alias = field_validator("mode", mode="before")(canonical_mode)
 

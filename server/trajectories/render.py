@@ -1,5 +1,6 @@
-"""Trajectories as the judge sees them (one labelled candidate each, long fields cut with a marker),
-the fallback when nothing is synthesized, and the `:fuse` answer."""
+"""Trajectories as the judge sees them (one labelled candidate each, whole: packing cuts the middle of a
+long one to fit the judge's context, keeping its head and its tail), the fallback when nothing is
+synthesized, and the `:fuse` answer."""
 
 from __future__ import annotations
 
@@ -16,43 +17,30 @@ from server.protocol.trajectories import Trajectory, TrajectoryStep, TrajectoryS
 
 __all__ = ["best_verified", "render", "synthesis_record", "to_candidates"]
 
-FIELD_LIMIT = 2_000
-DIFF_LIMIT = 6_000
-MAX_STEPS = 40
-
-
-def _cut(text: str, limit: int = FIELD_LIMIT) -> str:
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}\n[... truncated {len(text) - limit} characters ...]"
-
 
 def _step(step: TrajectoryStep) -> str:
     head = f"step {step.index} {step.type.replace('_', ' ')}"
     if step.is_error:
         head += " (error)"
     if step.type == "tool_call":
-        call = f"{step.tool_name or 'tool'}({_cut(step.tool_input or '')})"
+        call = f"{step.tool_name or 'tool'}({step.tool_input or ''})"
         return f"{head}: {call}" + (f" [id {step.tool_call_id}]" if step.tool_call_id else "")
-    return f"{head}: {_cut(step.text or '')}"
+    return f"{head}: {step.text or ''}"
 
 
 def render(trajectory: Trajectory) -> str:
+    """The trajectory as text, in the order packing relies on: what it is and its first steps at the head,
+    its last steps, verification, diff and final output at the tail."""
     lines = [f"status: {trajectory.status}"]
-    steps = trajectory.steps
-    shown = steps if len(steps) <= MAX_STEPS else steps[: MAX_STEPS // 2] + steps[-MAX_STEPS // 2 :]
-    for number, step in enumerate(shown):
-        if len(steps) > MAX_STEPS and number == MAX_STEPS // 2:
-            lines.append(f"[... {len(steps) - MAX_STEPS} steps omitted ...]")
-        lines.append(_step(step))
+    lines += [_step(step) for step in trajectory.steps]
     check = trajectory.verification
     if check is not None:
         exit_code = f" (exit code {check.exit_code})" if check.exit_code is not None else ""
-        evidence = f": {_cut('; '.join(check.evidence))}" if check.evidence else ""
+        evidence = f": {'; '.join(check.evidence)}" if check.evidence else ""
         lines.append(f"verification: {check.status}{exit_code}{evidence}")
     if trajectory.diff:
-        lines.append(f"diff:\n{_cut(trajectory.diff, DIFF_LIMIT)}")
-    lines.append(f"final output: {_cut(trajectory.final_output, 4 * FIELD_LIMIT)}")
+        lines.append(f"diff:\n{trajectory.diff}")
+    lines.append(f"final output: {trajectory.final_output}")
     return "\n".join(lines)
 
 
@@ -74,6 +62,7 @@ def to_candidates(trajectories: list[Trajectory]) -> list[Candidate]:
                 endpoint_id=label,
                 model=label,
                 text=render(trajectory),
+                failed=trajectory.status != "succeeded",
             )
         )
     return candidates

@@ -6,7 +6,7 @@ No framework and no FusionKit import: the seed's venv and ours both run it. Answ
 function of the request alone, so the seed and our router, given the same requests, get the
 same upstream behaviour:
 - a judge request (the system prompt asks for JSON with "consensus") gets analysis JSON with the
-  seed's keys and ours, ranking the `<candidate id="...">` labels it finds;
+  seed's keys and ours, ranking the `<candidate id="...">` labels it finds (or our fenced ones);
 - a verifier request (the system prompt names "verdict") gets `{"verdict": "pass", "issues": []}`;
 - a request with tools whose last message is not a tool result calls the first tool with
   `{"text": <last user text>}` (call id `call_<model>_<tool>`);
@@ -62,7 +62,11 @@ def answer_for(body: dict[str, Any]) -> dict[str, Any]:
     if "verdict" in system:
         text = json.dumps({"verdict": "pass", "issues": []})
     elif "JSON" in system and "consensus" in system:
-        ids = re.findall(r'<candidate id="([^"]+)"', _last(messages, "user"))
+        # The seed's candidate tags, or ours, fenced with a code at the start of a line.
+        found = re.findall(
+            r'<candidate id="([^"]+)"|^<candidate-[0-9A-Za-z]+ id="([^"]+)"', _last(messages, "user"), re.M
+        )
+        ids = [plain or fenced for plain, fenced in found]
         text = json.dumps(
             {
                 "consensus": ["the candidates agree on the main point"],
