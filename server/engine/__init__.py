@@ -7,7 +7,7 @@
 from server.engine.calls import Emit
 from server.engine.decide import Best, best_candidate
 from server.engine.engine import FusionEngine
-from server.engine.events import EngineEvent, Paused, Phase, TextDelta
+from server.engine.events import EngineEvent, Paused, Phase, Reasoning, TextDelta
 from server.engine.planning import RunPlan
 from server.engine.recorder import MemoryRecorder, Recorder
 from server.engine.result import CostEstimate, FusionResult, JudgeOutcome, Outcome, Verification
@@ -24,6 +24,7 @@ __all__ = [
     "Outcome",
     "Paused",
     "Phase",
+    "Reasoning",
     "Recorder",
     "RunPlan",
     "TextDelta",

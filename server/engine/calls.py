@@ -22,7 +22,7 @@ from bridge.protocol import ChatCompletion, ChatRequest, Usage
 from bridge.stream import StreamAccumulator
 from bridge.tracing import new_span_id
 from server.clients import EndpointClient
-from server.engine.events import EngineEvent, TextDelta
+from server.engine.events import EngineEvent, Reasoning, TextDelta
 from server.engine.pauses import ToolPauses
 from server.engine.recorder import Recorder
 from server.engine.result import CostEstimate
@@ -58,6 +58,14 @@ class RunState:
     calls: int = 0
     mock_used: bool = False
     prompts: PromptSet | None = None  # the request's own prompts (`fusion.prompts`); None: the router's
+    show_reasoning: bool = False  # `fusion.show_reasoning`: the client is told what the run is doing
+    # The answer goes to the client whole, once it is final (structured output: it must be checked first).
+    hold_answer: bool = False
+
+    async def reason(self, text: str) -> None:
+        """Tell a client that asked to see the run's reasoning (streaming only: a whole answer has no place for it)."""
+        if self.show_reasoning and self.emit is not None:
+            await self.emit(Reasoning(text))
 
     @property
     def streaming(self) -> bool:
@@ -67,6 +75,8 @@ class RunState:
         if self.emit is None:
             return
         if isinstance(event, TextDelta):
+            if self.hold_answer:
+                return
             text = self.stops.feed(event.text)
             if not text:
                 return

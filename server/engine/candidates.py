@@ -34,6 +34,8 @@ class Candidate(BaseModel):
     artifact_sha256: str | None = None
     # It did not succeed (a trajectory whose status is not `succeeded`): context packing leaves these out first.
     failed: bool = False
+    # The client asked for JSON (response_format) and this answer is not what it asked: why (server.engine.structured).
+    schema_error: str | None = None
 
     @property
     def is_empty(self) -> bool:

@@ -1,9 +1,10 @@
-"""From candidates to the answer: select one when that is enough, else judge → synthesize, with a
-fallback to the best candidate when the synthesis fails; the agent step for tool-bearing turns;
-and the verifier's pass over the answer.
+"""From candidates to the answer: select one when that is enough, else judge → synthesize (or the
+judge's choice verbatim: `fusion.synthesis`), with a fallback to the best candidate when the
+synthesis fails; for tool-bearing turns the agent step or one candidate's calls adopted whole
+(`fusion.tool_fusion`); answers held to the JSON the client asked for; the verifier's pass.
 
     decider = Decider(config, calls)
-    outcome = await decider.decide(run, request, candidates, tools_paused=False)
+    outcome = await decider.decide(run, request, candidates, fusion=plan.fusion, tools_paused=False)
     outcome.decision, outcome.message, outcome.judge
 """
 
@@ -13,22 +14,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bridge.errors import APIError
-from bridge.protocol import AssistantMessage, ChatRequest
-from server.config import PanelConfig
+from bridge.errors import APIError, upstream_failure
+from bridge.protocol import AssistantMessage, ChatMessage, ChatRequest
+from server.config import FusionSettings, PanelConfig
 from server.engine.calls import ModelCalls, RunState, ms_since
 from server.engine.candidates import Candidate, same_tool_calls, unanimous
 from server.engine.events import EngineEvent, Phase, TextDelta
-from server.engine.judge import JudgeAnalysis, parse_analysis
-from server.engine.prompts import (
-    agent_request,
-    judge_request,
-    parse_verdict,
-    record_prompt,
-    synthesis_request,
-    verifier_request,
-)
+from server.engine.judge import JudgeAnalysis
+from server.engine.judging import judge_candidates
+from server.engine.prompts import agent_request, parse_verdict, record_prompt, synthesis_request, verifier_request
 from server.engine.result import Failure, FailureCode, JudgeOutcome, Outcome, Verification
+from server.engine.structured import AnswerSchema
 from server.prompt_files import PromptSet, load_prompts
 from server.protocol.chat import DecisionInfo
 
@@ -39,13 +35,24 @@ Best = Callable[[list[Candidate], JudgeAnalysis | None], Candidate]
 
 
 def best_candidate(candidates: list[Candidate], analysis: JudgeAnalysis | None) -> Candidate:
-    """The judge's best candidate, else the first of its ranking that exists, else the first candidate."""
+    """The judge's best candidate, else the first of its ranking that exists, else the first candidate;
+    among those in the JSON the client asked for, while there are any."""
+    pool = [c for c in candidates if c.schema_error is None] or candidates
     if analysis is not None:
-        by_id = {c.candidate_id: c for c in candidates}
+        by_id = {c.candidate_id: c for c in pool}
         for cid in [analysis.best_candidate_id, *analysis.ranking]:
             if cid in by_id:
                 return by_id[cid]
-    return candidates[0]
+    return pool[0]
+
+
+def _clearly_best(analysis: JudgeAnalysis | None) -> str | None:
+    """Why `fusion.synthesis: auto` may take the judge's choice verbatim, or None when it should synthesize."""
+    if analysis is None or analysis.best_candidate_id is None:
+        return None
+    if analysis.best_is_clear:
+        return "auto_selected_clear_best"
+    return None if analysis.contradictions else "auto_selected_agreement"
 
 
 class Decider:
@@ -60,9 +67,34 @@ class Decider:
         return run.prompts or self.prompts
 
     async def decide(
-        self, run: RunState, request: ChatRequest, candidates: list[Candidate], *, tools_paused: bool
+        self,
+        run: RunState,
+        request: ChatRequest,
+        candidates: list[Candidate],
+        *,
+        fusion: FusionSettings,
+        tools_paused: bool,
     ) -> Outcome:
         """Judge and synthesize, unless the candidates make that unnecessary or the budget forbids it."""
+        schema = AnswerSchema.of(request)
+        if schema is not None:
+            run.hold_answer = True  # nothing reaches the client before the answer is known to be in form
+            for candidate in candidates:
+                if not candidate.tool_calls:
+                    candidate.schema_error = schema.problem(candidate.text)
+        outcome = await self._choose(run, request, candidates, fusion, tools_paused)
+        if schema is not None and not outcome.message.tool_calls:
+            outcome = await self.hold_to(schema, run, request, candidates, outcome)
+        return outcome
+
+    async def _choose(
+        self,
+        run: RunState,
+        request: ChatRequest,
+        candidates: list[Candidate],
+        fusion: FusionSettings,
+        tools_paused: bool,
+    ) -> Outcome:
         if len(candidates) == 1:
             return await self.select(run, candidates[0], "only_one_candidate")
         if same_tool_calls(candidates):
@@ -72,7 +104,7 @@ class Decider:
         max_cost = self.config.budget.max_cost
         if max_cost is not None and run.cost > max_cost:
             await run.recorder.event("budget.exceeded", {"budget": "max_cost", "limit": max_cost, "cost": run.cost})
-            outcome = await self.select(run, candidates[0], "budget_max_cost")
+            outcome = await self.select(run, best_candidate(candidates, None), "budget_max_cost")
             spent = (
                 f"the panel cost {run.cost:.6f}, over budget.max_cost={max_cost}: no judge or synthesizer was called"
             )
@@ -80,8 +112,12 @@ class Decider:
             return outcome
         if request.tools and not tools_paused:
             # With external tool execution the members already did the tool work; their answers are fused as text.
+            if fusion.tool_fusion == "adopt":
+                return await self.adopt(run, request, candidates)
             return await self.agent_step(run, request, candidates, self.config.synthesizer)
-        return await self.judge_and_synthesize(run, request, candidates, self.config.judge, self.config.synthesizer)
+        return await self.judge_and_synthesize(
+            run, request, candidates, self.config.judge, self.config.synthesizer, synthesis=fusion.synthesis
+        )
 
     async def select(self, run: RunState, candidate: Candidate, reason: str) -> Outcome:
         if candidate.text:
@@ -100,9 +136,20 @@ class Decider:
         judge_id: str,
         synth_id: str,
         best: Best = best_candidate,
+        synthesis: str = "synthesize",
     ) -> Outcome:
-        """The judge compares, the synthesizer writes; an empty or failed synthesis falls back to `best`."""
+        """The judge compares, the synthesizer writes; an empty or failed synthesis falls back to `best`.
+
+        With `synthesis` select_best (or auto, when the judge finds one candidate clearly best or the
+        candidates agree) the judge's choice is the answer, verbatim, and no synthesizer is called.
+        """
         judge, judged_text = await self._judge(run, request, candidates, judge_id)
+        chosen = "judge_selected" if synthesis == "select_best" else None
+        if synthesis == "auto":
+            chosen = _clearly_best(judge.analysis)
+        if chosen is not None:
+            outcome = await self.select(run, best(candidates, judge.analysis), chosen)
+            return self._judged(outcome, judge)
         await run.recorder.transition("synthesizing")
         await run.send(Phase("synthesizing"))
         started = time.perf_counter()
@@ -159,7 +206,13 @@ class Decider:
                 message=AssistantMessage(content=text),
                 written_finish=written_finish,
             )
-        outcome.judge, outcome.synthesizer_model_id = judge, synth_id
+        outcome.synthesizer_model_id = synth_id
+        return self._judged(outcome, judge)
+
+    @staticmethod
+    def _judged(outcome: Outcome, judge: JudgeOutcome) -> Outcome:
+        """The outcome with the judge's part in it: its analysis, and its failure if it had one."""
+        outcome.judge = judge
         if judge.parse_error is not None:
             code: FailureCode = "judge_failed" if judge.call_failed else "judge_invalid_json"
             outcome.failures.insert(0, Failure(code, judge.parse_error))
@@ -168,43 +221,19 @@ class Decider:
     async def _judge(
         self, run: RunState, request: ChatRequest, candidates: list[Candidate], judge_id: str
     ) -> tuple[JudgeOutcome, str]:
-        """The judge's analysis (and its raw reply). A failed or unparseable judge degrades, never fails the run."""
-        await run.recorder.transition("judging")
-        await run.send(Phase("judging"))
-        started = time.perf_counter()
-        endpoint = self.calls.clients[judge_id].endpoint
-        asked = await record_prompt(
-            run.recorder,
-            judge_request(
-                endpoint,
-                request,
-                candidates,
-                prompts=self._prompts(run),
-                structured=endpoint.supports_structured_output(),
-                max_tokens=self.config.sampling.judge_max_tokens,
-            ),
+        max_tokens = self.config.sampling.judge_max_tokens
+        return await judge_candidates(
+            run, self.calls, request, candidates, judge_id, prompts=self._prompts(run), max_tokens=max_tokens
         )
-        call_failed = False
-        try:
-            judged_text = (await self.calls.call(run, "judge", judge_id, asked)).text
-            analysis, parse_error = parse_analysis(judged_text)
-        except APIError as error:
-            # Without an analysis the synthesizer still has the candidates: degrade, do not fail.
-            judged_text, analysis, parse_error = "", None, f"the judge call failed: {error.message}"
-            call_failed = True
-        run.latency_ms["judge"] = ms_since(started)
-        raw_sha = await run.recorder.artifact(judged_text, "application/json" if analysis else "text/plain")
-        await run.recorder.event(
-            "judge.record",
-            {
-                "judge_model_id": judge_id,
-                "analysis": analysis.model_dump() if analysis else None,
-                "parse_error": parse_error,
-                "raw_artifact_sha256": raw_sha,
-            },
-        )
-        judge = JudgeOutcome(model_id=judge_id, analysis=analysis, parse_error=parse_error, call_failed=call_failed)
-        return judge, judged_text
+
+    async def adopt(self, run: RunState, request: ChatRequest, candidates: list[Candidate]) -> Outcome:
+        """`tool_fusion: adopt`: the judge picks one candidate, whose whole turn (its batch of tool calls,
+        never a merge of arguments) is the answer as it was proposed."""
+        judge, _ = await self._judge(run, request, candidates, self.config.judge)
+        proposing = [c for c in candidates if c.tool_calls]
+        chosen = best_candidate(proposing or candidates, judge.analysis)
+        outcome = await self.select(run, chosen, "adopted_tool_calls" if chosen.tool_calls else "judge_selected")
+        return self._judged(outcome, judge)
 
     async def agent_step(
         self,
@@ -248,6 +277,56 @@ class Decider:
             )
         outcome.synthesizer_model_id = model_id
         return outcome
+
+    async def hold_to(
+        self, schema: AnswerSchema, run: RunState, request: ChatRequest, candidates: list[Candidate], outcome: Outcome
+    ) -> Outcome:
+        """The answer in the JSON the client asked for: as it is, else repaired once by the synthesizer (shown
+        what is wrong), else the best candidate that is; with none, the run fails (`schema_unsatisfied`)."""
+        problem = schema.problem(outcome.message.content or "")
+        if problem is None:
+            return outcome
+        await run.recorder.event("schema.unsatisfied", {"decision": outcome.decision.model_dump(), "problem": problem})
+        repaired, problem = await self._repair(run, request, outcome.message.content or "", problem, schema)
+        if repaired is not None:
+            outcome.message = AssistantMessage(content=repaired)
+            outcome.decision = outcome.decision.model_copy(update={"reason": f"{outcome.decision.reason}_repaired"})
+            return outcome
+        valid = [c for c in candidates if c.schema_error is None and not c.tool_calls]
+        if not valid:
+            error = upstream_failure(
+                f"no answer is the JSON asked for ({schema.name}): the answer {problem}, and no candidate is"
+            )
+            error.code = "schema_unsatisfied"
+            error.details = {"schema_errors": {c.candidate_id: c.schema_error for c in candidates}}
+            raise error
+        analysis = outcome.judge.analysis if outcome.judge else None
+        fallback = await self.select(run, best_candidate(valid, analysis), "schema_fallback")
+        fallback.judge, fallback.synthesizer_model_id = outcome.judge, outcome.synthesizer_model_id
+        replaced = Failure("schema_unsatisfied", f"the answer {problem}; a candidate that is the JSON replaced it")
+        fallback.failures = [*outcome.failures, replaced]
+        return fallback
+
+    async def _repair(
+        self, run: RunState, request: ChatRequest, answer: str, problem: str, schema: AnswerSchema
+    ) -> tuple[str | None, str]:
+        """One more try by the synthesizer, shown its answer and what is wrong with it: (the repair, or None; why)."""
+        synth_id = self.config.synthesizer
+        messages = [
+            *request.messages,
+            ChatMessage(role="assistant", content=answer),
+            ChatMessage(role="user", content=f"That answer {problem}. Reply with the corrected JSON only."),
+        ]
+        asked = request.model_copy(update={"messages": messages, "stream": False, "stream_options": None})
+        try:
+            repaired = (await self.calls.call(run, "synthesizer", synth_id, asked)).text
+        except APIError as error:
+            return None, f"{problem}, and the repair call failed: {error.message}"
+        again = schema.problem(repaired)
+        if again is not None:
+            return None, f"{problem}, and its repair {again}"
+        await run.recorder.event("schema.repaired", {"synthesizer_model_id": synth_id})
+        return repaired, problem
 
     async def verify(self, run: RunState, request: ChatRequest, message: AssistantMessage) -> Verification:
         await run.recorder.transition("verifying")

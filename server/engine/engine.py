@@ -26,7 +26,7 @@ from server.config import PanelConfig
 from server.engine.calls import Emit, ModelCalls, RunState, ms_since
 from server.engine.candidates import Candidate, MemberPlan
 from server.engine.decide import Best, Decider
-from server.engine.events import Paused, Phase
+from server.engine.events import Paused, Phase, TextDelta
 from server.engine.panel import Panel, record_candidate
 from server.engine.pauses import ToolPauses
 from server.engine.planning import RunPlan, plan_run
@@ -63,6 +63,7 @@ class FusionEngine:
         """Execute a planned run. With `pauses`, members' tool calls pause the run for external results."""
         run = self._state(recorder, emit, plan.request, pauses)
         run.prompts = self.decider.prompts.overridden(plan.options.prompts)
+        run.show_reasoning = plan.fusion.show_reasoning
         if pauses is not None and emit is not None:
             pauses.on_settled = lambda calls: emit(Paused(calls))
         async with self._wall_clock():
@@ -72,7 +73,9 @@ class FusionEngine:
                 return await self._single(run, plan)
             candidates = await self.panel.ask(run, plan.request, plan.members)
             self._check_quorum(run, candidates, plan.members)
-            outcome = await self.decider.decide(run, plan.request, candidates, tools_paused=pauses is not None)
+            outcome = await self.decider.decide(
+                run, plan.request, candidates, fusion=plan.fusion, tools_paused=pauses is not None
+            )
             if plan.options.verify:
                 outcome.verification = await self.decider.verify(run, plan.request, outcome.message)
         return await self._finish(run, plan.mode, plan.route, plan.route_reasons, candidates, outcome)
@@ -93,7 +96,9 @@ class FusionEngine:
         for candidate in candidates:
             await record_candidate(recorder, candidate)
         async with self._wall_clock():
-            outcome = await self.decider.judge_and_synthesize(run, request, candidates, judge_id, synth_id, best)
+            outcome = await self.decider.judge_and_synthesize(
+                run, request, candidates, judge_id, synth_id, best, synthesis=self.config.fusion.synthesis
+            )
         reasons = ["agent trajectories given by the client"]
         return await self._finish(run, "trajectories", "trajectories", reasons, candidates, outcome)
 
@@ -196,6 +201,8 @@ class FusionEngine:
         if message.content is not None:
             message.content, stopped = cut_at_stop(message.content, run.stops.stops)
             finish = "stop" if stopped else finish
+            if run.hold_answer and run.emit is not None and message.content:
+                await run.emit(TextDelta(message.content))  # held until it was known to be in form
         return FusionResult(
             run_id=run.recorder.run_id,
             trace_id=run.recorder.trace_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EngineEvent", "Paused", "Phase", "TextDelta"]
+__all__ = ["EngineEvent", "Paused", "Phase", "Reasoning", "TextDelta"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,14 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class Reasoning:
+    """What the run is doing and why, for a client that asked to see it (`fusion.show_reasoning`): the
+    panel's progress and the judge's analysis, as readable text, before the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Paused:
     """The run waits for external tool results: every member is finished or waiting on one of `calls`
     (`{tool_call_id, candidate_id, name, arguments}`), which the client runs and submits."""
@@ -31,4 +39,4 @@ class Paused:
     calls: list[dict[str, Any]]
 
 
-EngineEvent = Phase | TextDelta | Paused
+EngineEvent = Phase | TextDelta | Reasoning | Paused

@@ -21,6 +21,9 @@ class JudgeAnalysis(BaseModel):
     recommended_final_structure: list[str] = Field(default_factory=list)
     ranking: list[str] = Field(default_factory=list)
     best_candidate_id: str | None = None
+    # True when the best candidate is right as it stands and needs nothing from the others: with
+    # `fusion.synthesis: auto` it is then the answer, verbatim.
+    best_is_clear: bool | None = None
     rationale: str = ""
 
 

@@ -156,6 +156,7 @@ class Panel:
             await self._drop(run, plan, f"proposed tool '{foreign[0]}', which the request does not offer", None)
             return None
         await record_candidate(run.recorder, candidate)
+        await run.reason(f"{plan.candidate_id} ({plan.endpoint_id}) answered in {candidate.latency_ms / 1000:.1f} s.\n")
         return candidate
 
     async def _resume_after_tools(
@@ -185,3 +186,4 @@ class Panel:
         )
         dropped = {"candidate_id": plan.candidate_id, "endpoint_id": plan.endpoint_id, "reason": reason}
         await run.recorder.event("candidate.dropped", {**dropped, "late": True} if late else dropped)
+        await run.reason(f"{plan.candidate_id} ({plan.endpoint_id}) was dropped: {reason}\n")

@@ -104,11 +104,25 @@ def candidates_text(candidates: Sequence[Candidate], bodies: dict[str, str], fen
     """The candidates packing kept (their bodies by key), each fenced, after the line that declares the fences."""
     shown = [c for c in candidates if _key(c) in bodies]
     blocks = [f"{fence.open(c.candidate_id, c.endpoint_id)}\n{escape(bodies[_key(c)])}\n{fence.close()}" for c in shown]
+    # The engine's own notes go after the fence, where the candidate's text cannot reach them.
+    blocks = [
+        block
+        + (
+            f"\n[{c.candidate_id} does not give the JSON the user asked for: {escape(c.schema_error)}]"
+            if c.schema_error
+            else ""
+        )
+        for block, c in zip(blocks, shown, strict=True)
+    ]
     return "\n\n".join([fence.declaration(len(shown), what), *blocks])
 
 
 def _candidate_pieces(candidates: Sequence[Candidate]) -> list[Piece]:
-    return [Piece(_key(c), "candidate", _candidate_body(c), failed=c.failed) for c in candidates]
+    # A candidate not in the asked-for JSON is dropped as early as a failed one when space runs out.
+    return [
+        Piece(_key(c), "candidate", _candidate_body(c), failed=c.failed or c.schema_error is not None)
+        for c in candidates
+    ]
 
 
 def _conversation_piece(base: ChatRequest) -> Piece:
@@ -240,11 +254,13 @@ def agent_request(
     prompts: PromptSet,
     fence: Fence | None = None,
 ) -> PromptedRequest:
-    """The whole conversation and its tools, with the candidates as reference in a leading system message.
+    """The whole conversation and its tools, with the candidates as reference in a system message.
 
-    The reference goes first so the conversation still ends where the client left it (a user turn or
-    a tool result), which is what decides whether the next step is a call or an answer. The
-    conversation goes as it is (its tool calls and results must pair up); only the candidates are packed.
+    The agent's own system prompt (a harness's: Claude Code's, Codex's) stays the base: the reference
+    follows the conversation's leading system messages and comes before its first turn, so the
+    conversation still ends where the client left it (a user turn or a tool result), which is what
+    decides whether the next step is a call or an answer. The conversation goes as it is (its tool
+    calls and results must pair up); only the candidates are packed.
     """
     fence = _fence(candidates, fence)
 
@@ -266,8 +282,10 @@ def agent_request(
         messages=len(base.messages) + 1,
     )
     message = ChatMessage(role="system", content=reference)
+    lead = next((i for i, m in enumerate(base.messages) if m.role not in ("system", "developer")), len(base.messages))
+    messages = [*base.messages[:lead], message, *base.messages[lead:]]
     request = base.model_copy(
-        update={"model": endpoint.id, "messages": [message, *base.messages], "stream": False, "stream_options": None}
+        update={"model": endpoint.id, "messages": messages, "stream": False, "stream_options": None}
     )
     return PromptedRequest("agent", request, prompts.agent, report)
 
