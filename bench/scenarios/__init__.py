@@ -13,7 +13,7 @@ from bench.scenarios.common import Settings
 from bench.scenarios.eval import eval_run
 from bench.scenarios.observe import observability_cost
 from bench.scenarios.replicas import replicas_throughput
-from bench.scenarios.router import router_latency, router_throughput, straggler
+from bench.scenarios.router import quorum, router_latency, router_throughput, straggler
 from bench.scenarios.streaming import streaming
 from bench.scenarios.up import up_cold_start
 from bench.stats import Result
@@ -28,6 +28,7 @@ SCENARIOS: dict[str, Callable[[Settings], Result]] = {
     "replicas_throughput": replicas_throughput,
     "streaming": streaming,
     "straggler": straggler,
+    "quorum": quorum,
     "up_cold_start": up_cold_start,
     "eval": eval_run,
     "observability_cost": observability_cost,

@@ -4,8 +4,9 @@
     upstream = live_server(create_openai_standin(state))   # base_url = upstream.url + "/v1"
 
 Answers are a pure function of the request, so tests can compute them: the text is
-`echo: <last user text>` (or `state.answer`), one token per word; a request with tools (unless
-`tool_choice` is "none" or the last message is a tool result) calls every tool in parallel
+`echo: <last user text>` (or the next of `state.answers`, else `state.answer`), one token per
+word; a request with tools (unless `tool_choice` is "none" or the last message is a tool result)
+calls every tool in parallel
 (call ids `call_<index>_<name>`) with `{"q": <last user text>}`. `max_tokens` /
 `max_completion_tokens` cut the answer with finish_reason "length"; `logprobs: true` adds
 `logprobs.content`, one entry per token with logprob -0.5 (per chunk when streaming). Streams send each tool call
@@ -71,7 +72,7 @@ def _plan(body: dict[str, Any], state: StandinState) -> tuple[list[str], list[di
             for i, t in enumerate(tools)
         ]
         return [], calls, state.finish or "tool_calls"
-    words = expected_text(body, state).split(" ")
+    words = (state.answers.pop(0) if state.answers else expected_text(body, state)).split(" ")
     tokens = [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words) if w or len(words) == 1]
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     if limit is not None and len(tokens) > limit:

@@ -41,6 +41,7 @@ class StandinState:
     errors: deque[ScriptedError] = field(default_factory=deque)
     # Behaviour switches the stand-ins read (each documents which it honours).
     answer: str | None = None  # replaces the computed answer text ("" for an empty answer)
+    answers: list[str] = field(default_factory=list)  # answers for the next requests, in turn (before `answer`)
     stream_fault: str | None = None  # "error_frame" or "truncate": break a stream after its first chunks
     finish: str | None = None  # the provider's own finish/stop reason to report
     rogue_tool: str | None = None  # call a tool of this name, whatever tools the request offers
