@@ -264,4 +264,3 @@ class ConfigReferenceError(ValueError):
         self.path = path
         self.found = found
         self.allowed = allowed
-

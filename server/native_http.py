@@ -145,4 +145,3 @@ class NativeRoute(APIRoute):
             return response
 
         return route
-

@@ -207,8 +207,7 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStoreAPI) -> A
     @router.get(
         "/{run_id}/artifacts/{sha256}",
         response_model=None,
-        responses=answers(None, description="The artifact's content, in its own media type", media_type="*/*")
-        | found,
+        responses=answers(None, description="The artifact's content, in its own media type", media_type="*/*") | found,
     )
     async def artifact(sha256: str, record: RunRecord = Depends(known_run)) -> Response:
         stored = await store.get_artifact(sha256) if _SHA256.fullmatch(sha256) else None

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from bridge.errors import bad_request
-from bridge.http import json_body, log_context, race_disconnect, validation_error
+from bridge.http import json_body, log_context, validation_error
 from bridge.openapi import answers, errors
 from bridge.protocol import ChatRequest
 from server.completions import respond
@@ -50,10 +50,12 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
 
     failures = errors(400, 401, 404, 409, 422, 502, 503, 504, model=NativeErrorResponse) | errors(413)
 
-    @router.post("/trajectories:fuse", response_model=None, responses=answers(TrajectorySynthesis) | failures)
+    @router.post(
+        "/trajectories:fuse", response_model=None, responses=answers(TrajectorySynthesis, stream=True) | failures
+    )
     async def fuse(
         request: Request, body: FuseTrajectoriesRequest = json_body(FuseTrajectoriesRequest, parse=parse_native)
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | Response:
         if not body.trajectories:
             raise bad_request("At least one trajectory is required.", param="trajectories", code="no_trajectories")
         judge = endpoint_id(body.judge_model, engine.config.judge, "judge_model")
@@ -61,15 +63,23 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
         chat = ChatRequest(model="fusionkit/trajectories", messages=body.messages)
         recorder = await recorded(request, "trajectories", body)
         candidates = to_candidates(body.trajectories)
-        result = await race_disconnect(
-            request,
-            runs.launch_work(
+        best = best_verified(body.trajectories)
+        run = StartedRun.of(
+            runs,
+            recorder,
+            lambda emit: runs.launch_work(
                 recorder,
                 lambda: engine.fuse_answers(
-                    chat, candidates, recorder, judge_id=judge, synth_id=synth, best=best_verified(body.trajectories)
+                    chat, candidates, recorder, judge_id=judge, synth_id=synth, best=best, emit=emit
                 ),
             ),
+            keepalive_s=keepalive_s,
         )
+        if body.stream:
+            # The final output as chat chunks while the synthesizer writes it; the whole record is the run's
+            # inspection (the run id is the synthesis id).
+            return await respond(request, run, model="fusionkit/trajectories", stream=True, include_usage=False)
+        result = await run.result(request)
         answer = synthesis_record(
             result, judge=judge, synth=synth, synthesis_id=recorder.run_id, trajectories=body.trajectories
         )

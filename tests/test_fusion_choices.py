@@ -321,3 +321,25 @@ def test_the_example_configs_fuse_as_they_say(tmp_path: Path, live_server: Any, 
     server = live_server(create_app(config))
     reply = _client(server).chat.completions.create(model="fusionkit/panel", messages=QUESTION)
     assert reply.model_extra["fusionkit"]["decision"]["reason"] == reason
+
+
+def test_trajectories_fuse_can_stream_its_final_output(tmp_path: Path, live_server: Any) -> None:
+    example = json.loads((Path(__file__).parent.parent / "configs" / "examples" / "trajectories.json").read_text())
+    server = live_server(
+        create_app(
+            panel_config(
+                tmp_path, demo_endpoints(careful={"tokens_per_s": 200}), judge_model="fast", synthesizer_model="careful"
+            )
+        )
+    )
+    url = server.url + "/v1/fusion/trajectories:fuse"
+    whole = httpx2.post(url, json=example, timeout=30).json()
+    with httpx2.stream("POST", url, json={**example, "stream": True}, timeout=30) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        frames = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    pieces = [f["choices"][0]["delta"].get("content") for f in frames if f["choices"]]
+    assert len([p for p in pieces if p]) > 3  # streamed word by word, not in one piece
+    assert "".join(p or "" for p in pieces) == whole["final_output"]
+    run_id = frames[-1]["fusionkit"]["run_id"]
+    inspection = httpx2.get(f"{server.url}/v1/fusion/runs/{run_id}/inspect").json()
+    assert inspection["state"] == "completed" and inspection["final_output"] == whole["final_output"]

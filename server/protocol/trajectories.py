@@ -24,6 +24,7 @@ __all__ = [
     "TrajectoryVerification",
 ]
 
+
 class _Lenient(BaseModel):
     """Request models the seed declares as plain pydantic models: unknown keys are ignored."""
 
@@ -73,6 +74,8 @@ class FuseTrajectoriesRequest(_Lenient):
     trajectories: list[Trajectory]
     judge_model: str | None = None
     synthesizer_model: str | None = None
+    # An addition: the final output streamed as chat.completion chunks while the synthesizer writes it.
+    stream: bool = False
 
 
 def _flat_tool(raw: Any) -> dict[str, Any] | None:
