@@ -154,15 +154,7 @@ def straggler(settings: Settings) -> Result:
             settings.workdir, endpoints, judge_model="p1", synthesizer_model="p2", panel={"member_timeout_s": 1}
         )
         with router(config) as server:
-            load = run_load(
-                f"{server.url}/v1/chat/completions",
-                FUSED,
-                requests=requests,
-                concurrency=1,
-                warmup_per_worker=1,
-                expect=FUSED_EXPECT,
-            )
-    latencies = load.latencies_ms
+            latencies = _one_at_a_time(server.url, requests)
     return Result(
         rows=[
             Row.of(
@@ -179,6 +171,14 @@ def straggler(settings: Settings) -> Result:
     )
 
 
+def _one_at_a_time(url: str, requests: int) -> list[float]:
+    """Latencies of `requests` fused requests sent one after another (after one to warm up)."""
+    load = run_load(
+        f"{url}/v1/chat/completions", FUSED, requests=requests, concurrency=1, warmup_per_worker=1, expect=FUSED_EXPECT
+    )
+    return load.latencies_ms
+
+
 def quorum(settings: Settings) -> Result:
     """Cut the tail: a panel of 5 over 100 ms upstreams with one member at 2 s, without and with a quorum of 4."""
     requests = settings.pick(8, 3)
@@ -190,15 +190,7 @@ def quorum(settings: Settings) -> Result:
         for label, panel in (("no quorum", {}), ("quorum 4", {"quorum": 4, "grace_ms": grace_ms})):
             config = write_config(settings.workdir, endpoints, judge_model="p1", synthesizer_model="p2", panel=panel)
             with router(config) as server:
-                load = run_load(
-                    f"{server.url}/v1/chat/completions",
-                    FUSED,
-                    requests=requests,
-                    concurrency=1,
-                    warmup_per_worker=1,
-                    expect=FUSED_EXPECT,
-                )
-            latencies[label] = load.latencies_ms
+                latencies[label] = _one_at_a_time(server.url, requests)
     floor = IDEAL_MS + grace_ms
     return Result(
         rows=[
