@@ -1,4 +1,4 @@
-"""Prometheus metrics (SPEC §12): what both servers count, and the bridge's own.
+"""Prometheus metrics: what both servers count, and the bridge's own.
 
     registry = CollectorRegistry()                    # one per app, never the global default
     http = RequestMetrics(registry, models=["fast"])  # AccessLogMiddleware(app, metrics=http) feeds it

@@ -1,4 +1,4 @@
-"""OpenTelemetry traces (SPEC §12), named after the GenAI semantic conventions; off and free unless asked for.
+"""OpenTelemetry traces, named after the GenAI semantic conventions; off and free unless asked for.
 
     settings = OtelSettings.resolve(service_name="fusionkit-bridge")   # None: tracing is off
     tracing = Tracing(settings) if settings else None                 # the SDK is imported only here

@@ -1,4 +1,4 @@
-"""Trace events (SPEC §12, fusionkit 0.1 compatible): JSONL files per trace id and/or an HTTP collector.
+"""Trace events (fusionkit 0.1 compatible; docs/operations.md): JSONL files per trace id and/or an HTTP collector.
 
     tracer = TraceEmitter.from_env()        # FUSION_TRACE_DIR and/or FUSION_TRACE_URL
     await tracer.start()

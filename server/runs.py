@@ -54,7 +54,7 @@ RELAY_WAIT_S = 10.0
 # How long one wait on the store for another router's run lasts before the run is looked at again.
 FOLLOW_S = 30.0
 
-# Which trace component an engine event belongs to (SPEC §12).
+# Which trace component an engine event belongs to.
 _COMPONENT: dict[str, Component] = {
     "panel": "panel-model",
     "single": "panel-model",

@@ -1,5 +1,5 @@
 """`fusionkit eval`: does fusion pay, for these tasks? Quality, cost and latency per config and mode,
-against each panel member alone, with the statistics to tell (SPEC §13, docs/eval.md).
+against each panel member alone, with the statistics to tell (docs/eval.md).
 
 One concept per module, in the order the work flows:
 

@@ -4,7 +4,7 @@
     answer.text, answer.tool_calls, answer.run_id, answer.cost, answer.latency_ms
 
 This is the one place that reads an answer's wire format (the chat.completion and its `fusionkit`
-object, SPEC §5); everything else in the eval works on `Answer`. The eval reads nothing of the
+object); everything else in the eval works on `Answer`. The eval reads nothing of the
 `/v1/fusion/runs` API, whose shapes may change: run ids are all it keeps.
 """
 

@@ -5,7 +5,7 @@
     result = await engine.run(plan, recorder, emit=None)
     result.message.content, result.decision, result.usage
 
-Modes (SPEC §6): single asks `default_model`; self samples it `sample_count` times; panel asks
+Modes: single asks `default_model`; self samples it `sample_count` times; panel asks
 each panel member once, in parallel; router picks one of those and records why (`planning`).
 With several candidates a judge compares them and a synthesizer writes the answer (`decide`);
 `emit` receives the answer's tokens as they are written, so the HTTP layer can stream them.

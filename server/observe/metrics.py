@@ -1,4 +1,4 @@
-"""The router's Prometheus metrics: one registry per app (SPEC §12, docs/observability.md).
+"""The router's Prometheus metrics: one registry per app (docs/observability.md).
 
     metrics = RouterMetrics(config)
     metrics.watch_store(store); metrics.watch_clients(clients)     # queue depth, batches, retries

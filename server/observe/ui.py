@@ -1,4 +1,4 @@
-"""The run viewer (SPEC §12): static pages at /ui that read the native runs API in the browser.
+"""The run viewer: static pages at /ui that read the native runs API in the browser.
 
     app.mount(UI_PATH, viewer(), name="ui")
 

@@ -1,4 +1,4 @@
-"""The run store (SPEC §7): runs, their append-only events, idempotency keys and artifacts.
+"""The run store: runs, their append-only events, idempotency keys and artifacts.
 
     async with open_store(".fusionkit/runs.sqlite3") as store:     # or a postgresql:// URL
         run = await store.create_run(new_run_id(), mode="panel", request=body, trace_id=trace)

@@ -1,4 +1,4 @@
-"""PgRunStore: the run store on PostgreSQL (SPEC §7), shared by several router replicas.
+"""PgRunStore: the run store on PostgreSQL, shared by several router replicas.
 
     store = PgRunStore("postgresql://fusionkit@db:5432/fusionkit")   # migrated now, if the database answers
     run = await store.create_run(new_run_id(), mode="panel", request=body, trace_id=trace)

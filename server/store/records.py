@@ -20,7 +20,7 @@ __all__ = [
     "new_run_id",
 ]
 
-# SPEC §7: queued → generating → (requires_action) → judging → synthesizing → (verifying) → a terminal state.
+# queued → generating → (requires_action) → judging → synthesizing → (verifying) → a terminal state.
 RunState = Literal[
     "queued",
     "generating",

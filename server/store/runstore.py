@@ -1,4 +1,4 @@
-"""RunStore: the durable record of every run (SPEC §7), over SQLite, for an asyncio server.
+"""RunStore: the durable record of every run, over SQLite, for an asyncio server.
 
     store = RunStore(".fusionkit/runs.sqlite3")
     run = await store.create_run(new_run_id(), mode="panel", request=body, trace_id=trace)
