@@ -1,0 +1,114 @@
+"""The openai SDK imported lean (bridge/adapters/openai_sdk.py): still the SDK, far less of it.
+
+Each check runs in a fresh interpreter, because this test process imported all of `openai`
+long ago. If an openai release moves the client or its errors so that the lean path fails,
+the adapter still works (it imports the whole package), and `test_the_lean_path_is_taken`
+fails so that someone notices the bridges starting slower.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.standins.openai_standin import create_openai_standin
+from tests.standins.recorder import StandinState
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Imported, then reported as JSON: what the lean path loaded, and the adapter calling a real server.
+_PROBE = """
+import asyncio, json, sys
+from bridge.adapters.openai_adapter import OpenAIAdapter
+from bridge.adapters.openai_sdk import LEAN
+from bridge.adapters.base import CallContext
+from bridge.endpoint import EndpointConfig
+from bridge.errors import APIError
+from bridge.protocol import ChatRequest
+
+loaded = sorted(name for name in sys.modules if name == "openai" or name.startswith("openai."))
+request = ChatRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "hello there"}]})
+adapter = OpenAIAdapter(EndpointConfig(id="m", provider="openai-compatible", model="m", base_url=sys.argv[1]))
+failing = OpenAIAdapter(EndpointConfig(id="f", provider="openai-compatible", model="m", base_url=sys.argv[2]))
+
+async def calls():
+    answer = await adapter.complete(request, CallContext())
+    chunks = [chunk async for chunk in adapter.stream(request, CallContext())]
+    try:
+        await failing.complete(request, CallContext())
+        error = None
+    except APIError as exc:
+        error = {"status": exc.status, "message": exc.message, "retry_after": exc.retry_after}
+    await adapter.aclose()
+    await failing.aclose()
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    return answer.choices[0].message.content, text, error
+
+answer, streamed, error = asyncio.run(calls())
+report = {"lean": LEAN, "loaded": loaded, "answer": answer, "streamed": streamed, "error": error}
+if sys.argv[3] == "then-all":
+    import openai
+    from openai import OpenAI, RateLimitError
+    from openai._exceptions import APIStatusError
+    from openai.types.chat import ChatCompletion
+    from bridge.adapters import openai_sdk
+    report["whole"] = {
+        "same_client": openai.AsyncOpenAI is openai_sdk.openai.AsyncOpenAI,
+        "same_errors": openai.APIStatusError is APIStatusError and issubclass(RateLimitError, APIStatusError),
+        "version": openai.__version__,
+        "sync_client": OpenAI.__name__,
+        "types": ChatCompletion.__name__,
+        "all": "OpenAI" in openai.__all__,
+    }
+print(json.dumps(report))
+"""
+
+
+def _probe(live_server: Any, then: str = "") -> dict[str, Any]:
+    """Run the probe against two stand-ins: one that answers, one whose next answer is a 429."""
+    answering = live_server(create_openai_standin(StandinState()))
+    failing_state = StandinState()
+    failing_state.fail_next(429, {"error": {"message": "slow down", "type": "rate_limit"}}, {"retry-after": "7"})
+    failing = live_server(create_openai_standin(failing_state))
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, f"{answering.url}/v1", f"{failing.url}/v1", then],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return report
+
+
+def test_the_lean_path_is_taken_and_still_speaks_through_the_sdk(live_server: Any) -> None:
+    report = _probe(live_server)
+    assert report["lean"] is True, "the lean import of the openai SDK no longer works with this openai release"
+    loaded = set(report["loaded"])
+    assert {"openai._client", "openai._streaming", "openai._exceptions"} <= loaded
+    # The package __init__ files would have loaded these (every API's models, the helpers).
+    assert not loaded & {"openai.types.responses", "openai.types.chat", "openai.resources", "openai.lib._tools"}
+    assert report["answer"] == "echo: hello there"
+    assert report["streamed"] == "echo: hello there"
+    # The SDK's own error classes, mapped as before: status, message and Retry-After kept.
+    error = report["error"]
+    assert (error["status"], error["retry_after"]) == (429, "7")
+    assert error["message"].endswith("answered 429: slow down")
+
+
+def test_the_whole_sdk_is_there_after_the_lean_import(live_server: Any) -> None:
+    report = _probe(live_server, then="then-all")
+    assert report["lean"] is True
+    whole = report["whole"]
+    assert whole.pop("version")
+    assert whole == {
+        "same_client": True,
+        "same_errors": True,
+        "sync_client": "OpenAI",
+        "types": "ChatCompletion",
+        "all": True,
+    }
