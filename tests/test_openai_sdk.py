@@ -9,11 +9,15 @@ fails so that someone notices the bridges starting slower.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bridge.adapters import openai_sdk
 from tests.standins.openai_standin import create_openai_standin
 from tests.standins.recorder import StandinState
 
@@ -29,7 +33,7 @@ from bridge.endpoint import EndpointConfig
 from bridge.errors import APIError
 from bridge.protocol import ChatRequest
 
-loaded = sorted(name for name in sys.modules if name == "openai" or name.startswith("openai."))
+loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("openai", "aiohttp"))
 request = ChatRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "hello there"}]})
 adapter = OpenAIAdapter(EndpointConfig(id="m", provider="openai-compatible", model="m", base_url=sys.argv[1]))
 failing = OpenAIAdapter(EndpointConfig(id="f", provider="openai-compatible", model="m", base_url=sys.argv[2]))
@@ -55,7 +59,14 @@ if sys.argv[3] == "then-all":
     from openai._exceptions import APIStatusError
     from openai.types.chat import ChatCompletion
     from bridge.adapters import openai_sdk
+
+    async def aiohttp_client():
+        client = openai.DefaultAioHttpClient()  # the SDK's opt-in aiohttp transport still works
+        await client.aclose()
+        return type(client._transport).__name__
+
     report["whole"] = {
+        "aiohttp_transport": asyncio.run(aiohttp_client()),
         "same_client": openai.AsyncOpenAI is openai_sdk.openai.AsyncOpenAI,
         "same_errors": openai.APIStatusError is APIStatusError and issubclass(RateLimitError, APIStatusError),
         "version": openai.__version__,
@@ -90,8 +101,10 @@ def test_the_lean_path_is_taken_and_still_speaks_through_the_sdk(live_server: An
     assert report["lean"] is True, "the lean import of the openai SDK no longer works with this openai release"
     loaded = set(report["loaded"])
     assert {"openai._client", "openai._streaming", "openai._exceptions"} <= loaded
-    # The package __init__ files would have loaded these (every API's models, the helpers).
+    # The package __init__ files would have loaded these (every API's models, the helpers, aiohttp
+    # for a transport the adapter does not use).
     assert not loaded & {"openai.types.responses", "openai.types.chat", "openai.resources", "openai.lib._tools"}
+    assert "aiohttp" not in loaded
     assert report["answer"] == "echo: hello there"
     assert report["streamed"] == "echo: hello there"
     # The SDK's own error classes, mapped as before: status, message and Retry-After kept.
@@ -106,9 +119,41 @@ def test_the_whole_sdk_is_there_after_the_lean_import(live_server: Any) -> None:
     whole = report["whole"]
     assert whole.pop("version")
     assert whole == {
+        "aiohttp_transport": "AiohttpTransport",
         "same_client": True,
         "same_errors": True,
         "sync_client": "OpenAI",
         "types": "ChatCompletion",
         "all": True,
     }
+
+
+def test_a_deferred_package_runs_its_init_only_for_a_name_it_does_not_merely_reexport(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "lazypkg"
+    package.mkdir()
+    (package / "a.py").write_text("A = 'from a'\nTWICE = 'from a'\n")
+    (package / "b.py").write_text("TWICE = 'from b'\n")
+    (package / "__init__.py").write_text(
+        "import os\n"
+        "from .a import A\n"
+        "from .a import TWICE\n"
+        "from .b import TWICE\n"  # bound twice: which one wins is the __init__'s business
+        "os.environ['LAZYPKG_INIT_RAN'] = '1'\n"
+        "OWN = 'defined here'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("LAZYPKG_INIT_RAN", raising=False)
+    try:
+        openai_sdk._defer("lazypkg")
+        lazypkg = sys.modules["lazypkg"]
+        assert lazypkg.A == "from a" and "lazypkg.a" in sys.modules
+        assert "LAZYPKG_INIT_RAN" not in os.environ  # a re-export: taken from its submodule alone
+        assert lazypkg.TWICE == "from b" and os.environ["LAZYPKG_INIT_RAN"] == "1"
+        assert lazypkg.OWN == "defined here"
+        with pytest.raises(AttributeError):
+            _ = lazypkg.MISSING
+    finally:
+        for name in [n for n in sys.modules if n.split(".")[0] == "lazypkg"]:
+            del sys.modules[name]

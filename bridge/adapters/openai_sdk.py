@@ -20,11 +20,13 @@ never wrong) and `LEAN` is False; tests/test_openai_sdk.py fails then, so that s
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import logging
 import sys
 import threading
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -33,7 +35,9 @@ __all__ = ["LEAN", "openai"]
 log = logging.getLogger("fusionkit.bridge")
 
 # Packages on the path to what the adapter needs, whose `__init__` imports far more than that.
-DEFERRED = ("openai", "openai.types", "openai.types.shared", "openai.lib")
+# The last: `openai._base_client` subclasses its `Httpx2AiohttpClient` (from `.client`, which needs
+# no aiohttp), but the package's `__init__` also imports `.transport`, which imports aiohttp.
+DEFERRED = ("openai", "openai.types", "openai.types.shared", "openai.lib", "openai._vendor.httpx_aiohttp")
 # Imported for real: the client with its stream class and request options, and the error types.
 NEEDED = ("openai._client", "openai._exceptions")
 CLIENT_NAMES = ("AsyncOpenAI", "AsyncStream", "RequestOptions")
@@ -53,6 +57,13 @@ def _defer(name: str) -> None:
         # the module: a submodule is imported, not a reason to run the package's `__init__`.
         if _is_submodule(f"{name}.{attribute}"):
             return importlib.import_module(f"{name}.{attribute}")
+        # A name the `__init__` only re-exports (`from .client import Httpx2AiohttpClient`) is taken
+        # from that submodule alone.
+        source = _reexports(module).get(attribute)
+        if source is not None:
+            value = getattr(importlib.import_module(f"{name}.{source}"), attribute)
+            setattr(module, attribute, value)
+            return value
         with _finishing:
             if module.__dict__.get("__getattr__") is finish:
                 del module.__dict__["__getattr__"]  # the package's own __getattr__, if any, takes over
@@ -65,6 +76,37 @@ def _defer(name: str) -> None:
     parent, _, child = name.rpartition(".")
     if parent:
         setattr(sys.modules[parent], child, module)
+
+
+def _reexports(package: ModuleType) -> dict[str, str]:
+    """Names the package's `__init__` binds once, and only by `from .submodule import name`: name -> submodule."""
+    cached: dict[str, str] | None = package.__dict__.get("_lean_reexports")
+    if cached is not None:
+        return cached
+    sources: dict[str, str | None] = {}
+    assert package.__file__ is not None
+    for node in ast.parse(Path(package.__file__).read_bytes()).body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            for alias in node.names:
+                bound = alias.asname or alias.name
+                sources[bound] = node.module if alias.name == bound and bound not in sources else None
+            continue
+        for child in ast.walk(node):  # any other binding, even one nested: the `__init__`'s own doing
+            for bound in _bindings(child):
+                sources[bound] = None
+    found = {bound: source for bound, source in sources.items() if source is not None}
+    package.__dict__["_lean_reexports"] = found
+    return found
+
+
+def _bindings(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+        return [node.id]
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [node.name]
+    if isinstance(node, ast.alias):
+        return [node.asname or node.name.split(".")[0]]
+    return []
 
 
 def _is_submodule(name: str) -> bool:
