@@ -98,6 +98,7 @@ def run_server(app: Any, host: str, port: int, *, header_timeout_s: float = DEFA
         lifespan="on",
         timeout_graceful_shutdown=3,
         http=header_deadline_protocol(header_timeout_s),
+        ws="none",  # neither server speaks WebSocket: uvicorn then does not import a WebSocket library at start
     )
     server = uvicorn.Server(config)
     server.run()
