@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping
 
-import httpx2
+import aiohttp
 
 from bridge.adapters import CallContext, ChatAdapter, make_adapter
 from bridge.endpoint import EndpointConfig
@@ -108,7 +108,8 @@ class EndpointClient:
         self.endpoint = endpoint
         self.adapter = adapter
         self._bridge_url = bridge_url
-        self._probe: httpx2.AsyncClient | None = None
+        # aiohttp, as BridgeClient: the router then imports no second HTTP client library at start.
+        self._probe: aiohttp.ClientSession | None = None
 
     @property
     def via_bridge(self) -> bool:
@@ -176,18 +177,18 @@ class EndpointClient:
         if url is None:
             return {"ready": False, "via": "bridge", "state": "starting", "provider": self.endpoint.provider}
         if self._probe is None:
-            self._probe = httpx2.AsyncClient(timeout=1.0)
+            self._probe = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
         try:
-            response = await self._probe.get(f"{url}/health")
-            ok = response.status_code == 200
+            async with self._probe.get(f"{url}/health") as response:
+                ok = response.status == 200
             return {"ready": ok, "via": "bridge", "url": url, "provider": self.endpoint.provider}
-        except httpx2.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             return {"ready": False, "via": "bridge", "url": url, "error": type(exc).__name__}
 
     async def aclose(self) -> None:
         await self.adapter.aclose()
         if self._probe is not None:
-            await self._probe.aclose()
+            await self._probe.close()
 
 
 def build_clients(
