@@ -20,6 +20,7 @@ import pytest
 from bridge.adapters import openai_sdk
 from tests.standins.openai_standin import create_openai_standin
 from tests.standins.recorder import StandinState
+from tests.tmp_packages import write_package
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,11 +132,7 @@ def test_the_whole_sdk_is_there_after_the_lean_import(live_server: Any) -> None:
 def test_a_deferred_package_runs_its_init_only_for_a_name_it_does_not_merely_reexport(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    package = tmp_path / "lazypkg"
-    package.mkdir()
-    (package / "a.py").write_text("A = 'from a'\nTWICE = 'from a'\n")
-    (package / "b.py").write_text("TWICE = 'from b'\n")
-    (package / "__init__.py").write_text(
+    init = (
         "import os\n"
         "from .a import A\n"
         "from .a import TWICE\n"
@@ -143,7 +140,8 @@ def test_a_deferred_package_runs_its_init_only_for_a_name_it_does_not_merely_ree
         "os.environ['LAZYPKG_INIT_RAN'] = '1'\n"
         "OWN = 'defined here'\n"
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    files = {"a.py": "A = 'from a'\nTWICE = 'from a'\n", "b.py": "TWICE = 'from b'\n", "__init__.py": init}
+    write_package(tmp_path, "lazypkg", files, monkeypatch)
     monkeypatch.delenv("LAZYPKG_INIT_RAN", raising=False)
     try:
         openai_sdk._defer("lazypkg")

@@ -16,6 +16,7 @@ import pytest
 from fusionkit_cli.up import supervisor as supervisor_module
 from fusionkit_cli.up.bytecode import PACKAGES, precompile
 from tests.test_up_supervisor import FakeEnv, make_supervisor
+from tests.tmp_packages import write_package
 
 # Reports which source files the interpreter compiled while importing `pkgx.mod`.
 _IMPORT_AND_REPORT = """
@@ -43,12 +44,7 @@ def compiled_by_a_fresh_process(root: Path) -> list[str]:
 def test_a_child_loads_the_bytecode_written_once_instead_of_compiling_every_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    package = tmp_path / "pkgx"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    module = package / "mod.py"
-    module.write_text("ANSWER = 1\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    module = write_package(tmp_path, "pkgx", {"__init__.py": "", "mod.py": "ANSWER = 1\n"}, monkeypatch) / "mod.py"
 
     # Without it, every start compiles again: nothing is kept.
     assert compiled_by_a_fresh_process(tmp_path) == ["__init__.py", "mod.py"]
