@@ -7,11 +7,12 @@
 models of every API the SDK covers) and `openai.lib`'s helpers: most of the time and memory an
 openai bridge spends starting, for names it never uses. What the adapter uses lives in
 `openai._client` (`AsyncOpenAI`, `AsyncStream`, `RequestOptions`) and `openai._exceptions`, so
-those are imported with the packages above them (`openai`, `openai.types`,
-`openai.types.shared`, `openai.lib`) registered but their `__init__` deferred. A deferred package
-runs its `__init__` the first time it is asked for a name it does not have (`openai.OpenAI`,
-`from openai.types.chat import ...` still works without it), so other code in the same process,
-an in-process router or the tests, sees the whole SDK as usual, with the very same classes.
+those are imported with the packages on their way (`DEFERRED`) registered but their `__init__`
+deferred. Asked for a name it does not have, a deferred package imports it from the submodule
+its `__init__` would have taken it from, when that is all the `__init__` does with it
+(`openai.OpenAI`, `from openai.types import Batch`), and runs its whole `__init__` otherwise
+(`openai.__all__`). So other code in the same process, an in-process router or the tests, sees
+the whole SDK as usual, with the very same classes.
 
 The SDK's wire handling is unchanged: the same client, SSE reader and error types. If an openai
 release moves things so that this path fails, the whole package is imported as before (slower,
