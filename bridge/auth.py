@@ -13,7 +13,9 @@ import hmac
 import os
 from collections.abc import Mapping
 
-from fastapi import Request
+# FastAPI's own Request (it re-exports Starlette's): the CLI checks keys with this module before any
+# server starts, and `fusionkit up` should not import all of FastAPI to do so.
+from starlette.requests import Request
 
 from bridge.endpoint import ENV_NAME, NOT_AN_ENV_NAME
 from bridge.errors import APIError

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 
 from fusionkit_cli.common import (
@@ -28,7 +25,7 @@ __all__ = ["serve"]
     "--bridges",
     "bridges_path",
     type=click.Path(dir_okay=False),
-    help="JSON file mapping endpoint ids to bridge URLs (written by `fusionkit up`).",
+    help="JSON file: endpoint id -> bridge URL (null while starting); written by `fusionkit up`, re-read on change.",
 )
 @click.option(
     "--bridge-key-env",
@@ -52,7 +49,12 @@ def serve(
     key = bearer_key_or_exit(config.server.api_key_env, f"{config_path}: server.api_key_env")
     refuse_open_bind(host, key, insecure_no_auth, "set server.api_key_env")
     bridge_key = bearer_key_or_exit(bridge_key_env, "--bridge-key-env")
-    bridges = _read_bridges(bridges_path, [e.id for e in config.endpoints]) if bridges_path else None
+    from server.bridges_file import BridgesFile, BridgesFileError
+
+    try:
+        bridges = BridgesFile(bridges_path, [e.id for e in config.endpoints]) if bridges_path else None
+    except BridgesFileError as exc:
+        raise BadInput(str(exc)) from None
     setup_logging(log_format)
     from server.app import create_app
     from server.clients import build_clients
@@ -60,15 +62,3 @@ def serve(
     app = create_app(config, clients=build_clients(config, bridges, bridge_key=bridge_key))
     run_server(app, host, port or config.server.port, header_timeout_s=config.server.header_timeout_s)
 
-
-def _read_bridges(path: str, endpoint_ids: list[str]) -> dict[str, str]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read the bridges file ({exc})") from None
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise BadInput(f"{path}: must be a JSON object mapping endpoint ids to URLs")
-    unknown = sorted(set(data) - set(endpoint_ids))
-    if unknown:
-        raise BadInput(f"{path}: unknown endpoint ids {unknown}; allowed: {', '.join(endpoint_ids)}")
-    return {str(k): str(v) for k, v in data.items()}

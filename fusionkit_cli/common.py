@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,10 @@ def run_server(app: Any, host: str, port: int, *, header_timeout_s: float = DEFA
         lifespan="on",
         timeout_graceful_shutdown=3,
         http=header_deadline_protocol(header_timeout_s),
+        ws="none",  # neither server speaks WebSocket: uvicorn then does not import a WebSocket library at start
     )
     server = uvicorn.Server(config)
+    gc.enable()  # off while the server started (fusionkit_cli/main.py); on for as long as it serves
     server.run()
     if not server.started:
         raise click.ClickException(f"could not start the server on {host}:{port} (is the port in use?)")

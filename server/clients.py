@@ -3,7 +3,9 @@
 An endpoint is reached either in-process, through the provider adapter a bridge would use (when
 `fusionkit serve` runs without bridges), or through its bridge with `BridgeClient` (under
 `fusionkit up`), so an upstream's quirks, errors and keys are handled by one piece of code
-whichever way the router runs. Either way the engine sees an
+whichever way the router runs. Under `up` the bridge's address comes from the bridges file,
+followed as it changes (`PublishedBridge`): the router starts while its bridges do, and calls
+one only once `up` has published it. Either way the engine sees an
 `EndpointClient`, which adds what a fan-out needs: a per-call timeout, retries on 429/5xx that
 honour `Retry-After` without outliving the run's deadline, and a readiness probe.
 
@@ -20,16 +22,17 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 
-import httpx2
+import aiohttp
 
 from bridge.adapters import CallContext, ChatAdapter, make_adapter
 from bridge.endpoint import EndpointConfig
-from bridge.errors import APIError, timed_out
+from bridge.errors import APIError, not_ready, timed_out
 from bridge.protocol import ChatCompletion, ChatCompletionChunk, ChatRequest
 from server.bridge_client import BridgeClient
+from server.bridges_file import BridgesFile
 from server.config import PanelConfig
 
-__all__ = ["EndpointClient", "build_clients"]
+__all__ = ["EndpointClient", "PublishedBridge", "build_clients"]
 
 log = logging.getLogger("fusionkit.router")
 MAX_ATTEMPTS = 3
@@ -49,6 +52,51 @@ def _retry_delay(error: APIError, attempt: int) -> float:
     return RETRY_BASE_S * (2**attempt) * (0.5 + random.random() / 2)
 
 
+class PublishedBridge:
+    """An endpoint's bridge at the address the bridges file gives now (a `ChatAdapter`).
+
+    bridge = PublishedBridge(endpoint, BridgesFile(path, ids), key)
+    bridge.url                             # None until `fusionkit up` published the bridge
+    await bridge.complete(request, ctx)    # 503 not_ready until then (the engine retries 5xx)
+    """
+
+    def __init__(self, endpoint: EndpointConfig, bridges: BridgesFile, key: str | None) -> None:
+        self.provider: str = endpoint.provider
+        self.model = endpoint.id
+        self._endpoint = endpoint
+        self._bridges = bridges
+        self._key = key
+        self._client: BridgeClient | None = None
+        self._retired: list[BridgeClient] = []  # clients of an address the file no longer gives
+
+    @property
+    def url(self) -> str | None:
+        return self._bridges.url(self._endpoint.id)
+
+    def _current(self) -> BridgeClient:
+        url = self.url
+        if url is None:
+            raise not_ready(f"the bridge for '{self.model}' is still starting; fusionkit up has not published it yet")
+        if self._client is None or self._client.base_url != f"{url}/v1":
+            if self._client is not None:
+                self._retired.append(self._client)  # calls under way on it finish there
+            self._client = BridgeClient(
+                f"{url}/v1", model=self.model, timeout_s=self._endpoint.timeout_s, api_key=self._key
+            )
+        return self._client
+
+    async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
+        return await self._current().complete(request, ctx)
+
+    async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
+        async for chunk in self._current().stream(request, ctx):
+            yield chunk
+
+    async def aclose(self) -> None:
+        clients = [*self._retired, *([self._client] if self._client is not None else [])]
+        await asyncio.gather(*(client.aclose() for client in clients))
+
+
 class EndpointClient:
     """One endpoint as the engine sees it.
 
@@ -59,10 +107,20 @@ class EndpointClient:
     def __init__(self, endpoint: EndpointConfig, adapter: ChatAdapter, *, bridge_url: str | None = None) -> None:
         self.endpoint = endpoint
         self.adapter = adapter
-        self.bridge_url = bridge_url
-        self._probe: httpx2.AsyncClient | None = None
+        self._bridge_url = bridge_url
+        # aiohttp, as BridgeClient: the router then imports no second HTTP client library at start.
+        self._probe: aiohttp.ClientSession | None = None
         # Told of each retry: this endpoint's id and the status that caused it (the router's metrics).
         self.on_retry: Callable[[str, int], None] | None = None
+
+    @property
+    def via_bridge(self) -> bool:
+        return self._bridge_url is not None or isinstance(self.adapter, PublishedBridge)
+
+    @property
+    def bridge_url(self) -> str | None:
+        """The bridge's URL now (None for an in-process endpoint, or a bridge not published yet)."""
+        return self.adapter.url if isinstance(self.adapter, PublishedBridge) else self._bridge_url
 
     @property
     def id(self) -> str:
@@ -112,38 +170,46 @@ class EndpointClient:
         await asyncio.sleep(delay)
 
     async def ready(self) -> dict[str, object]:
-        """Readiness from a live probe: a bridge's /health, or an in-process adapter (always ready)."""
-        if self.bridge_url is None:
+        """Readiness from a live probe: a bridge's /health, or an in-process adapter (always ready).
+
+        A bridge `fusionkit up` has not published yet is not ready, and is not probed: the port it
+        was given may still turn out to be someone else's.
+        """
+        if not self.via_bridge:
             return {"ready": True, "via": "in-process", "provider": self.endpoint.provider}
+        url = self.bridge_url
+        if url is None:
+            return {"ready": False, "via": "bridge", "state": "starting", "provider": self.endpoint.provider}
         if self._probe is None:
-            self._probe = httpx2.AsyncClient(timeout=1.0)
+            self._probe = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
         try:
-            response = await self._probe.get(f"{self.bridge_url}/health")
-            ok = response.status_code == 200
-            return {"ready": ok, "via": "bridge", "url": self.bridge_url, "provider": self.endpoint.provider}
-        except httpx2.HTTPError as exc:
-            return {"ready": False, "via": "bridge", "url": self.bridge_url, "error": type(exc).__name__}
+            async with self._probe.get(f"{url}/health") as response:
+                ok = response.status == 200
+            return {"ready": ok, "via": "bridge", "url": url, "provider": self.endpoint.provider}
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return {"ready": False, "via": "bridge", "url": url, "error": type(exc).__name__}
 
     async def aclose(self) -> None:
         await self.adapter.aclose()
         if self._probe is not None:
-            await self._probe.aclose()
+            await self._probe.close()
 
 
 def build_clients(
-    config: PanelConfig, bridges: Mapping[str, str] | None = None, *, bridge_key: str | None = None
+    config: PanelConfig, bridges: Mapping[str, str] | BridgesFile | None = None, *, bridge_key: str | None = None
 ) -> dict[str, EndpointClient]:
     """A client per endpoint: to its bridge when `bridges` names one (sending `bridge_key` as its bearer
-    token), else the in-process provider adapter."""
+    token), else the in-process provider adapter. A `BridgesFile` is followed as it changes."""
     clients: dict[str, EndpointClient] = {}
     for endpoint in config.endpoints:
-        url = (bridges or {}).get(endpoint.id)
-        if url is not None:
-            url = url.rstrip("/")
-            adapter: ChatAdapter = BridgeClient(
-                f"{url}/v1", model=endpoint.id, timeout_s=endpoint.timeout_s, api_key=bridge_key
-            )
-            clients[endpoint.id] = EndpointClient(endpoint, adapter, bridge_url=url)
+        adapter: ChatAdapter
+        url = None
+        if isinstance(bridges, BridgesFile) and endpoint.id in bridges.ids:
+            adapter = PublishedBridge(endpoint, bridges, bridge_key)
+        elif isinstance(bridges, Mapping) and endpoint.id in bridges:
+            url = bridges[endpoint.id].rstrip("/")
+            adapter = BridgeClient(f"{url}/v1", model=endpoint.id, timeout_s=endpoint.timeout_s, api_key=bridge_key)
         else:
-            clients[endpoint.id] = EndpointClient(endpoint, make_adapter(endpoint))
+            adapter = make_adapter(endpoint)
+        clients[endpoint.id] = EndpointClient(endpoint, adapter, bridge_url=url)
     return clients

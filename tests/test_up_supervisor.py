@@ -236,8 +236,9 @@ def test_a_bridge_that_exits_at_start_fails_the_start_with_its_status_and_last_2
     assert error.startswith("bridge 'm1' exited with status 3 during start-up; last 20 log lines")
     assert "m1 says 10\n" in error and "m1 says 29\n" in error and "m1 says 9\n" not in error
     assert "FusionKit is ready" not in text
-    assert env.spawns("router") == []  # the router never started
-    assert [names for names, _ in env.stops] == [["m0", "m2"]]
+    # The router started with the bridges, and was stopped first; it was never told where m1 is.
+    assert [names for names, _ in env.stops] == [["router"], ["m0", "m2"]]
+    assert json.loads((tmp_path / ".fusionkit" / "bridges.json").read_text())["m1"] is None
     assert not (tmp_path / ".fusionkit" / "up.json").exists()
 
 
@@ -248,8 +249,8 @@ def test_a_bridge_not_healthy_by_the_deadline_fails_the_start_with_progress_show
     text = out.getvalue()
     assert "waiting  m2      2.0s  loading weights" in text  # elapsed time and its last log line
     assert "error: bridge 'm2' was not healthy after 5s (--ready-timeout" in text
-    assert text.count("  ready    ") == 2 and env.spawns("router") == []
-    assert [names for names, _ in env.stops] == [["m0", "m1", "m2"]]
+    assert text.count("  ready    ") == 3  # m0, m1 and the router
+    assert [names for names, _ in env.stops] == [["router"], ["m0", "m1", "m2"]]
 
 
 def test_an_automatic_port_taken_before_the_bridge_bound_it_moves_to_another_port(tmp_path: Path) -> None:
@@ -257,13 +258,55 @@ def test_an_automatic_port_taken_before_the_bridge_bound_it_moves_to_another_por
     env = FakeEnv({"m0": [taken, Script()]})
     supervisor, out = make_supervisor(env)
     env.at(1010, env.signal(signal.SIGTERM))
-    seen: dict[str, str] = {}
-    env.at(1005, lambda: seen.update(json.loads((tmp_path / ".fusionkit" / "bridges.json").read_text())))
+    versions = watch_bridges_file(env, tmp_path)
     assert supervisor.run() == 143
     first, second = env.spawns("m0")
     assert first.port != second.port
     assert f"port {first.port} for m0 was taken meanwhile; trying port {second.port}" in out.getvalue()
-    assert seen["m0"] == f"http://127.0.0.1:{second.port}"  # the router is pointed at the port that worked
+    # The router, running meanwhile, is pointed at the port that worked, and never at the one taken.
+    assert list(dict.fromkeys(v["m0"] for v in versions)) == [None, f"http://127.0.0.1:{second.port}"]
+
+
+def watch_bridges_file(env: FakeEnv, directory: Path) -> list[dict[str, str | None]]:
+    """Every distinct content the bridges file has had, read after each step of the fake clock."""
+    versions: list[dict[str, str | None]] = []
+    sleep = env.sleep
+
+    def sleep_and_look(seconds: float) -> None:
+        path = directory / ".fusionkit" / "bridges.json"
+        current = json.loads(path.read_text()) if path.exists() else None
+        if current is not None and (not versions or versions[-1] != current):
+            versions.append(current)
+        sleep(seconds)
+
+    env.sleep = sleep_and_look  # type: ignore[method-assign]
+    return versions
+
+
+def test_the_router_starts_with_the_bridges_and_learns_each_once_it_answers(tmp_path: Path) -> None:
+    env = FakeEnv({"m0": [Script(boot_s=0.2)], "m1": [Script(boot_s=0.6)], "m2": [Script(boot_s=1.0)]})
+    env.scripts["router"] = [Script(boot_s=0.8)]
+    supervisor, out = make_supervisor(env)
+    env.at(1030, env.signal(signal.SIGTERM))
+    versions = watch_bridges_file(env, tmp_path)
+    assert supervisor.run() == 143
+    router = env.spawns("router")[0]
+    assert all(bridge.started == router.started for name in ("m0", "m1", "m2") for bridge in env.spawns(name))
+    urls = {name: f"http://127.0.0.1:{env.spawns(name)[0].port}" for name in ("m0", "m1", "m2")}
+    # One bridge at a time, in the order they answered /health; none before it did.
+    assert versions == [
+        {"m0": None, "m1": None, "m2": None},
+        {"m0": urls["m0"], "m1": None, "m2": None},
+        {"m0": urls["m0"], "m1": urls["m1"], "m2": None},
+        {"m0": urls["m0"], "m1": urls["m1"], "m2": urls["m2"]},
+    ]
+    text = out.getvalue()
+    # Ready when the slowest of the four is (1 s, give or take a 50 ms poll), not after the bridges'
+    # 1 s plus the router's 0.8 s.
+    ready = {line.split()[1]: line.rsplit(" in ", 1)[1] for line in text.splitlines() if line.startswith("  ready ")}
+    assert ready == {"m0": "0.25s", "m1": "0.65s", "router": "0.85s", "m2": "1.05s"}
+    banner_at = text.index("FusionKit is ready at")
+    assert all(text.index(f"  ready    {name} ") < banner_at for name in ("m0", "m1", "m2", "router"))
 
 
 def test_a_configured_port_in_use_stops_the_start_before_anything_is_spawned() -> None:

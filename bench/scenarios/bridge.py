@@ -102,7 +102,7 @@ def bridge_start(settings: Settings) -> Result:
                     answer.raise_for_status()
                     seconds.append(started.start_s)
                     memory.append(rss_mb(started.pid))
-            rows.append(_under(f"{kind} bridge: spawn to healthy", "s", seconds, 0.8))
+            rows.append(_under(f"{kind} bridge: spawn to healthy", "s", seconds, 0.6))
             rows.append(_under(f"{kind} bridge: resident memory after one request", "MB", memory, 70))
     return Result(rows=rows)
 

@@ -98,8 +98,8 @@ def up_cold_start(settings: Settings) -> Result:
                     f"`fusionkit up`, {label}: command to ready banner",
                     "s",
                     seconds,
-                    target="<= 2.5 s" if three else None,
-                    met=statistics.median(seconds) <= 2.5 if three else None,
+                    target="<= 1.5 s" if three else None,
+                    met=statistics.median(seconds) <= 1.5 if three else None,
                 )
             )
             last = memory[-1]

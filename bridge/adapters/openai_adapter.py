@@ -24,11 +24,11 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import openai
 from pydantic import BaseModel, Field, ValidationError
 
 from bridge.adapters.base import CallContext
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
+from bridge.adapters.openai_sdk import openai  # the SDK's client and errors without all of `openai.types`
 from bridge.endpoint import EndpointConfig
 from bridge.errors import APIError, from_openai_status, redact, timed_out, upstream_failure
 from bridge.protocol import ChatCompletion, ChatCompletionChunk, ChatRequest, Usage

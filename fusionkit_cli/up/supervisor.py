@@ -4,11 +4,13 @@
     code = supervisor.run()   # blocks until a stop: 130 after Ctrl-C, 143 after SIGTERM, 0 after
                               # `fusionkit down`, 1 after a failure
 
-Start: configured ports are checked before anything is spawned; the bridges start together and
-each must answer /health before its deadline (one that exits fails the start at once, with its
-last log lines; one whose automatic port was taken meanwhile moves to another port); then the
-router starts, pointed at the bridges (which require a bearer key generated here, handed to
-every child in its environment). Watch: a child that dies, or a bridge that stops answering its
+Start: configured ports are checked before anything is spawned; the router and the bridges start
+together, and each must answer /health before its deadline (one that exits fails the start at
+once, with its last log lines; a bridge whose automatic port was taken meanwhile moves to
+another port). The router learns its bridges from the bridges file, where each bridge appears
+only once it answered /health at its final port: until then the router reports that endpoint
+not ready and calls no one in its name. The bridges require a bearer key generated here, handed
+to every child in its environment. Watch: a child that dies, or a bridge that stops answering its
 health probes, is restarted after 1 s, 2 s, 4 s ...; past the restart limit, `up` gives up on
 that bridge alone and serves on without it, unless the stack can no longer answer without it
 (the judge, the synthesizer, or fewer than `panel.min_successful` members left) or it is the
@@ -35,6 +37,7 @@ from typing import IO
 
 from fusionkit_cli.up import procs
 from fusionkit_cli.up.banner import ready_banner
+from fusionkit_cli.up.bytecode import precompile
 from fusionkit_cli.up.child import Child
 from fusionkit_cli.up.env import DOWN_SIGNAL, Env, SystemEnv
 from fusionkit_cli.up.policy import RestartPolicy
@@ -116,6 +119,7 @@ class Supervisor:
         self.router: Child | None = None
         self.policies: dict[str, RestartPolicy] = {}
         self.restart_due: dict[str, float] = {}
+        self.published: set[str] = set()  # bridges in the bridges file: healthy once, at their final port
         self.stop_request: StopRequest | None = None
         self.hurry = False
         self._bridge_key = secrets.token_urlsafe(32)  # this run's only: never written to a file or argv
@@ -207,17 +211,32 @@ class Supervisor:
     def start(self) -> None:
         self._plan()
         assert self.router is not None
+        if sys.dont_write_bytecode:  # inherited by every child: none of them would keep what it compiles
+            precompile()
         self.printer.say(f"fusionkit up: {len(self.bridges)} bridges for {self.config_path}")
-        for child in self.bridges:
+        self._publish()
+        # The router imports while the bridges do, instead of after them; it calls a bridge only
+        # once _await_healthy has published it.
+        for child in [self.router, *self.bridges]:
             child.spawn(self.env, self._death_read)
         self._write_state()
-        self._await_healthy(self.bridges)
-        BRIDGES_PATH.write_text(json.dumps({child.name: child.url for child in self.bridges}, indent=2))
-        self.router.spawn(self.env, self._death_read)
-        self._write_state()
-        self._await_healthy([self.router])
+        self._await_healthy([*self.bridges, self.router])
         bridges = {child.name: child.url for child in self.bridges}
         self.printer.say(ready_banner(self.base_url, self.config, self.options.log_dir, bridges))
+
+    def _publish(self) -> None:
+        """Write the bridges file: each bridge's URL once it answered /health, null before.
+
+        Replaced whole (the router re-reads it when it changes), so a reader never sees half a file.
+        """
+        urls = {child.name: child.url if child.name in self.published else None for child in self.bridges}
+        text = json.dumps(urls, indent=2)
+        if BRIDGES_PATH.exists() and BRIDGES_PATH.read_text() == text:
+            return
+        BRIDGES_PATH.parent.mkdir(parents=True, exist_ok=True)
+        fresh = BRIDGES_PATH.with_suffix(".json.new")
+        fresh.write_text(text)
+        os.replace(fresh, BRIDGES_PATH)
 
     def _await_healthy(self, children: list[Child]) -> None:
         waiting = list(children)
@@ -236,6 +255,9 @@ class Supervisor:
                 if self.env.probe(child.url):
                     waiting.remove(child)
                     self._healthy(child, now)
+                    if child.kind == "bridge":
+                        self.published.add(child.name)
+                        self._publish()
                     self.printer.say(
                         f"  ready    {child.name:<{self.printer.width}}  {child.description:<28}  "
                         f"port {child.port:<5}  in {now - child.spawned_at:.2f}s"
