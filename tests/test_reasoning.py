@@ -10,6 +10,7 @@ is read back from the run store the router wrote.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+from openai.types.shared import Reasoning
 
 from server.app import create_app
 from tests.doors_helpers import collapse, run_events
@@ -128,23 +131,17 @@ def test_the_config_default_shows_reasoning_and_a_request_turns_it_off(tmp_path:
 
 # -- Responses -------------------------------------------------------------------------------------------
 
-RESPONSES_WITH_REASONING = [
-    "response.created",
-    "response.in_progress",
+OPENED = ["response.created", "response.in_progress"]
+REASONING_ITEM = [  # output_index 0
     "response.output_item.added",
     "response.reasoning_summary_part.added",
     "response.reasoning_summary_text.delta+",
     "response.reasoning_summary_text.done",
     "response.reasoning_summary_part.done",
     "response.output_item.done",
-    "response.output_item.added",
-    "response.content_part.added",
-    "response.output_text.delta+",
-    "response.output_text.done",
-    "response.content_part.done",
-    "response.output_item.done",
-    "response.completed",
 ]
+MESSAGE_ITEM = ["response.output_item.added", "response.content_part.added", "response.output_text.delta+"]
+MESSAGE_ITEM += ["response.output_text.done", "response.content_part.done", "response.output_item.done"]
 
 
 def responses_stream(server: Any, extra: dict[str, Any] | None = None, **kwargs: Any) -> tuple[list[Any], str]:
@@ -159,7 +156,7 @@ def test_responses_streams_a_reasoning_item_before_the_message(tmp_path: Path, l
     server = router(tmp_path, live_server)
     events, run_id = responses_stream(server, SHOW)
 
-    assert collapse([e.type for e in events]) == RESPONSES_WITH_REASONING
+    assert collapse([e.type for e in events]) == [*OPENED, *REASONING_ITEM, *MESSAGE_ITEM, "response.completed"]
     assert [e.sequence_number for e in events] == list(range(len(events)))
     added, done = events[2].item, next(e.item for e in events if e.type == "response.output_item.done")
     assert added.type == done.type == "reasoning" and added.summary == [] and added.id == done.id
@@ -214,21 +211,9 @@ def test_responses_a_tool_call_turn_puts_the_call_after_the_reasoning_item(tmp_p
     tool = {"type": "function", "name": "get_weather", "description": "The weather.", "parameters": WEATHER_SCHEMA}
     events, _ = responses_stream(server, SHOW, input=WEATHER_ASK, tools=[tool])
 
-    assert collapse([e.type for e in events]) == [
-        "response.created",
-        "response.in_progress",
-        "response.output_item.added",
-        "response.reasoning_summary_part.added",
-        "response.reasoning_summary_text.delta+",
-        "response.reasoning_summary_text.done",
-        "response.reasoning_summary_part.done",
-        "response.output_item.done",
-        "response.output_item.added",
-        "response.function_call_arguments.delta",
-        "response.function_call_arguments.done",
-        "response.output_item.done",
-        "response.completed",
-    ]
+    call_item = ["response.output_item.added", "response.function_call_arguments.delta"]
+    call_item += ["response.function_call_arguments.done", "response.output_item.done"]
+    assert collapse([e.type for e in events]) == [*OPENED, *REASONING_ITEM, *call_item, "response.completed"]
     assert [e.sequence_number for e in events] == list(range(len(events)))
     call_events = events[-5:-1]
     assert {e.output_index for e in call_events} == {1} and call_events[0].item.type == "function_call"
@@ -237,7 +222,53 @@ def test_responses_a_tool_call_turn_puts_the_call_after_the_reasoning_item(tmp_p
     assert json.loads(completed.output[1].arguments) == {"city": "Paris"}
 
 
+def test_the_agents_sdk_takes_reasoning_items_through_a_tool_round(tmp_path: Path, live_server: Any) -> None:
+    server = router(tmp_path, live_server)
+    set_tracing_disabled(True)
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    async def run() -> Any:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        try:
+            # The Agents SDK asks the way Codex does when its model settings say so.
+            model = OpenAIResponsesModel(model="fusionkit/panel", openai_client=client)
+            settings = ModelSettings(reasoning=Reasoning(summary="auto"))
+            agent = Agent(name="forecaster", tools=[get_weather], model=model, model_settings=settings)
+            result = Runner.run_streamed(agent, WEATHER_ASK)
+            async for _ in result.stream_events():
+                pass
+            return result
+        finally:
+            await client.close()
+
+    result = asyncio.run(run())
+    assert "From the tool result, the answer is sunny in Paris" in str(result.final_output)
+    # Both turns began with the run's reasoning; the second turn got the first one's back and went on.
+    kinds = [item.type for item in result.new_items]
+    assert kinds == [
+        "reasoning_item",
+        "tool_call_item",
+        "tool_call_output_item",
+        "reasoning_item",
+        "message_output_item",
+    ]
+    assert all(item.raw_item.summary[0].text for item in result.new_items if item.type == "reasoning_item")
+
+
 # -- Messages ----------------------------------------------------------------------------------------------
+
+
+THINKING_BLOCK = [  # index 0
+    "content_block_start:thinking",
+    "content_block_delta:thinking_delta+",
+    "content_block_delta:signature_delta",
+    "content_block_stop",
+]
+CLOSING = ["message_delta", "message_stop"]
 
 
 def messages_client(server: Any) -> anthropic.Anthropic:
@@ -265,18 +296,8 @@ def test_messages_streams_a_thinking_block_before_the_text(tmp_path: Path, live_
     server = router(tmp_path, live_server)
     events, run_id = messages_stream(server, SHOW)
 
-    assert collapse([event_kind(e) for e in events]) == [
-        "message_start",
-        "content_block_start:thinking",
-        "content_block_delta:thinking_delta+",
-        "content_block_delta:signature_delta",
-        "content_block_stop",
-        "content_block_start:text",
-        "content_block_delta:text_delta+",
-        "content_block_stop",
-        "message_delta",
-        "message_stop",
-    ]
+    text_block = ["content_block_start:text", "content_block_delta:text_delta+", "content_block_stop"]
+    assert collapse([event_kind(e) for e in events]) == ["message_start", *THINKING_BLOCK, *text_block, *CLOSING]
     blocks = [e for e in events if e.type.startswith("content_block")]
     thinking_end = next(i for i, e in enumerate(blocks) if e.type == "content_block_stop")
     assert {e.index for e in blocks[: thinking_end + 1]} == {0} and {e.index for e in blocks[thinking_end + 1 :]} == {1}
@@ -358,17 +379,7 @@ def test_messages_a_tool_use_turn_puts_the_tool_after_the_thinking_block(tmp_pat
     tool = {"name": "get_weather", "description": "The weather.", "input_schema": WEATHER_SCHEMA}
     events, _ = messages_stream(server, SHOW, messages=[{"role": "user", "content": WEATHER_ASK}], tools=[tool])
 
-    assert collapse([event_kind(e) for e in events]) == [
-        "message_start",
-        "content_block_start:thinking",
-        "content_block_delta:thinking_delta+",
-        "content_block_delta:signature_delta",
-        "content_block_stop",
-        "content_block_start:tool_use",
-        "content_block_delta:input_json_delta",
-        "content_block_stop",
-        "message_delta",
-        "message_stop",
-    ]
+    tool_block = ["content_block_start:tool_use", "content_block_delta:input_json_delta", "content_block_stop"]
+    assert collapse([event_kind(e) for e in events]) == ["message_start", *THINKING_BLOCK, *tool_block, *CLOSING]
     assert [e.index for e in events if e.type.startswith("content_block")] == [0] * (len(events) - 6) + [1, 1, 1]
     assert events[-2].delta.stop_reason == "tool_use"
