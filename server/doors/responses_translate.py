@@ -440,6 +440,7 @@ class ResponseStream:
         return [sse_comment(name)]
 
     def _reasoning_where(self) -> dict[str, Any]:
+        # Output index 0: the reasoning item opens before anything else can.
         return {"item_id": self.reasoning_id, "output_index": 0, "summary_index": 0}
 
     def reasoning(self, piece: Reasoning) -> list[bytes]:
