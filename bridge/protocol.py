@@ -271,6 +271,9 @@ class ToolCallDelta(BaseModel):
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    # Not in OpenAI's schema: the field DeepSeek, vLLM and OpenRouter stream reasoning in (the router's
+    # `fusion.show_reasoning`); the openai SDK keeps it in the delta's `model_extra`.
+    reasoning_content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
 
 

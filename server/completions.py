@@ -4,10 +4,12 @@
     return await respond(request, run, model=body.model, stream=body.stream, include_usage=...)
 
 Streaming sends the role chunk at once, an SSE comment for each phase and as a keep-alive
-while nothing else is happening, the answer's tokens as the engine emits them, tool calls at the
-end, then the last chunk with `finish_reason` and the `fusionkit` metadata. Every chunk of one
-answer carries the same id, created and model. A failure, before or during the stream, names
-the run (`error.run_id`), so the client can look it up. A client that goes away cancels the task.
+while nothing else is happening, the run's reasoning as `reasoning_content` deltas when the
+request asked for it (`fusion.show_reasoning`), the answer's tokens as the engine emits them,
+tool calls at the end, then the last chunk with `finish_reason` and the `fusionkit` metadata.
+Every chunk of one answer carries the same id, created and model. A failure, before or during
+the stream, names the run (`error.run_id`), so the client can look it up. A client that goes
+away cancels the task.
 
 A run with external tool execution answers as soon as it settles waiting for tool results: a
 tool-call turn whose calls are the ones its members wait on, `finish_reason: "tool_calls"`, and a
@@ -39,7 +41,7 @@ from bridge.protocol import (
     new_completion_id,
 )
 from server.doors.launch import StartedRun, stream_response
-from server.engine import FusionResult, Paused, TextDelta
+from server.engine import FusionResult, Paused, Reasoning, TextDelta
 from server.metadata import fusion_metadata, paused_metadata
 
 __all__ = ["respond"]
@@ -78,8 +80,9 @@ def _paused_completion(model: str, pause: Paused) -> ChatCompletion:
 
 
 class ChunkWriter:
-    """Chat Completions SSE: the role chunk at once, comments as keep-alives and phases, the answer's
-    tokens, tool calls at the end, the last chunk with `finish_reason` and the `fusionkit` metadata."""
+    """Chat Completions SSE: the role chunk at once, comments as keep-alives and phases, the run's
+    reasoning as `delta.reasoning_content` (when asked for), the answer's tokens, tool calls at the
+    end, the last chunk with `finish_reason` and the `fusionkit` metadata."""
 
     def __init__(self, model: str, *, include_usage: bool, run_id: str, trace_id: str) -> None:
         self.include_usage = include_usage
@@ -101,6 +104,9 @@ class ChunkWriter:
 
     def phase(self, name: str) -> list[bytes]:
         return [sse_comment(name)]
+
+    def reasoning(self, piece: Reasoning) -> list[bytes]:
+        return [self._frame(ChatCompletionChunk(choices=[ChunkChoice(delta=Delta(reasoning_content=piece.text))]))]
 
     def delta(self, piece: TextDelta) -> list[bytes]:
         chunk = text_chunk(piece.text)

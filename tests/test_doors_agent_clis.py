@@ -146,7 +146,15 @@ def test_claude_code_finishes_a_tool_task_on_fused_turns(
     result = json.loads(done.stdout)
     assert result["is_error"] is False and result["subtype"] == "success", result
     assert EXPECTED in result["result"] and result["num_turns"] == 2
-    check_fused_tool_turns(runs_through(store, "messages"), "Bash")
+    runs = runs_through(store, "messages")
+    check_fused_tool_turns(runs, "Bash")
+    # It asks for thinking, so every fused turn streamed it the run's reasoning as a thinking block
+    # (docs/fusion.md#visible-reasoning), and it sent those blocks back, unsigned, in the next turn.
+    assert {r["request"]["body"]["thinking"]["type"] for r in runs} <= {"enabled", "adaptive"}
+    sent_back = [
+        b for m in runs[-1]["request"]["body"]["messages"] if isinstance(m["content"], list) for b in m["content"]
+    ]
+    assert any(b["type"] == "thinking" for b in sent_back)
 
 
 def test_codex_finishes_a_tool_task_on_fused_turns(
@@ -200,3 +208,7 @@ enabled = false
     body = runs[-1]["request"]["body"]
     assert body["store"] is False and body["stream"] is True
     assert [i["type"] for i in body["input"]][-2:] == ["function_call", "function_call_output"]
+    # It asks for reasoning summaries, so its fused turns streamed it the run's reasoning as a reasoning
+    # item (docs/fusion.md#visible-reasoning), which it sent back in the next turn.
+    assert all(r["request"]["body"]["reasoning"]["summary"] == "auto" for r in runs)
+    assert "reasoning" in [i["type"] for i in body["input"]]

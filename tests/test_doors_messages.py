@@ -198,7 +198,10 @@ def test_a_claude_code_shaped_request_is_accepted(tmp_path: Path, live_server: A
     door = delta["fusionkit"]["door"]
     assert any(d.startswith("thinking:") for d in door["dropped"])
     assert any(d.startswith("thinking blocks of earlier turns") for d in door["dropped"])
-    text = "".join(f.data["delta"]["text"] for f in frames if f.event == "content_block_delta" and f.data)
+    # Its `thinking: {type: adaptive}` asks for the run's reasoning: a thinking block before the text.
+    assert frames[1].data is not None and frames[1].data["content_block"]["type"] == "thinking"
+    deltas = [f.data["delta"] for f in frames if f.event == "content_block_delta" and f.data]
+    text = "".join(d["text"] for d in deltas if d["type"] == "text_delta")
     # The panel answered from the failed tool result: the error mark and the result travelled.
     assert f"From the tool result, the answer is {TOOL_ERROR_MARK}" in text
 

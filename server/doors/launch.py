@@ -28,7 +28,7 @@ from fastapi.responses import StreamingResponse
 from bridge.errors import APIError, bad_request, conflict, not_found, upstream_failure
 from bridge.http import SSE_HEADERS, ClientDisconnected, log_context, race_disconnect
 from bridge.protocol import ChatRequest
-from server.engine import EngineEvent, FusionEngine, FusionResult, Paused, Phase, TextDelta
+from server.engine import EngineEvent, FusionEngine, FusionResult, Paused, Phase, Reasoning, TextDelta
 from server.protocol import FUSION_MODELS, mode_of_model
 from server.protocol.chat import FusionOptions
 from server.run_views import DOOR_EVENT
@@ -55,7 +55,7 @@ class KeepAlive:
     """Nothing happened for `keepalive_s`: the door sends its own keep-alive frame."""
 
 
-RunItem = Phase | TextDelta | Paused | KeepAlive | FusionResult
+RunItem = Phase | TextDelta | Reasoning | Paused | KeepAlive | FusionResult
 
 
 class RunEvents:
@@ -148,6 +148,10 @@ class StreamWriter(Protocol):
 
     def phase(self, name: str) -> list[bytes]: ...
 
+    def reasoning(self, piece: Reasoning) -> list[bytes]:
+        """What the run is doing and why (`fusion.show_reasoning`), sent by the engine before the answer begins."""
+        ...
+
     def delta(self, piece: TextDelta) -> list[bytes]: ...
 
     def finish(self, result: FusionResult) -> list[bytes]: ...
@@ -170,6 +174,8 @@ def stream_response(events: RunEvents, writer: StreamWriter, headers: dict[str, 
                         written = writer.keepalive()
                     elif isinstance(item, Phase):
                         written = writer.phase(item.name)
+                    elif isinstance(item, Reasoning):
+                        written = writer.reasoning(item)
                     elif isinstance(item, TextDelta):
                         written = writer.delta(item)
                     elif isinstance(item, Paused):
@@ -238,10 +244,17 @@ class FusionPath:
         self.runs = runs
         self.keepalive_s = keepalive_s
 
-    def options(self, model: str, fusion: FusionOptions | None) -> FusionOptions:
+    def options(self, model: str, fusion: FusionOptions | None, *, show_reasoning: bool | None = None) -> FusionOptions:
         """`fusion.mode`, else the model suffix (`fusionkit/panel`, `fusionkit/router`, the 0.10
-        alias `fusionkit/heuristic`); an endpoint id means single on it."""
+        alias `fusionkit/heuristic`); an endpoint id means single on it.
+
+        `show_reasoning` is what the door's own request says about seeing reasoning (Messages
+        `thinking`, Responses `reasoning.summary`); `fusion.show_reasoning` overrides it, and when
+        neither says, the config's `fusion.show_reasoning` decides (at planning).
+        """
         options = fusion or FusionOptions()
+        if show_reasoning is not None and options.show_reasoning is None:
+            options = options.model_copy(update={"show_reasoning": show_reasoning})
         mode = mode_of_model(model)
         if mode is not None:
             return options if options.mode is not None else options.model_copy(update={"mode": mode})

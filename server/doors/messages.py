@@ -22,7 +22,14 @@ from bridge.errors import APIError
 from bridge.http import json_body, validation_error
 from bridge.openapi import answers, errors
 from server.doors.launch import FusionPath, stream_response
-from server.doors.messages_translate import MessageStream, error_body, estimate_tokens, message_object, to_chat_request
+from server.doors.messages_translate import (
+    MessageStream,
+    asks_for_reasoning,
+    error_body,
+    estimate_tokens,
+    message_object,
+    to_chat_request,
+)
 from server.doors.notes import DoorNotes
 from server.protocol.messages import AnthropicError, CountTokensRequest, MessageObject, MessagesRequest, TokenCount
 
@@ -63,7 +70,7 @@ def messages_router(fusion: FusionPath) -> APIRouter:
         | errors(413),  # refused before any route runs, in the servers' common shape
     )
     async def create_message(request: Request, body: MessagesRequest = json_body(MessagesRequest)) -> Response:
-        options = fusion.options(body.model, body.fusion)
+        options = fusion.options(body.model, body.fusion, show_reasoning=asks_for_reasoning(body))
         notes = DoorNotes(name=DOOR)
         try:
             chat = to_chat_request(body, notes)

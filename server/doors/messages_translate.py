@@ -22,7 +22,7 @@ from bridge.errors import APIError, bad_request
 from bridge.http import sse_event
 from bridge.protocol import ChatMessage, ChatRequest, ContentPart, FunctionCall, FunctionDefinition, Tool, ToolCall
 from server.doors.notes import DoorNotes
-from server.engine import FusionResult, Paused, TextDelta
+from server.engine import FusionResult, Paused, Reasoning, TextDelta
 from server.protocol.messages import (
     CountTokensRequest,
     ImageBlock,
@@ -44,6 +44,7 @@ from server.protocol.messages import (
 __all__ = [
     "STOP_REASONS",
     "MessageStream",
+    "asks_for_reasoning",
     "error_body",
     "estimate_tokens",
     "message_object",
@@ -215,6 +216,14 @@ def to_chat_request(body: MessagesRequest, notes: DoorNotes) -> ChatRequest:
     return ChatRequest.model_validate(fields)
 
 
+def asks_for_reasoning(body: MessagesRequest) -> bool | None:
+    """Whether the request's `thinking` asks to see reasoning: `enabled` or `adaptive` asks (a client
+    that turns thinking on takes thinking blocks), `disabled` declines, none leaves it to the config."""
+    if body.thinking is None:
+        return None
+    return body.thinking.type != "disabled"
+
+
 def estimate_tokens(body: CountTokensRequest) -> int:
     """A rough count (about four characters a token, plus a few per message): not any model's tokenizer."""
     notes = DoorNotes(name="count_tokens")
@@ -260,8 +269,9 @@ def message_object(result: FusionResult, *, model: str, message_id: str) -> Mess
 class MessageStream:
     """Anthropic's SSE events for one answer: message_start first, content blocks, message_delta, message_stop.
 
-    The text block opens on the first text delta; tool_use blocks (known when the run ends) follow
-    it. `ping` is the keep-alive while the panel and judge work.
+    The run's reasoning, when asked for, is a `thinking` block first, closed when the answer
+    begins; the text block opens on the first text delta; tool_use blocks (known when the run
+    ends) follow it. `ping` is the keep-alive while the panel and judge work.
     """
 
     def __init__(self, message_id: str, model: str, notes: DoorNotes) -> None:
@@ -269,6 +279,7 @@ class MessageStream:
         self.model = model
         self.notes = notes
         self.index = -1
+        self.thinking_open = False
         self.text_open = False
         self.streamed = False
 
@@ -289,10 +300,44 @@ class MessageStream:
     def phase(self, name: str) -> list[bytes]:
         return [self.ping()]
 
+    def reasoning(self, piece: Reasoning) -> list[bytes]:
+        if self.streamed:
+            return []  # the engine reasons before the answer; once it began there is no place for more
+        frames = []
+        if not self.thinking_open:
+            self.index += 1
+            self.thinking_open = True
+            frames.append(
+                self._event("content_block_start", index=self.index, content_block={"type": "thinking", "thinking": ""})
+            )
+        frames.append(
+            self._event(
+                "content_block_delta", index=self.index, delta={"type": "thinking_delta", "thinking": piece.text}
+            )
+        )
+        return frames
+
+    def _end_thinking(self) -> list[bytes]:
+        """Close the thinking block, once the answer begins (nothing when there is none open).
+
+        Its signature is empty: the text is FusionKit's own account of the run, not a model's
+        signed thinking, so nothing could verify a signature, and an empty one tells clients
+        (and Anthropic, if a conversation moves there) that the block is unsigned. This door
+        drops thinking blocks sent back in later turns, signed or not.
+        """
+        if not self.thinking_open:
+            return []
+        self.thinking_open = False
+        return [
+            self._event("content_block_delta", index=self.index, delta={"type": "signature_delta", "signature": ""}),
+            self._event("content_block_stop", index=self.index),
+        ]
+
     def delta(self, piece: TextDelta) -> list[bytes]:
         text = piece.text
         frames = []
         if not self.text_open:
+            frames.extend(self._end_thinking())
             self.index += 1
             self.text_open = self.streamed = True
             frames.append(
@@ -305,6 +350,7 @@ class MessageStream:
         frames = []
         if not self.streamed and result.message.content:
             frames.extend(self.delta(TextDelta(result.message.content)))
+        frames.extend(self._end_thinking())  # a turn that is only tool calls
         if self.text_open:
             frames.append(self._event("content_block_stop", index=self.index))
             self.text_open = False

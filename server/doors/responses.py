@@ -24,6 +24,7 @@ from server.doors.notes import DoorNotes
 from server.doors.responses_translate import (
     ResponseStream,
     ToolMap,
+    asks_for_reasoning,
     finished,
     output_items,
     response_id_for,
@@ -66,7 +67,7 @@ def responses_router(fusion: FusionPath) -> APIRouter:
         responses=answers(ResponseObject, stream=True) | errors(400, 401, 404, 409, 413, 502, 503, 504),
     )
     async def create_response(request: Request, body: ResponsesRequest = json_body(ResponsesRequest)) -> Response:
-        options = fusion.options(body.model, body.fusion)
+        options = fusion.options(body.model, body.fusion, show_reasoning=asks_for_reasoning(body))
         history = []
         if body.previous_response_id:
             history = await previous_conversation(fusion.runs.store, body.previous_response_id)

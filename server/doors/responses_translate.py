@@ -34,7 +34,7 @@ from bridge.protocol import (
     now,
 )
 from server.doors.notes import DoorNotes
-from server.engine import FusionResult, Paused, TextDelta
+from server.engine import FusionResult, Paused, Reasoning, TextDelta
 from server.protocol.responses import (
     CustomTool,
     CustomToolCallItem,
@@ -49,11 +49,13 @@ from server.protocol.responses import (
     OutputFunctionCall,
     OutputItem,
     OutputMessage,
+    OutputReasoning,
     OutputText,
     ReasoningItem,
     ResponseObject,
     ResponsesRequest,
     ResponseUsage,
+    SummaryText,
     ToolCallOutputItem,
     ToolChoiceObject,
 )
@@ -62,6 +64,7 @@ __all__ = [
     "OfferedTool",
     "ResponseStream",
     "ToolMap",
+    "asks_for_reasoning",
     "finished",
     "flat_name",
     "output_items",
@@ -318,6 +321,16 @@ def to_chat_request(
     return ChatRequest.model_validate(fields), conversation
 
 
+def asks_for_reasoning(body: ResponsesRequest) -> bool | None:
+    """Whether the request's `reasoning.summary` (`auto`, `concise`, `detailed`: what Codex sends) asks
+    to see reasoning summaries; without one the config decides."""
+    summary = (body.reasoning or {}).get("summary")
+    return True if summary in _SUMMARIES else None
+
+
+_SUMMARIES = ("auto", "concise", "detailed")
+
+
 # -- answer -----------------------------------------------------------------------------------------
 
 
@@ -393,8 +406,10 @@ def response_json(response: ResponseObject, fusionkit: dict[str, Any] | None) ->
 class ResponseStream:
     """The Responses SSE events of one answer, numbered by `sequence_number` from 0.
 
-    The message item opens on the first text delta, so a turn that is only tool calls has no
-    empty message; tool calls (known when the run ends) follow it, then `response.completed`.
+    The run's reasoning, when asked for, is a `reasoning` item first: one summary part whose text
+    arrives as it happens, done when the answer begins. The message item opens on the first text
+    delta, so a turn that is only tool calls has no empty message; tool calls (known when the run
+    ends) follow it, then `response.completed` with every item in output order.
     """
 
     def __init__(self, response: ResponseObject, tools: ToolMap, notes: DoorNotes) -> None:
@@ -402,8 +417,12 @@ class ResponseStream:
         self.tools = tools
         self.notes = notes
         self.seq = 0
+        self.output: list[OutputItem] = []  # the items done so far, in output order
+        self.summary: list[str] | None = None  # the reasoning item's text while it is open
+        self.reasoning_id = _item_id("rs")
         self.text: list[str] | None = None
         self.message_id = _item_id("msg")
+        self.message_index = 0
 
     def _event(self, type: str, **fields: Any) -> bytes:
         frame = sse_event(type, {"type": type, "sequence_number": self.seq, **fields})
@@ -420,18 +439,58 @@ class ResponseStream:
     def phase(self, name: str) -> list[bytes]:
         return [sse_comment(name)]
 
+    def _reasoning_where(self) -> dict[str, Any]:
+        # Output index 0: the reasoning item opens before anything else can.
+        return {"item_id": self.reasoning_id, "output_index": 0, "summary_index": 0}
+
+    def reasoning(self, piece: Reasoning) -> list[bytes]:
+        if self.text is not None:
+            return []  # the engine reasons before the answer; once it began there is no place for more
+        frames = []
+        if self.summary is None:
+            self.summary = []
+            item = OutputReasoning(id=self.reasoning_id, summary=[])
+            frames.append(self._event("response.output_item.added", output_index=0, item=_dump(item)))
+            frames.append(
+                self._event(
+                    "response.reasoning_summary_part.added",
+                    **self._reasoning_where(),
+                    part=SummaryText(text="").model_dump(),
+                )
+            )
+        self.summary.append(piece.text)
+        frames.append(self._event("response.reasoning_summary_text.delta", **self._reasoning_where(), delta=piece.text))
+        return frames
+
+    def _end_reasoning(self) -> list[bytes]:
+        """The reasoning item's done events, once the answer begins (nothing when there is none open)."""
+        if self.summary is None:
+            return []
+        part = SummaryText(text="".join(self.summary))
+        self.summary = None
+        item = OutputReasoning(id=self.reasoning_id, summary=[part])
+        self.output.append(item)
+        where = self._reasoning_where()
+        return [
+            self._event("response.reasoning_summary_text.done", **where, text=part.text),
+            self._event("response.reasoning_summary_part.done", **where, part=part.model_dump()),
+            self._event("response.output_item.done", output_index=0, item=_dump(item)),
+        ]
+
     def delta(self, piece: TextDelta) -> list[bytes]:
         text = piece.text
         frames = []
         if self.text is None:
+            frames.extend(self._end_reasoning())
             self.text = []
+            self.message_index = len(self.output)
             item = OutputMessage(id=self.message_id, status="in_progress", content=[])
-            frames.append(self._event("response.output_item.added", output_index=0, item=_dump(item)))
+            frames.append(self._event("response.output_item.added", output_index=self.message_index, item=_dump(item)))
             frames.append(
                 self._event(
                     "response.content_part.added",
                     item_id=self.message_id,
-                    output_index=0,
+                    output_index=self.message_index,
                     content_index=0,
                     part=OutputText(text="").model_dump(),
                 )
@@ -441,7 +500,7 @@ class ResponseStream:
             self._event(
                 "response.output_text.delta",
                 item_id=self.message_id,
-                output_index=0,
+                output_index=self.message_index,
                 content_index=0,
                 delta=text,
                 logprobs=[],
@@ -453,19 +512,21 @@ class ResponseStream:
         frames: list[bytes] = []
         if self.text is None and result.message.content:
             frames.extend(self.delta(TextDelta(result.message.content)))
-        output: list[OutputItem] = []
+        frames.extend(self._end_reasoning())  # a turn that is only tool calls
         if self.text is not None:
             text = "".join(self.text)
             part = OutputText(text=text)
             message = OutputMessage(id=self.message_id, content=[part])
-            where = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
+            where = {"item_id": self.message_id, "output_index": self.message_index, "content_index": 0}
             frames.append(self._event("response.output_text.done", **where, text=text, logprobs=[]))
             frames.append(self._event("response.content_part.done", **where, part=part.model_dump()))
-            frames.append(self._event("response.output_item.done", output_index=0, item=_dump(message)))
-            output.append(message)
+            frames.append(
+                self._event("response.output_item.done", output_index=self.message_index, item=_dump(message))
+            )
+            self.output.append(message)
         for call in result.message.tool_calls or []:
             item = self.tools.back(call)
-            index = len(output)
+            index = len(self.output)
             where = {"item_id": item.id, "output_index": index}
             if isinstance(item, OutputFunctionCall):
                 opened: OutputItem = item.model_copy(update={"status": "in_progress", "arguments": ""})
@@ -482,8 +543,8 @@ class ResponseStream:
                 frames.append(self._event("response.custom_tool_call_input.delta", **where, delta=item.input))
                 frames.append(self._event("response.custom_tool_call_input.done", **where, input=item.input))
             frames.append(self._event("response.output_item.done", output_index=index, item=_dump(item)))
-            output.append(item)
-        done = finished(self.response, result, output)
+            self.output.append(item)
+        done = finished(self.response, result, self.output)
         kind = "response.completed" if done.status == "completed" else "response.incomplete"
         frames.append(self._event(kind, response=response_json(done, self.notes.metadata(result))))
         return frames

@@ -32,11 +32,13 @@ __all__ = [
     "OutputFunctionCall",
     "OutputItem",
     "OutputMessage",
+    "OutputReasoning",
     "OutputText",
     "ReasoningItem",
     "ResponseObject",
     "ResponseUsage",
     "ResponsesRequest",
+    "SummaryText",
     "TextConfig",
     "TextFormat",
     "ToolCallOutputItem",
@@ -269,7 +271,21 @@ class OutputCustomToolCall(BaseModel):
     status: Literal["in_progress", "completed", "incomplete"] = "completed"
 
 
-OutputItem = OutputMessage | OutputFunctionCall | OutputCustomToolCall
+class SummaryText(BaseModel):
+    type: Literal["summary_text"] = "summary_text"
+    text: str
+
+
+class OutputReasoning(BaseModel):
+    """A `reasoning` item: what the run did and why, as summary text (`fusion.show_reasoning`). It
+    carries no `encrypted_content`: there is no model reasoning to hand back."""
+
+    type: Literal["reasoning"] = "reasoning"
+    id: str
+    summary: list[SummaryText]
+
+
+OutputItem = OutputMessage | OutputFunctionCall | OutputCustomToolCall | OutputReasoning
 
 
 class InputTokensDetails(BaseModel):
