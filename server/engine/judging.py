@@ -85,7 +85,7 @@ def reasoning_summary(judge_id: str, analysis: JudgeAnalysis | None, parse_error
         ("Missing", analysis.coverage_gaps),
     ):
         if items:
-            lines.append(f"{title}: " + "; ".join(items[:3]))
+            lines.append(f"{title}: " + "; ".join(item.rstrip(". ") for item in items[:3]) + ".")
     if analysis.best_candidate_id:
         why = f" {analysis.rationale}" if analysis.rationale else ""
         lines.append(f"Best: {analysis.best_candidate_id}.{why}")
