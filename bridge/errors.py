@@ -122,6 +122,11 @@ def not_ready(message: str) -> APIError:
 REDACTED = "[redacted]"
 
 
+def stream_cut_short() -> APIError:
+    """A stream that stopped without a finish reason: a failure, not a short answer."""
+    return upstream_failure("upstream stream ended before the answer was complete")
+
+
 def redact(text: str, secret: str | None) -> str:
     """`text` with every occurrence of `secret` (an API key an upstream echoed back) replaced."""
     return text.replace(secret, REDACTED) if secret else text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from bridge.errors import upstream_failure
+from bridge.errors import stream_cut_short
 from bridge.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -72,7 +72,7 @@ async def normalize_stream(
         chunk.usage = None
         yield stamp(chunk)
     if not finished:
-        raise upstream_failure("upstream stream ended before the answer was complete")
+        raise stream_cut_short()
     if include_usage:
         yield stamp(ChatCompletionChunk(choices=[], usage=usage or Usage()))
 
@@ -124,4 +124,3 @@ class StreamAccumulator:
         if completion_id:
             completion.id = completion_id
         return completion
-

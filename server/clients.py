@@ -26,7 +26,7 @@ import aiohttp
 
 from bridge.adapters import CallContext, ChatAdapter, make_adapter
 from bridge.endpoint import EndpointConfig
-from bridge.errors import APIError, not_ready, timed_out
+from bridge.errors import APIError, not_ready, stream_cut_short, timed_out
 from bridge.protocol import ChatCompletion, ChatCompletionChunk, ChatRequest
 from server.bridge_client import BridgeClient
 from server.bridges_file import BridgesFile
@@ -144,12 +144,16 @@ class EndpointClient:
     ) -> AsyncIterator[ChatCompletionChunk]:
         """Stream a call; retried like `complete` only until the first chunk arrived."""
         for attempt in range(MAX_ATTEMPTS):
-            started = False
+            started = finished = False
             try:
                 async with asyncio.timeout(self.endpoint.timeout_s):
                     async for chunk in self.adapter.stream(request, ctx):
                         started = True
+                        finished = finished or any(c.finish_reason for c in chunk.choices)
                         yield chunk
+                if not finished:
+                    # Worded as a bridge words it, so a client cannot tell in-process from bridged.
+                    raise stream_cut_short()
                 return
             except TimeoutError:
                 raise timed_out(f"endpoint {self.id} did not finish within its timeout") from None
@@ -210,6 +214,7 @@ def build_clients(
             url = bridges[endpoint.id].rstrip("/")
             adapter = BridgeClient(f"{url}/v1", model=endpoint.id, timeout_s=endpoint.timeout_s, api_key=bridge_key)
         else:
-            adapter = make_adapter(endpoint)
+            # aiohttp, not the openai SDK's httpx: the router's hot path (openai_transport.py says why).
+            adapter = make_adapter(endpoint, openai_transport="aiohttp")
         clients[endpoint.id] = EndpointClient(endpoint, adapter, bridge_url=url)
     return clients

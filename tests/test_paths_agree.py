@@ -18,12 +18,14 @@ import pytest
 from bridge.app import create_app as create_bridge
 from bridge.endpoint import EndpointConfig
 from server.app import create_app
+from tests.livesrv import free_port
 from tests.router_helpers import panel_config
 from tests.standins.openai_standin import create_openai_standin
 from tests.standins.recorder import StandinState
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
 ASK = [{"role": "user", "content": "look it up"}]
+KEY = "sk-paths-agree-0123456789"
 
 
 def _quirk(state: StandinState, name: str) -> dict[str, Any]:
@@ -42,6 +44,14 @@ def _quirk(state: StandinState, name: str) -> dict[str, Any]:
         state.fail_next(
             429, {"error": {"message": "slow down", "type": "rate_limit_error"}}, {"Retry-After": "30"}, times=6
         )
+    elif name == "ollama_error":  # Ollama's error is a bare string
+        state.fail_next(404, {"error": "model 'm' not found, try pulling it first"}, times=2)
+    elif name == "retry_after_ms":
+        state.fail_next(503, {"error": {"message": "overloaded"}}, {"Retry-After-Ms": "1500"}, times=6)
+    elif name == "echoed_key":  # an upstream that repeats the key it was sent: scrubbed on both paths
+        state.fail_next(401, {"error": {"message": f"bad key {KEY}", "type": "invalid_request_error"}}, times=2)
+    elif name in ("error_frame", "truncate", "reset", "malformed_json"):
+        state.stream_fault = name
     elif name == "eos_token":
         state.finish = "eos_token"
     elif name == "max_tokens_finish":
@@ -88,7 +98,14 @@ def _seen(response: httpx2.Response, stream: bool) -> dict[str, Any]:
 
 QUIRKS = [
     "error_body",
+    "ollama_error",
+    "retry_after_ms",
+    "echoed_key",
     "rate_limited",
+    "error_frame",
+    "truncate",
+    "reset",
+    "malformed_json",
     "eos_token",
     "max_tokens_finish",
     "stop_beside_tool_calls",
@@ -96,26 +113,73 @@ QUIRKS = [
 ]
 
 
-@pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("quirk", QUIRKS)
-def test_in_process_and_through_a_bridge_the_client_sees_the_same(
-    tmp_path: Path, live_server: Any, quirk: str, stream: bool
-) -> None:
+def _both_paths(
+    tmp_path: Path, live_server: Any, endpoint: dict[str, Any], body: dict[str, Any], before: Any = None
+) -> dict[str, Any]:
+    """What a client of the router saw, per path; `before()` (if given) runs before each request."""
     seen = {}
-    state = StandinState()
-    upstream = live_server(create_openai_standin(state))  # one upstream: its URL is in error messages
-    endpoint = {"id": "llm", "provider": "openai-compatible", "model": "m", "base_url": upstream.url + "/v1"}
     for path in ("in-process", "bridge"):
-        state.errors.clear()
         bridges = None
         if path == "bridge":
             bridges = {"llm": live_server(create_bridge(EndpointConfig.model_validate(endpoint))).url}
         config = panel_config(tmp_path / path, [endpoint], budget={"wall_clock_s": 2})
         router = live_server(create_app(config, bridges=bridges))
-        extra = _quirk(state, quirk)
-        response = httpx2.post(
-            router.url + "/v1/chat/completions", json={"model": "llm", "messages": ASK, "stream": stream, **extra}
-        )
-        seen[path] = _seen(response, stream)
+        extra = before() if before is not None else {}
+        response = httpx2.post(router.url + "/v1/chat/completions", json={"model": "llm", **body, **extra})
+        seen[path] = _seen(response, bool(body.get("stream")))
+    return seen
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("quirk", QUIRKS)
+def test_in_process_and_through_a_bridge_the_client_sees_the_same(
+    tmp_path: Path, live_server: Any, quirk: str, stream: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FK_PATHS_KEY", KEY)
+    state = StandinState()
+    upstream = live_server(create_openai_standin(state))  # one upstream: its URL is in error messages
+    endpoint = {
+        "id": "llm",
+        "provider": "openai-compatible",
+        "model": "m",
+        "base_url": upstream.url + "/v1",
+        "api_key_env": "FK_PATHS_KEY",
+    }
+
+    def set_quirk() -> dict[str, Any]:
+        state.errors.clear()
+        return _quirk(state, quirk)
+
+    seen = _both_paths(tmp_path, live_server, endpoint, {"messages": ASK, "stream": stream}, set_quirk)
     assert seen["in-process"] == seen["bridge"]
-    assert seen["bridge"]["status"] in (200, 400, 429)
+    assert seen["bridge"]["status"] in (200, 400, 401, 404, 429, 502, 503)
+    assert KEY not in json.dumps(seen)
+    assert state.headers[-1]["authorization"] == f"Bearer {KEY}"  # the key went out on either path
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_unreachable_upstream_is_named_the_same_without_its_credentials(
+    tmp_path: Path, live_server: Any, stream: bool
+) -> None:
+    port = free_port()
+    endpoint = {
+        "id": "llm",
+        "provider": "openai-compatible",
+        "model": "m",
+        "base_url": f"http://user:pw-secret@127.0.0.1:{port}/v1",
+    }
+    seen = _both_paths(tmp_path, live_server, endpoint, {"messages": ASK, "stream": stream})
+    assert seen["in-process"] == seen["bridge"]
+    assert f"cannot reach upstream at http://127.0.0.1:{port}/v1" in json.dumps(seen)
+    assert "pw-secret" not in json.dumps(seen)
+
+
+def test_credentials_in_the_url_reach_the_upstream_on_either_path(tmp_path: Path, live_server: Any) -> None:
+    state = StandinState()
+    upstream = live_server(create_openai_standin(state))
+    base_url = upstream.url.replace("http://", "http://user:pw-secret@") + "/v1"
+    endpoint = {"id": "llm", "provider": "openai-compatible", "model": "m", "base_url": base_url}
+    seen = _both_paths(tmp_path, live_server, endpoint, {"messages": ASK})
+    assert seen["in-process"] == seen["bridge"] and seen["bridge"]["status"] == 200
+    # Basic auth from the URL, as httpx sends it (the SDK's placeholder bearer is overridden by it).
+    assert [h["authorization"] for h in state.headers] == ["Basic dXNlcjpwdy1zZWNyZXQ="] * 2

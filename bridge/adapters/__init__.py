@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from bridge.adapters.base import CallContext, ChatAdapter
 from bridge.endpoint import EndpointConfig
 
 __all__ = ["CallContext", "ChatAdapter", "make_adapter"]
 
 
-def make_adapter(endpoint: EndpointConfig) -> ChatAdapter:
-    """Build the adapter for one endpoint; the SDK import happens here, not at module load."""
+def make_adapter(endpoint: EndpointConfig, *, openai_transport: Literal["sdk", "aiohttp"] = "sdk") -> ChatAdapter:
+    """Build the adapter for one endpoint; the SDK import happens here, not at module load.
+
+    `openai_transport` is how the openai adapter sends requests (bridge/adapters/openai_transport.py).
+    """
     if endpoint.provider == "mock":
         from bridge.adapters.mock import MockAdapter
 
@@ -17,7 +22,7 @@ def make_adapter(endpoint: EndpointConfig) -> ChatAdapter:
     if endpoint.provider in ("openai", "openai-compatible"):
         from bridge.adapters.openai_adapter import OpenAIAdapter
 
-        return OpenAIAdapter(endpoint)
+        return OpenAIAdapter(endpoint, transport=openai_transport)
     if endpoint.provider == "anthropic":
         from bridge.adapters.anthropic_adapter import AnthropicAdapter
 

@@ -4,13 +4,10 @@
     completion = await adapter.complete(request, CallContext())
     async for chunk in adapter.stream(request, CallContext()): ...
 
-One `AsyncOpenAI` client (one connection pool) per adapter. The SDK's own retries are off: the
-router retries with its own deadline, and a bridge must report an upstream failure as it is.
-The request body is already OpenAI's wire format, so it goes out through the SDK's generic
-`client.post("/chat/completions", body=...)`, which sends it as it is: `chat.completions.create`
-would first walk every message against the SDK's TypedDicts, a sizeable share of a bridge's CPU per
-request (measured in docs/benchmarks.md). Auth, base URL,
-timeouts, the SSE reader and the error types are the SDK's either way.
+The request body is already OpenAI's wire format and goes out as it is, through the official SDK
+in a bridge or over aiohttp in the router (`transport="aiohttp"`; bridge/adapters/openai_transport.py
+says why there are two). Either way the answer comes back here as decoded JSON and failures as the
+`APIError` the client should see.
 OpenAI-compatible servers (vLLM, llama.cpp, Ollama, ...) differ in small ways, so their answers
 are brought to the ChatAdapter contract here: tool-call deltas re-shaped, finish reasons mapped,
 usage totals computed. Nothing is invented: a stream without a finish reason stays one.
@@ -18,22 +15,21 @@ usage totals computed. Nothing is invented: a stream without a finish reason sta
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from contextlib import aclosing
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from bridge.adapters.base import CallContext
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
-from bridge.adapters.openai_sdk import openai  # the SDK's client and errors without all of `openai.types`
+from bridge.adapters.openai_transport import Transport, malformed
 from bridge.endpoint import EndpointConfig
-from bridge.errors import APIError, from_openai_status, redact, timed_out, upstream_failure
+from bridge.errors import upstream_failure
 from bridge.protocol import ChatCompletion, ChatCompletionChunk, ChatRequest, Usage
 
-__all__ = ["OpenAIAdapter", "map_openai_error"]
+__all__ = ["OpenAIAdapter"]
 
 # Finish reasons OpenAI-compatible servers send, in OpenAI's four words. Anything else (vLLM's
 # "abort", for one) means the generation did not end normally and is reported as a failure.
@@ -51,57 +47,38 @@ _FINISH_REASONS = {
 
 
 class OpenAIAdapter:
-    """One OpenAI or OpenAI-compatible model, called through the official SDK."""
+    """One OpenAI or OpenAI-compatible model, reached through the SDK (default) or aiohttp."""
 
-    def __init__(self, endpoint: EndpointConfig) -> None:
+    def __init__(self, endpoint: EndpointConfig, *, transport: Literal["sdk", "aiohttp"] = "sdk") -> None:
         self.provider: str = endpoint.provider
         self.model = endpoint.model
-        self._secret = endpoint.api_key()
-        self._client = openai.AsyncOpenAI(
-            # A local server usually wants no key, but the SDK refuses to start without one.
-            api_key=self._secret or "unused",
-            base_url=endpoint.base_url,  # None: the SDK's default (OPENAI_BASE_URL, else api.openai.com)
-            timeout=endpoint.timeout_s,
-            max_retries=0,
-        )
-        self.base_url = _display_url(str(self._client.base_url))
+        self._transport: Transport
+        if transport == "aiohttp":
+            from bridge.adapters.openai_via_aiohttp import AiohttpTransport
+
+            self._transport = AiohttpTransport(endpoint)
+        else:
+            from bridge.adapters.openai_via_sdk import SdkTransport
+
+            self._transport = SdkTransport(endpoint)
+        self.base_url = self._transport.base_url
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._transport.aclose()
 
     async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
-        try:
-            # cast_to=object: the SDK hands back the decoded JSON, checked here against the contract.
-            data = await self._client.post(
-                "/chat/completions", cast_to=object, body=self._body(request, stream=False), options=_options(ctx)
-            )
-        except openai.OpenAIError as exc:
-            raise map_openai_error(exc, self.base_url, secret=self._secret) from None
-        except ValueError:
-            raise upstream_failure(f"upstream at {self.base_url} answered with malformed JSON") from None
-        return _completion(data, self.base_url)
+        return _completion(await self._transport.post(self._body(request, stream=False), ctx), self.base_url)
 
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
         shaper = _ChunkShaper()
-        started = False
         try:
-            upstream = await self._client.post(
-                "/chat/completions",
-                cast_to=object,
-                body=self._body(request, stream=True),
-                options=_options(ctx),
-                stream=True,
-                stream_cls=openai.AsyncStream[object],
-            )
-            started = True
-            async with upstream:
-                async for chunk in upstream:
-                    for out in shaper.translate(chunk):
+            # aclosing: a client that goes away closes the upstream stream now, not when it is collected.
+            async with aclosing(self._transport.stream(self._body(request, stream=True), ctx)) as frames:
+                async for frame in frames:
+                    for out in shaper.translate(frame):
                         yield out
-        except openai.OpenAIError as exc:
-            raise map_openai_error(exc, self.base_url, secret=self._secret, mid_stream=started) from None
-        except ValueError:  # a frame that is not JSON (from the SDK) or not a chunk (ValidationError)
-            raise upstream_failure(f"upstream at {self.base_url} sent a malformed stream chunk") from None
+        except ValidationError:  # a frame that is JSON but not a chunk
+            raise malformed(self.base_url, stream=True) from None
 
     def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         body = {**request.upstream_dict(), "model": self.model}
@@ -114,16 +91,6 @@ class OpenAIAdapter:
             body.pop("stream", None)
             body.pop("stream_options", None)
         return body
-
-
-def _options(ctx: CallContext) -> openai.RequestOptions:
-    options: openai.RequestOptions = {}
-    headers = ctx.trace_headers()
-    if headers:
-        options["headers"] = headers
-    if ctx.timeout_s is not None:
-        options["timeout"] = ctx.timeout_s
-    return options
 
 
 def _completion(data: object, base_url: str) -> ChatCompletion:
@@ -246,46 +213,3 @@ def _usage(data: dict[str, Any]) -> Usage:
     # Some servers leave out total_tokens; OpenAI's total is always the sum.
     usage = _UpstreamUsage.model_validate(data)
     return Usage.of(usage.prompt_tokens or 0, usage.completion_tokens or 0)
-
-
-def _display_url(url: str) -> str:
-    """The URL as it may appear in messages: without credentials someone put in it."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url.rstrip("/")
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])).rstrip("/")
-
-
-def map_openai_error(
-    exc: openai.OpenAIError, base_url: str, *, secret: str | None = None, mid_stream: bool = False
-) -> APIError:
-    """An SDK exception as the status and OpenAI error body the client should see; `secret` is scrubbed."""
-
-    if isinstance(exc, openai.APITimeoutError):
-        return timed_out(f"upstream at {base_url} did not answer in time")
-    if isinstance(exc, openai.APIConnectionError):
-        if mid_stream:
-            return upstream_failure(f"connection to upstream at {base_url} broke in the middle of the stream")
-        return upstream_failure(f"cannot reach upstream at {base_url}")
-    if not isinstance(exc, openai.APIStatusError):
-        # Errors the SDK raises itself, e.g. an error frame in the middle of a stream.
-        message = getattr(exc, "message", None) or type(exc).__name__
-        return upstream_failure(redact(f"upstream at {base_url} failed in the middle of the stream: {message}", secret))
-    status = exc.status_code
-    # The SDK hands over the error object itself, not the {"error": ...} envelope; Ollama's is a bare string.
-    body = exc.body
-    details = body if isinstance(body, dict) else {"message": body} if isinstance(body, str) and body else {}
-    clean = {**details, "message": redact(str(details.get("message") or exc.message or f"HTTP {status}"), secret)}
-    headers = exc.response.headers
-    retry_after = headers.get("retry-after") or _seconds(headers.get("retry-after-ms"))
-    error = from_openai_status(status, {"error": clean}, retry_after, label=f"upstream at {base_url} answered {status}")
-    if status >= 500 and retry_after is not None:
-        error.retry_after = retry_after  # an overloaded upstream's hint is still worth passing on
-    return error
-
-
-def _seconds(milliseconds: str | None) -> str | None:
-    try:
-        return str(math.ceil(float(milliseconds) / 1000)) if milliseconds else None
-    except ValueError:
-        return None

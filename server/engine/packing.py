@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bridge.endpoint import EndpointConfig
@@ -109,7 +109,8 @@ class PackReport:
             "prompt_tokens": self.prompt_tokens,
             "fits": self.fits,
             "packed": any(p.elided_tokens or p.dropped for p in self.pieces),
-            "pieces": [{k: v for k, v in asdict(p).items() if v is not None} for p in self.pieces],
+            # vars(), not asdict(): a report's fields are plain values, and asdict's deep copy showed up per call.
+            "pieces": [{k: v for k, v in vars(p).items() if v is not None} for p in self.pieces],
         }
 
 
