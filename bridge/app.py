@@ -7,6 +7,7 @@ uvicorn.run(app, port=9101)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -65,7 +66,8 @@ def create_app(
 ) -> FastAPI:
     """Build a bridge for `endpoint`. The adapter (one per process) is made here unless given.
 
-    With `auth_key`, every route but the health probes needs the key (`bridge.auth.BearerAuth`).
+    With `auth_key`, every route but the health probes and the API's public description (`/openapi.json`,
+    `/docs`, which FastAPI serves outside app dependencies) needs the key (`bridge.auth.BearerAuth`).
     `GET /metrics` (unless `metrics` is False) needs `metrics_auth`, by default the same key.
     OpenTelemetry spans go to `tracing`, by default to the OTLP endpoint the environment names, if any.
     """
@@ -146,7 +148,7 @@ def create_app(
         "/v1/chat/completions",
         response_model=None,
         responses=answers(ChatCompletion, stream=True)
-        | errors(400, 401, 403, 404, 408, 409, 413, 422, 429, 502, 503, 504),
+        | errors(400, 401, 402, 403, 404, 409, 413, 422, 429, 502, 503, 504),
     )
     async def chat_completions(request: Request, body: ChatRequest = json_body(ChatRequest)) -> Response:
         if body.model not in (endpoint.id, endpoint.model):
@@ -165,8 +167,11 @@ def create_app(
             except APIError as error:
                 watch.failed(error.status, error.message)
                 raise
-            except ClientDisconnected:
+            except (ClientDisconnected, asyncio.CancelledError):
                 watch.failed(499, "the client went away")
+                raise
+            except Exception as exc:  # an adapter's bug: answered as a 500 by the error handler
+                watch.failed(500, f"the call failed: {type(exc).__name__}")
                 raise
             watch.answered(completion)
             completion.model = body.model
@@ -182,10 +187,7 @@ async def _stream_response(chunks: AsyncIterator[ChatCompletionChunk], body: Cha
     normalized = normalize_stream(
         chunks, completion_id=new_completion_id(), model=body.model, include_usage=body.wants_usage_chunk
     )
-    try:
-        first = await anext(normalized)
-    except StopAsyncIteration:
-        raise upstream_failure("upstream returned an empty stream") from None
+    first = await anext(normalized)  # never exhausted: an empty stream raises stream_cut_short
 
     async def frames() -> AsyncIterator[bytes]:
         yield sse_data(chunk_to_dict(first))

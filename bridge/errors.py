@@ -27,6 +27,7 @@ __all__ = [
     "not_ready",
     "rate_limited",
     "redact",
+    "stream_cut_short",
     "timed_out",
     "upstream_auth",
     "upstream_failure",
@@ -149,8 +150,8 @@ def from_status(
     """An upstream's HTTP failure as the error our client should see, after the provider's own special cases.
 
     Statuses are kept faithful (docs/bridge.md, "Error mapping"): 400 (with the upstream's `param` and
-    `code`), 401/403, 404, 408 and 504 as a 504 timeout, 409/413/422 as they are, 429 with its
-    `Retry-After`; anything else is the upstream's failure, a 502, never ours.
+    `code`), 401/403, 404, 408 and 504 as a 504 timeout, 429 with its `Retry-After`, any other 4xx
+    as it is; anything else is the upstream's failure, a 502, never ours.
     """
     if status == 400:
         return bad_request(message, param=param, code=code or "upstream_bad_request")
@@ -162,7 +163,9 @@ def from_status(
         return timed_out(message)
     if status == 429:
         return rate_limited(message, retry_after)
-    if status in (409, 413, 422):
+    if 400 < status < 500:
+        # 409/413/422, billing (402) and the like: the client's problem, kept as it is and not
+        # retryable; a 502 would tell every OpenAI SDK to try again.
         return APIError(status, message, type="invalid_request_error", code=code)
     return upstream_failure(message)
 

@@ -1,7 +1,7 @@
 """How a bridge watches its calls upstream: fusion trace events, Prometheus metrics, an OpenTelemetry span.
 
     observer = BridgeObserver(endpoint, tracer, metrics=BridgeMetrics(endpoint), tracing=None)
-    watch = observer.call(request, body, ctx)     # watch.ctx carries the call's traceparent upstream
+    watch = observer.call(body, ctx, traceparent)  # watch.ctx carries the call's traceparent upstream
     completion = await adapter.complete(upstream, watch.ctx)
     watch.answered(completion)                     # or watch.failed(status, message)
     chunks = watch.stream(adapter.stream(upstream, watch.ctx))   # the same for a stream, first token timed
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from bridge.adapters.base import CallContext
 from bridge.endpoint import EndpointConfig
-from bridge.errors import APIError
+from bridge.errors import APIError, stream_cut_short
 from bridge.metrics import BridgeMetrics
 from bridge.otel import Tracing, chat_attributes, genai_messages, outcome_attributes
 from bridge.protocol import ChatCompletion, ChatCompletionChunk, ChatRequest, Usage
@@ -153,13 +153,21 @@ class CallWatch:
                     self._first_chunk()
                 yield chunk
             ended = True
-            self.answered(seen.completion(model=""))
+            if seen.finish_reason is None:  # the client gets stream_cut_short from normalize_stream
+                cut = stream_cut_short()
+                self.failed(cut.status, cut.message)
+            else:
+                self.answered(seen.completion(model=""))
         except APIError as error:
             ended = True
             self.failed(error.status, error.message)
             raise
+        except Exception as exc:  # an adapter's bug: the client gets a 502 error frame
+            ended = True
+            self.failed(502, f"the stream failed: {type(exc).__name__}")
+            raise
         finally:
-            if not ended:
+            if not ended:  # closed or cancelled: the client went away, or the server is stopping
                 self.failed(499, "the client went away")
 
     def _first_chunk(self) -> None:

@@ -20,6 +20,7 @@ import aiohttp
 from pydantic import ValidationError
 
 from bridge.adapters.base import CallContext
+from bridge.adapters.openai_via_aiohttp import body_lines
 from bridge.errors import APIError, from_openai_status, not_ready, timed_out, upstream_failure
 from bridge.protocol import ChatCompletion, ChatCompletionChunk, ChatRequest
 
@@ -112,7 +113,7 @@ class BridgeClient:
                 self.url, data=self._body(request, stream=True), headers=ctx.trace_headers()
             ) as response:
                 await self._raise_for(response)
-                async for raw in response.content:
+                async for raw in body_lines(response.content):  # lines of any length
                     line = raw.decode("utf-8", "replace").strip()
                     if not line.startswith("data:"):
                         continue  # blank lines and SSE comments

@@ -376,3 +376,32 @@ def test_a_judge_prompt_written_by_another_client_gets_analysis_json(client: ope
     reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": prompt}])
     analysis = json.loads(reply.choices[0].message.content or "")
     assert set(analysis["ranking"]) == {"alpha", "beta"} and analysis["best_candidate_id"] in ("alpha", "beta")
+
+
+def test_spelled_out_arguments_go_only_to_the_tool_they_follow(client: openai.OpenAI) -> None:
+    tools = [
+        *WEATHER_TOOLS,
+        {
+            "type": "function",
+            "function": {
+                "name": "get_time",
+                "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]},
+            },
+        },
+    ]
+
+    def arguments(content: str, **extra: Any) -> dict[str, Any]:
+        reply = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": content}], tools=tools, **extra
+        )
+        (call,) = reply.choices[0].message.tool_calls or []
+        return json.loads(call.function.arguments)
+
+    assert arguments('Call get_time with {"zone": "UTC"}') == {"zone": "UTC"}
+    # No tool named: a JSON object in the message is not anybody's arguments.
+    assert arguments('Store {"zone": "UTC"}') == {"city": 'Store {"zone": "UTC"}'}
+    # Forced onto another tool: the arguments spelled out for get_time are not its.
+    forced = {"type": "function", "function": {"name": "get_weather"}}
+    assert arguments('Call get_time with {"zone": "UTC"}', tool_choice=forced) == {
+        "city": 'Call get_time with {"zone": "UTC"}'
+    }

@@ -232,6 +232,7 @@ def test_token_limits_give_length(setup: Setup) -> None:
         (403, 403, "permission_error", openai.PermissionDeniedError),
         (404, 404, "not_found_error", openai.NotFoundError),
         (408, 504, "timeout_error", openai.InternalServerError),
+        (402, 402, "invalid_request_error", openai.APIStatusError),  # billing: not retryable, not a 502
         (409, 409, "invalid_request_error", openai.ConflictError),
         (422, 422, "invalid_request_error", openai.UnprocessableEntityError),
         (429, 429, "rate_limit_error", openai.RateLimitError),
@@ -352,3 +353,13 @@ def test_openai_without_base_url_uses_the_sdk_default(monkeypatch: pytest.Monkey
     adapter = OpenAIAdapter(EndpointConfig(id="o", provider="openai", model="gpt-4o-mini"))
     assert adapter.base_url == "https://api.openai.com/v1"
     asyncio.run(adapter.aclose())
+
+
+def test_a_stream_chunk_with_odd_logprobs_keeps_its_text() -> None:
+    # Some servers send `logprobs: []` or a string; as for a whole answer, they are dropped, not a 502.
+    from bridge.adapters.openai_adapter import _ChunkShaper
+
+    for odd in ([], "n/a", 0):
+        chunk = {"choices": [{"index": 0, "delta": {"content": "hi"}, "logprobs": odd}]}
+        (out,) = _ChunkShaper().translate(chunk)
+        assert out.choices[0].delta.content == "hi" and out.choices[0].logprobs is None

@@ -89,6 +89,14 @@ def test_a_mock_that_always_knows_answers_every_known_task(tmp_path: Path, live_
     assert "offline mock model" in (ask(client, "How are you?").message.content or "")
 
 
+def test_a_known_task_refuses_logprobs_like_any_other_question(tmp_path: Path, live_server: Any) -> None:
+    client = client_for(live_server, write_tasks(tmp_path / "t.jsonl"), accuracy=1.0)
+    for prompt in ("What is 7 squared?", "How are you?"):
+        with pytest.raises(openai.BadRequestError) as caught:
+            ask(client, prompt, logprobs=True)
+        assert caught.value.body["param"] == "logprobs"  # type: ignore[index]
+
+
 def test_a_mock_that_never_knows_gives_the_shared_wrong_answer(tmp_path: Path, live_server: Any) -> None:
     client = client_for(live_server, write_tasks(tmp_path / "t.jsonl"), accuracy={"qa": 0.0, "default": 0.0})
     assert ask(client, "What is 7 squared?").message.content == "I don't know."

@@ -12,6 +12,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.adapters.chunks import text_chunk
 from bridge.app import create_app as create_bridge
 from bridge.auth import BearerAuth
 from bridge.endpoint import EndpointConfig
@@ -280,3 +281,34 @@ def test_bridge_counts_failures_and_guards_metrics(live_server: Callable[[Any], 
 
     off = live_server(create_bridge(broken, metrics=False)).url
     assert httpx2.get(f"{off}/metrics").status_code == 404
+
+
+class _Faulty:
+    """An adapter that breaks as adapters can: a stream that stops without a finish reason, and a bug."""
+
+    provider = "mock"
+    model = "faulty"
+
+    async def complete(self, request: Any, ctx: Any) -> Any:
+        raise RuntimeError("an adapter's bug")
+
+    async def stream(self, request: Any, ctx: Any) -> Any:
+        yield text_chunk("half an ans")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_bridge_counts_a_cut_stream_and_an_adapter_bug_as_failures(
+    live_server: Callable[[Any], LiveServer],
+) -> None:
+    endpoint = EndpointConfig(id="faulty", provider="mock", model="faulty")
+    url = live_server(create_bridge(endpoint, adapter=_Faulty())).url
+    body = {"model": "faulty", "messages": [{"role": "user", "content": "hi"}]}
+    streamed = httpx2.post(f"{url}/v1/chat/completions", json={**body, "stream": True})
+    assert streamed.status_code == 200 and '"code":"upstream_failure"' in streamed.text
+    assert httpx2.post(f"{url}/v1/chat/completions", json=body).status_code == 500
+
+    m = scrape(url)
+    assert value(m, "fusionkit_bridge_upstream_calls_total", endpoint="faulty", outcome="ok") == 0
+    assert value(m, "fusionkit_bridge_upstream_calls_total", endpoint="faulty", outcome="error") == 2

@@ -26,12 +26,19 @@ CASES = {
     "an empty event name": b'event:\n\ndata: {"a": 1}\n\n',
     "a retry alone": b'retry: 1000\n\ndata: {"a": 1}\n\n',
     "an id, then blank lines": b'id: 7\ndata: {"a": 1}\n\n\n',
+    "a line of a megabyte": b'data: {"a": "' + b"x" * 1_000_000 + b'"}\n\n',
 }
 
 
-async def _lines(raw: bytes) -> AsyncIterator[bytes]:
-    for line in raw.splitlines(keepends=True):
-        yield line
+class _Body:
+    """The body as aiohttp hands it over: pieces cut anywhere, here every 7 bytes."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self.raw), 7):
+            yield self.raw[start : start + 7]
 
 
 async def _sdk(raw: bytes) -> list[str]:
@@ -43,7 +50,7 @@ async def _chunks(raw: bytes) -> AsyncIterator[bytes]:
 
 
 async def _ours(raw: bytes) -> list[str]:
-    return [data async for data in _sse_data(_lines(raw))]  # type: ignore[arg-type]
+    return [data async for data in _sse_data(_Body(raw))]  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -50,6 +50,8 @@ def _quirk(state: StandinState, name: str) -> dict[str, Any]:
         state.fail_next(503, {"error": {"message": "overloaded"}}, {"Retry-After-Ms": "1500"}, times=6)
     elif name == "echoed_key":  # an upstream that repeats the key it was sent: scrubbed on both paths
         state.fail_next(401, {"error": {"message": f"bad key {KEY}", "type": "invalid_request_error"}}, times=2)
+    elif name == "huge_token":  # one SSE line of 600 KB: over aiohttp's own line limit
+        state.answer = "x" * 600_000
     elif name in ("error_frame", "truncate", "reset", "malformed_json"):
         state.stream_fault = name
     elif name == "eos_token":
@@ -106,6 +108,7 @@ QUIRKS = [
     "truncate",
     "reset",
     "malformed_json",
+    "huge_token",
     "eos_token",
     "max_tokens_finish",
     "stop_beside_tool_calls",

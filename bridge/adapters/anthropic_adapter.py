@@ -311,8 +311,8 @@ def map_anthropic_error(
 ) -> APIError:
     """An SDK (or transport) exception as the status and OpenAI error body the client should see.
 
-    Statuses are kept faithful, except: 5xx become 502, and 529 overloaded becomes 503,
-    which says "temporarily unavailable, retry" to any OpenAI client. An error event inside a
+    Statuses are kept faithful as `from_status` keeps them (504 a timeout, other 5xx a 502), and 529
+    overloaded becomes 503, which says "temporarily unavailable, retry" to any OpenAI client. An error event inside a
     stream arrives with status 200; its error type says which status it stands for. `secret` is
     scrubbed from everything the upstream said.
     """
@@ -334,10 +334,9 @@ def map_anthropic_error(
         return APIError(503, message, type="upstream_error", code="upstream_overloaded", retry_after=retry_after)
     if status == 413:
         return APIError(413, message, type="invalid_request_error", code="request_too_large")
-    if 400 < status < 500 and status not in (401, 403, 404, 408, 429):
-        # Billing, conflicts and the like: the client's problem, not retryable, kept as they are.
-        return APIError(status, message, type="invalid_request_error", code=f"upstream_{kind or 'error'}")
-    return from_status(status, message, retry_after=retry_after)
+    # Billing, conflicts and the like stay as they are, named by Anthropic's error type.
+    code = f"upstream_{kind or 'error'}" if 400 < status < 500 else None
+    return from_status(status, message, code=code, retry_after=retry_after)
 
 
 def _error_fields(exc: anthropic.APIStatusError) -> tuple[str | None, str | None]:

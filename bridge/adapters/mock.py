@@ -175,6 +175,7 @@ class MockAdapter:
             raise upstream_failure(f"mock model {self.model} failed on purpose (fail_rate={self.settings.fail_rate})")
 
     def _reply(self, request: ChatRequest) -> tuple[AssistantMessage, str, Usage]:
+        refuse_logprobs(request, "mock")  # whatever the answer: the mock has no token probabilities
         self._check_window(request)
         known = self._knowledge.reply(request, model=self.model, seed=self.settings.seed) if self._knowledge else None
         return known or self._answer(request)
@@ -192,7 +193,6 @@ class MockAdapter:
             )
 
     def _answer(self, request: ChatRequest) -> tuple[AssistantMessage, str, Usage]:
-        refuse_logprobs(request, "mock")
         prompt_text = "\n".join(message_text(m) for m in request.messages)
         prompt_tokens = _prompt_tokens(request)
         seed = _digest(self.model, self.settings.seed, request.seed, request.temperature, prompt_text)
@@ -290,8 +290,9 @@ class MockAdapter:
         question = next((message_text(m) for m in reversed(request.messages) if m.role == "user"), "")
         tool, given = _tool_named_in(question, request.tools)
         choice = request.tool_choice
-        if choice is not None and not isinstance(choice, str):
+        if choice is not None and not isinstance(choice, str) and choice.function.name != tool.function.name:
             tool = next(t for t in request.tools if t.function.name == choice.function.name)
+            given = None  # the arguments spelled out were for another tool
         arguments = json.dumps(given if given is not None else _arguments_for(tool, question), sort_keys=True)
         call_id = f"call_{_digest(seed, tool.function.name) % 10**12:012d}"
         return ToolCall(id=call_id, function=FunctionCall(name=tool.function.name, arguments=arguments))
@@ -351,7 +352,8 @@ def _last_turn(request: ChatRequest) -> ChatMessage:
 
 def _tool_named_in(question: str, tools: list[Tool]) -> tuple[Tool, dict[str, Any] | None]:
     """The tool the user's message names (the one named last; else the first tool) and the arguments
-    it spells out as a JSON object, if any: `Call Bash with {"command": "ls"}` calls Bash with them.
+    it spells out for it as a JSON object after its name, if any: `Call Bash with {"command": "ls"}`
+    calls Bash with them.
 
     Agents offer dozens of tools and put the task last in the message, after their own reminders;
     naming the tool and its arguments is how a test or demo makes the mock take a useful step.
@@ -361,9 +363,12 @@ def _tool_named_in(question: str, tools: list[Tool]) -> tuple[Tool, dict[str, An
         for t in tools
         for m in re.finditer(rf"(?<![\w-]){re.escape(t.function.name)}(?![\w-])", question)
     ]
-    tool = max(named, key=lambda found: found[0])[1] if named else tools[0]
+    if not named:
+        return tools[0], None
+    at, tool = max(named, key=lambda found: found[0])
     decoder = json.JSONDecoder()
-    for start in (m.start() for m in re.finditer(r"\{", question)):
+    for start in (m.start() for m in re.finditer(r"\{", question[at:])):
+        start += at
         try:
             value, _ = decoder.raw_decode(question, start)
         except json.JSONDecodeError:

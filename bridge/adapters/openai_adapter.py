@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from bridge.adapters.base import CallContext
 from bridge.adapters.chunks import finish_chunk, text_chunk, tool_arguments_chunk, tool_head_chunk, usage_chunk
@@ -140,6 +140,12 @@ class _UpstreamChoice(BaseModel):
     delta: _UpstreamDelta = Field(default_factory=_UpstreamDelta)
     finish_reason: str | None = None
     logprobs: dict[str, Any] | None = None
+
+    @field_validator("logprobs", mode="before")
+    @classmethod
+    def _only_openai_logprobs(cls, value: object) -> object:
+        # As for a whole answer: a server that sends something else must not fail the stream.
+        return value if isinstance(value, dict) else None
 
 
 class _UpstreamUsage(BaseModel):

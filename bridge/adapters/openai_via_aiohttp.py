@@ -30,7 +30,7 @@ from bridge.adapters.openai_transport import (
 )
 from bridge.endpoint import EndpointConfig
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpTransport", "body_lines"]
 
 
 class AiohttpTransport:
@@ -114,8 +114,8 @@ async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[str]:
     """
     lines: list[str] = []
     named = retry = seen_id = False
-    async for raw in content:
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+    async for raw in body_lines(content):
+        line = raw.decode("utf-8", "replace").rstrip("\r")
         if not line:
             if lines or named or retry or seen_id:
                 yield "\n".join(lines)
@@ -131,3 +131,16 @@ async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[str]:
             seen_id = bool(value)  # the last id named counts, as in the SDK
         elif field == "retry":
             retry = retry or value.strip().lstrip("+-").isdigit()
+
+
+async def body_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The body's lines, however long: aiohttp's own line reader refuses a line over 128 KiB, and one
+    tool call's arguments in a single delta can be longer (the SDK has no such limit)."""
+    pending = b""
+    async for piece in content.iter_any():
+        pending += piece
+        *whole, pending = pending.split(b"\n")
+        for line in whole:
+            yield line
+    if pending:
+        yield pending
