@@ -146,11 +146,13 @@ async def test_the_plan_refuses_what_cannot_run_before_any_call(tmp_path: Path) 
     engine = engine_of(tmp_path, {"a": member, "b": Scripted("y")}, budget={"max_candidates": 1})
     for options, code in (
         (FusionOptions(mode="panel", panel_models=["ghost"]), "unknown_endpoint"),
+        (FusionOptions(mode="single", panel_models=["nope"]), "unknown_endpoint"),
         (FusionOptions(mode="panel"), "budget_exceeded"),
     ):
         with pytest.raises(APIError) as caught:
             engine.plan(ask(), options)
         assert caught.value.status == 400 and caught.value.code == code
+        assert caught.value.param == "fusion.panel_models"
     assert member.requests == []
 
 

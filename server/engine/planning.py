@@ -97,7 +97,8 @@ def _members(
     default = config.default_endpoint
     if route == "single":
         # A request for an endpoint id (not a fusionkit/* model) arrives as single on that endpoint.
-        chosen = options.panel_models[0] if options.mode == "single" and options.panel_models else default
+        asked = options.panel_models[0] if options.mode == "single" and options.panel_models else None
+        chosen = choose_endpoint(endpoints, asked, default, "fusion.panel_models")
         return [MemberPlan(candidate_id="c1", endpoint_id=chosen)]
     if route == "self":
         count = options.sample_count or config.sample_count
