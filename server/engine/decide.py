@@ -4,7 +4,8 @@ synthesis fails; for tool-bearing turns the agent step or one candidate's calls 
 (`fusion.tool_fusion`); answers held to the JSON the client asked for; the verifier's pass.
 
     decider = Decider(config, calls)
-    outcome = await decider.decide(run, request, candidates, fusion=plan.fusion, tools_paused=False)
+    outcome = await decider.decide(run, request, candidates, fusion=plan.fusion, tools_paused=False,
+                                   schema=plan.schema)
     outcome.decision, outcome.message, outcome.judge
 """
 
@@ -74,9 +75,10 @@ class Decider:
         *,
         fusion: FusionSettings,
         tools_paused: bool,
+        schema: AnswerSchema | None,
     ) -> Outcome:
-        """Judge and synthesize, unless the candidates make that unnecessary or the budget forbids it."""
-        schema = AnswerSchema.of(request)
+        """Judge and synthesize, unless the candidates make that unnecessary or the budget forbids it;
+        with `schema` (the plan's), the answer is held to that JSON."""
         if schema is not None:
             run.hold_answer = True  # nothing reaches the client before the answer is known to be in form
             for candidate in candidates:

@@ -74,7 +74,12 @@ class FusionEngine:
             candidates = await self.panel.ask(run, plan.request, plan.members)
             self._check_quorum(run, candidates, plan.members)
             outcome = await self.decider.decide(
-                run, plan.request, candidates, fusion=plan.fusion, tools_paused=pauses is not None
+                run,
+                plan.request,
+                candidates,
+                fusion=plan.fusion,
+                tools_paused=pauses is not None,
+                schema=plan.schema,
             )
             if plan.options.verify:
                 outcome.verification = await self.decider.verify(run, plan.request, outcome.message)
