@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,16 @@ from bridge.adapters import CallContext
 from bridge.adapters.chunks import finish_chunk, text_chunk, usage_chunk
 from bridge.endpoint import EndpointConfig
 from bridge.errors import APIError, upstream_failure
-from bridge.protocol import AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatRequest, Choice, Usage
+from bridge.protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    Choice,
+    FunctionCall,
+    ToolCall,
+    Usage,
+)
 from server.clients import EndpointClient
 from server.engine import FusionEngine, MemoryRecorder, Phase, TextDelta
 from server.engine.events import EngineEvent
@@ -28,36 +38,51 @@ from tests.router_helpers import panel_config
 ANALYSIS = json.dumps({"ranking": ["c2", "c1"], "best_candidate_id": "c2", "rationale": "c2 is complete"})
 
 
+@dataclass
+class Reply:
+    """A scripted answer that says more than its text: its own finish reason, tool calls beside (or instead of) it."""
+
+    text: str | None
+    finish: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+def call_of(name: str, arguments: str = "{}", call_id: str = "call_1") -> ToolCall:
+    return ToolCall(id=call_id, function=FunctionCall(name=name, arguments=arguments))
+
+
 class Scripted:
-    """An adapter that answers with `answers` in turn (a string, or an APIError to raise)."""
+    """An adapter that answers with `answers` in turn (a string, a Reply, or an APIError to raise)."""
 
     provider = "scripted"
 
-    def __init__(self, *answers: str | APIError, finish: str = "stop") -> None:
+    def __init__(self, *answers: str | Reply | APIError, finish: str = "stop") -> None:
         self.model = "scripted"
         self.answers = list(answers)
         self.finish = finish
         self.requests: list[ChatRequest] = []
 
-    def _next(self, request: ChatRequest) -> str:
+    def _next(self, request: ChatRequest) -> Reply:
         self.requests.append(request)
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, APIError):
             raise answer
-        return answer
+        return answer if isinstance(answer, Reply) else Reply(answer)
 
     async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
-        text = self._next(request)
-        message = AssistantMessage(content=text)
+        reply = self._next(request)
+        message = AssistantMessage(content=reply.text, tool_calls=reply.tool_calls)
+        finish = reply.finish or ("tool_calls" if reply.tool_calls else self.finish)
         return ChatCompletion(
-            model=self.model, choices=[Choice(message=message, finish_reason=self.finish)], usage=Usage.of(10, 5)
+            model=self.model, choices=[Choice(message=message, finish_reason=finish)], usage=Usage.of(10, 5)
         )
 
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
-        text = self._next(request)
-        for word in text.split(" "):
+        reply = self._next(request)
+        assert not reply.tool_calls, "Scripted streams text only"
+        for word in (reply.text or "").split(" "):
             yield text_chunk(word + " ")
-        yield finish_chunk(self.finish)
+        yield finish_chunk(reply.finish or self.finish)
         yield usage_chunk(Usage.of(10, 5))
 
     async def aclose(self) -> None:
@@ -171,6 +196,18 @@ async def test_the_answer_is_cut_at_a_stop_sequence_and_a_cut_by_the_limit_says_
     long = engine_of(tmp_path / "2", {"a": Scripted("a b c", finish="length")})
     cut = await long.run(long.plan(ask(), FusionOptions(mode="single")), MemoryRecorder())
     assert cut.finish_reason == "length"
+
+
+WORD_COUNT = {"type": "function", "function": {"name": "word_count", "parameters": {"type": "object"}}}
+
+
+async def test_an_answer_that_calls_tools_finishes_tool_calls_even_when_its_text_hits_a_stop(tmp_path: Path) -> None:
+    calling = Reply("let me count STOP first", tool_calls=[call_of("word_count")])
+    engine = engine_of(tmp_path, {"a": Scripted(calling)})
+    request = ask(stop=["STOP"], tools=[WORD_COUNT])
+    result = await engine.run(engine.plan(request, FusionOptions(mode="single")), MemoryRecorder())
+    assert result.message.content == "let me count " and result.message.tool_calls
+    assert result.finish_reason == "tool_calls"
 
 
 async def test_what_failed_on_the_way_is_named_in_the_result(tmp_path: Path) -> None:

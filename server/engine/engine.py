@@ -202,10 +202,9 @@ class FusionEngine:
         run.latency_ms["total"] = ms_since(run.started)
         await run.flush_text()
         message = outcome.message
-        finish = _finish_reason(message, outcome.written_finish)
+        stopped = False
         if message.content is not None:
             message.content, stopped = cut_at_stop(message.content, run.stops.stops)
-            finish = "stop" if stopped else finish
             if run.hold_answer and run.emit is not None and message.content:
                 await run.emit(TextDelta(message.content))  # held until it was known to be in form
         return FusionResult(
@@ -217,7 +216,7 @@ class FusionEngine:
             candidates=candidates,
             failed=run.failed,
             outcome=outcome,
-            finish_reason=finish,
+            finish_reason=_finish_reason(message, outcome.written_finish, stopped=stopped),
             usage=run.usage,
             cost=run.cost_estimate(self.config.currency),
             latency_ms=run.latency_ms,
@@ -225,8 +224,11 @@ class FusionEngine:
         )
 
 
-def _finish_reason(message: AssistantMessage, written: str | None) -> str:
-    """The answer's finish reason: tool_calls when it calls tools, length when its writer ran out of tokens."""
+def _finish_reason(message: AssistantMessage, written: str | None, *, stopped: bool) -> str:
+    """The answer's finish reason: tool_calls when it calls tools (a stop sequence in the text beside them
+    does not change that), stop when a stop sequence cut it, length when its writer ran out of tokens."""
     if message.tool_calls:
         return "tool_calls"
+    if stopped:
+        return "stop"
     return written if written in ("length", "content_filter") else "stop"
