@@ -306,3 +306,18 @@ async def test_when_the_quorum_agrees_the_late_member_is_not_waited_for(tmp_path
     result = await engine.run(engine.plan(ask(), FusionOptions(mode="panel")), MemoryRecorder())
     assert result.decision.reason == "unanimous"
     assert [f.reason for f in result.failed] == ["late: 2 members had agreed"]
+
+
+async def test_a_repaired_answer_finishes_as_its_repair_did(tmp_path: Path) -> None:
+    # The synthesis ran out of tokens mid-JSON; its repair is whole, so the answer did not stop at a limit.
+    judge = Scripted(ANALYSIS, Reply('{"answer": "cut sh', finish="length"), Reply('{"answer": "whole"}'))
+    engine = engine_of(
+        tmp_path,
+        {"a": Scripted('{"answer": "A"}'), "b": Scripted('{"answer": "B"}'), "judge": judge},
+        panel_models=["a", "b"],
+        judge_model="judge",
+    )
+    request = ask(response_format={"type": "json_object"})
+    result = await engine.run(engine.plan(request, FusionOptions(mode="panel")), MemoryRecorder())
+    assert result.decision.reason == "judged_and_synthesized_repaired"
+    assert (result.message.content, result.finish_reason) == ('{"answer": "whole"}', "stop")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bridge.errors import APIError, upstream_failure
-from bridge.protocol import AssistantMessage, ChatMessage, ChatRequest
+from bridge.protocol import AssistantMessage, ChatCompletion, ChatMessage, ChatRequest
 from server.config import FusionSettings, PanelConfig
 from server.engine.calls import ModelCalls, RunState, ms_since
 from server.engine.candidates import Candidate, same_tool_calls, unanimous
@@ -291,7 +291,8 @@ class Decider:
         await run.recorder.event("schema.unsatisfied", {"decision": outcome.decision.model_dump(), "problem": problem})
         repaired, problem = await self._repair(run, request, outcome.message.content or "", problem, schema)
         if repaired is not None:
-            outcome.message = AssistantMessage(content=repaired)
+            outcome.message = AssistantMessage(content=repaired.text)
+            outcome.written_finish = repaired.choices[0].finish_reason  # not the broken answer's (often length)
             outcome.decision = outcome.decision.model_copy(update={"reason": f"{outcome.decision.reason}_repaired"})
             return outcome
         valid = [c for c in candidates if c.schema_error is None and not c.tool_calls]
@@ -311,7 +312,7 @@ class Decider:
 
     async def _repair(
         self, run: RunState, request: ChatRequest, answer: str, problem: str, schema: AnswerSchema
-    ) -> tuple[str | None, str]:
+    ) -> tuple[ChatCompletion | None, str]:
         """One more try by the synthesizer, shown its answer and what is wrong with it: (the repair, or None; why)."""
         synth_id = self.config.synthesizer
         messages = [
@@ -321,10 +322,10 @@ class Decider:
         ]
         asked = request.model_copy(update={"messages": messages, "stream": False, "stream_options": None})
         try:
-            repaired = (await self.calls.call(run, "synthesizer", synth_id, asked)).text
+            repaired = await self.calls.call(run, "synthesizer", synth_id, asked)
         except APIError as error:
             return None, f"{problem}, and the repair call failed: {error.message}"
-        again = schema.problem(repaired)
+        again = schema.problem(repaired.text)
         if again is not None:
             return None, f"{problem}, and its repair {again}"
         await run.recorder.event("schema.repaired", {"synthesizer_model_id": synth_id})
