@@ -321,3 +321,67 @@ async def test_a_repaired_answer_finishes_as_its_repair_did(tmp_path: Path) -> N
     result = await engine.run(engine.plan(request, FusionOptions(mode="panel")), MemoryRecorder())
     assert result.decision.reason == "judged_and_synthesized_repaired"
     assert (result.message.content, result.finish_reason) == ('{"answer": "whole"}', "stop")
+
+
+class BreaksMidStream(Scripted):
+    """Answers whole requests as Scripted; a streamed one sends `first`, then the upstream cuts it."""
+
+    def __init__(self, *answers: str | Reply | APIError, first: str) -> None:
+        super().__init__(*answers)
+        self.first = first
+
+    async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
+        self.requests.append(request)
+        yield text_chunk(self.first)
+        raise upstream_failure("cut mid-stream")
+
+
+@pytest.mark.parametrize(
+    ("fields", "first"),
+    [
+        ({"response_format": {"type": "json_object"}}, '{"answer": '),  # held until it is checked
+        ({"stop": ["END"]}, "EN"),  # held back as the possible start of the stop sequence
+    ],
+)
+async def test_a_synthesis_cut_before_any_of_it_reached_the_client_falls_back(
+    tmp_path: Path, fields: dict[str, Any], first: str
+) -> None:
+    adapters = {
+        "a": Scripted('{"answer": "A"}'),
+        "b": Scripted('{"answer": "B"}'),
+        "judge": BreaksMidStream(ANALYSIS, first=first),
+    }
+    engine = engine_of(tmp_path, adapters, panel_models=["a", "b"], judge_model="judge")
+    seen: list[EngineEvent] = []
+
+    async def emit(event: EngineEvent) -> None:
+        seen.append(event)
+
+    plan = engine.plan(ask(stream=True, **fields), FusionOptions(mode="panel"))
+    result = await engine.run(plan, MemoryRecorder(), emit)
+    assert (result.decision.type, result.decision.reason) == ("select_candidate", "synthesizer_failed")
+    assert [f.code for f in result.outcome.failures] == ["synthesis_empty"]
+    # The client got the judge's best whole, and nothing of the cut synthesis before it.
+    assert [e.text for e in seen if isinstance(e, TextDelta)] == [result.message.content] == ['{"answer": "B"}']
+
+
+@pytest.mark.parametrize(
+    ("writer", "reason"), [(upstream_failure("agent down"), "synthesizer_failed"), ("", "empty_synthesis")]
+)
+async def test_an_agent_step_that_fails_or_says_nothing_falls_back_as_a_synthesis_does(
+    tmp_path: Path, writer: str | APIError, reason: str
+) -> None:
+    adapters = {
+        "a": Scripted(Reply(None, tool_calls=[call_of("word_count", '{"text": "a b"}')])),
+        "b": Scripted("No tool is needed: two words."),
+        "judge": Scripted(writer),
+    }
+    engine = engine_of(tmp_path, adapters, panel_models=["a", "b"], judge_model="judge")
+    recorder = MemoryRecorder()
+    result = await engine.run(engine.plan(ask(tools=[WORD_COUNT]), FusionOptions(mode="panel")), recorder)
+    assert (result.decision.type, result.decision.reason) == ("select_candidate", reason)
+    assert result.decision.selected_candidate_id == "c1" and result.finish_reason == "tool_calls"
+    [failure] = result.outcome.failures
+    assert failure.code == "synthesis_empty" and "candidate c1" in failure.message
+    [empty] = [p for _, t, p in recorder.events if t == "synthesis.empty"]
+    assert empty["fallback_candidate_id"] == "c1" and empty["reason"].startswith(reason)

@@ -25,7 +25,7 @@ from server.clients import EndpointClient
 from server.config import PanelConfig
 from server.engine.calls import Emit, ModelCalls, RunState, ms_since
 from server.engine.candidates import Candidate, MemberPlan
-from server.engine.decide import Best, Decider
+from server.engine.decide import Best, Decider, best_candidate
 from server.engine.events import Paused, Phase, TextDelta
 from server.engine.panel import Panel, record_candidate
 from server.engine.pauses import ToolPauses
@@ -114,12 +114,12 @@ class FusionEngine:
         recorder: Recorder,
         *,
         model_id: str,
-        best: Best | None = None,
+        best: Best = best_candidate,
         emit: Emit | None = None,
     ) -> FusionResult:
         """`model_id` takes the next agent step (text or tool calls) with `candidates` as reference.
 
-        If it answers nothing, the step is `best`'s answer (default: the first candidate).
+        If it fails or answers nothing, the step is `best`'s answer (default: the first candidate).
         """
         run = self._state(recorder, emit, request)
         for candidate in candidates:
