@@ -385,3 +385,12 @@ async def test_an_agent_step_that_fails_or_says_nothing_falls_back_as_a_synthesi
     assert failure.code == "synthesis_empty" and "candidate c1" in failure.message
     [empty] = [p for _, t, p in recorder.events if t == "synthesis.empty"]
     assert empty["fallback_candidate_id"] == "c1" and empty["reason"].startswith(reason)
+
+
+async def test_select_best_with_a_failed_judge_says_the_answer_is_the_fallback(tmp_path: Path) -> None:
+    adapters = {"a": Scripted("answer A"), "b": Scripted("answer B"), "judge": Scripted(upstream_failure("down"))}
+    engine = engine_of(tmp_path, adapters, panel_models=["a", "b"], judge_model="judge")
+    plan = engine.plan(ask(), FusionOptions(mode="panel", synthesis="select_best"))
+    result = await engine.run(plan, MemoryRecorder())
+    assert (result.decision.reason, result.decision.selected_candidate_id) == ("judge_failed_fallback", "c1")
+    assert [f.code for f in result.outcome.failures] == ["judge_failed"] and result.message.content == "answer A"

@@ -48,6 +48,12 @@ def best_candidate(candidates: list[Candidate], analysis: JudgeAnalysis | None) 
     return pool[0]
 
 
+def _judge_choice(judge: JudgeOutcome) -> str:
+    """Why a candidate taken on the judge's word is the answer: the judge chose it, or the judge failed (or its
+    reply was no analysis) and it is the fallback, the first candidate (`best` with no analysis)."""
+    return "judge_selected" if judge.analysis is not None else "judge_failed_fallback"
+
+
 def _clearly_best(analysis: JudgeAnalysis | None) -> str | None:
     """Why `fusion.synthesis: auto` may take the judge's choice verbatim, or None when it should synthesize."""
     if analysis is None or analysis.best_candidate_id is None:
@@ -147,7 +153,7 @@ class Decider:
         candidates agree) the judge's choice is the answer, verbatim, and no synthesizer is called.
         """
         judge, judged_text = await self._judge(run, request, candidates, judge_id)
-        chosen = "judge_selected" if synthesis == "select_best" else None
+        chosen = _judge_choice(judge) if synthesis == "select_best" else None
         if synthesis == "auto":
             chosen = _clearly_best(judge.analysis)
         if chosen is not None:
@@ -263,7 +269,7 @@ class Decider:
         judge, _ = await self._judge(run, request, candidates, self.config.judge)
         proposing = [c for c in candidates if c.tool_calls]
         chosen = best_candidate(proposing or candidates, judge.analysis)
-        outcome = await self.select(run, chosen, "adopted_tool_calls" if chosen.tool_calls else "judge_selected")
+        outcome = await self.select(run, chosen, "adopted_tool_calls" if chosen.tool_calls else _judge_choice(judge))
         return self._judged(outcome, judge)
 
     async def agent_step(
