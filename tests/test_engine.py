@@ -30,9 +30,10 @@ from bridge.protocol import (
     Usage,
 )
 from server.clients import EndpointClient
-from server.engine import FusionEngine, MemoryRecorder, Phase, TextDelta
+from server.engine import FusionEngine, MemoryRecorder, Paused, Phase, TextDelta
 from server.engine.events import EngineEvent
-from server.protocol.chat import FusionOptions
+from server.engine.pauses import ToolPauses, ToolResult
+from server.protocol.chat import FusionOptions, ToolExecution
 from tests.router_helpers import panel_config
 
 ANALYSIS = json.dumps({"ranking": ["c2", "c1"], "best_candidate_id": "c2", "rationale": "c2 is complete"})
@@ -394,3 +395,140 @@ async def test_select_best_with_a_failed_judge_says_the_answer_is_the_fallback(t
     result = await engine.run(plan, MemoryRecorder())
     assert (result.decision.reason, result.decision.selected_candidate_id) == ("judge_failed_fallback", "c1")
     assert [f.code for f in result.outcome.failures] == ["judge_failed"] and result.message.content == "answer A"
+
+
+# -- external tool pauses at the panel's edges -----------------------------------------------------
+
+
+class PausingRecorder(MemoryRecorder):
+    """Opens `paused` once a member's tool call is pending (the run is requires_action)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = asyncio.Event()
+
+    async def transition(self, state: str, payload: dict[str, Any] | None = None) -> int:
+        if state == "requires_action":
+            self.paused.set()
+        return await super().transition(state, payload)
+
+
+class Gated(Scripted):
+    """Answers once `gate` is open."""
+
+    def __init__(self, gate: asyncio.Event, *answers: str | Reply | APIError) -> None:
+        super().__init__(*answers)
+        self.gate = gate
+
+    async def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
+        await self.gate.wait()
+        return await super().complete(request, ctx)
+
+
+class PlanCounter(MemoryRecorder):
+    """Opens `planned` once `count` members have planned tool calls (and so wait for their results)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+        self.planned = asyncio.Event()
+
+    async def event(self, type: str, payload: dict[str, Any]) -> int:
+        seq = await super().event(type, payload)
+        if sum(t == "tool.plan" for _, t, _ in self.events) >= self.count:
+            self.planned.set()
+        return seq
+
+
+def pauses_for(engine: FusionEngine, recorder: MemoryRecorder, request: ChatRequest) -> ToolPauses:
+    return ToolPauses(recorder, ToolExecution(mode="external"), request.tools or [], engine.config.budget)
+
+
+COUNT_CALL = call_of("word_count", '{"text": "a b"}')
+
+
+async def test_with_a_quorum_a_member_paused_for_a_tool_result_is_waited_for_not_cut(tmp_path: Path) -> None:
+    recorder = PausingRecorder()
+    adapters = {
+        # The two that answer do so once the third is paused: the quorum is met while it waits.
+        "a": Gated(recorder.paused, "answer A"),
+        "b": Gated(recorder.paused, "answer B"),
+        "tooled": Scripted(Reply(None, tool_calls=[COUNT_CALL]), "two words, counted"),
+        "judge": Scripted(ANALYSIS, "fused"),
+    }
+    engine = engine_of(tmp_path, adapters, panel_models=["a", "b", "tooled"], judge_model="judge", panel={"quorum": 2})
+    request = ask(tools=[WORD_COUNT])
+    pauses = pauses_for(engine, recorder, request)
+    announced: list[Paused] = []
+    settled = asyncio.Event()
+
+    async def emit(event: EngineEvent) -> None:
+        if isinstance(event, Paused):
+            announced.append(event)
+            settled.set()
+
+    plan = engine.plan(request, FusionOptions(mode="panel"))
+    running = asyncio.create_task(engine.run(plan, recorder, emit, pauses))
+    await settled.wait()
+    [call] = announced[0].calls
+    assert call["candidate_id"] == "c3"
+    await pauses.submit([ToolResult(tool_call_id=call["tool_call_id"], output="2")])
+    result = await running
+    assert [c.endpoint_id for c in result.candidates] == ["a", "b", "tooled"] and result.failed == []
+    assert result.candidates[2].text == "two words, counted" and len(announced) == 1
+    assert result.decision.reason == "judged_and_synthesized"
+
+
+async def test_a_run_cut_by_its_wall_clock_ends_its_members_first_and_withdraws_their_calls(tmp_path: Path) -> None:
+    adapters = {
+        "a": Scripted("answer A"),
+        "tooled": Scripted(Reply(None, tool_calls=[COUNT_CALL])),
+        "slow": Stuck("never"),
+    }
+    engine = engine_of(tmp_path, adapters, panel_models=["a", "tooled", "slow"], budget={"wall_clock_s": 0.2})
+    request = ask(tools=[WORD_COUNT])
+    recorder = MemoryRecorder()
+    pauses = pauses_for(engine, recorder, request)
+    announced: list[Paused] = []
+
+    async def emit(event: EngineEvent) -> None:
+        if isinstance(event, Paused):
+            announced.append(event)
+
+    with pytest.raises(APIError) as caught:
+        await engine.run(engine.plan(request, FusionOptions(mode="panel")), recorder, emit, pauses)
+    assert caught.value.code == "deadline_exceeded"
+    # Before the run failed, every call it made ended in the record, and no pause was announced.
+    ended = [p["endpoint_id"] for _, t, p in recorder.events if t == "model_call.failed"]
+    assert ended == ["slow"] and announced == []
+    # The paused member's call is withdrawn: a result sent for it is refused, not applied to a dead run.
+    assert pauses.plan() == []
+    with pytest.raises(APIError) as refused:
+        await pauses.submit([ToolResult(tool_call_id=COUNT_CALL.id, output="2")])
+    assert (refused.value.status, refused.value.code) == (409, "run_not_waiting")
+
+
+async def test_a_shared_call_outlives_a_member_that_stops_waiting_for_it(tmp_path: Path) -> None:
+    request = ask(tools=[WORD_COUNT])
+    engine = engine_of(tmp_path, {"a": Scripted("x")})
+    recorder = PlanCounter(2)
+    pauses = pauses_for(engine, recorder, request)
+
+    async def member(candidate_id: str) -> list[str]:
+        pauses.member_started()
+        try:
+            return await pauses.request(candidate_id, "a", [COUNT_CALL])
+        finally:
+            await pauses.member_finished(candidate_id)
+
+    first = asyncio.create_task(member("c1"))
+    second = asyncio.create_task(member("c2"))
+    await recorder.planned.wait()  # both members are waiting for the result
+    plans = [p for _, t, p in recorder.events if t == "tool.plan"]
+    # The second member's identical read-only call waits on the first one's, and says whose.
+    assert plans[1]["calls"][0]["deduplicated"] and plans[1]["calls"][0]["shared_with"] == "c1"
+    second.cancel()
+    await asyncio.gather(second, return_exceptions=True)
+    [pending] = pauses.plan()
+    await pauses.submit([ToolResult(tool_call_id=pending["tool_call_id"], output="2")])
+    assert await first == ["2"]
