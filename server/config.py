@@ -63,6 +63,21 @@ class PanelSettings(Strict):
     quorum: int | None = Field(default=None, ge=1)
     grace_ms: float = Field(default=0, ge=0)
 
+    @model_validator(mode="after")
+    def _check_quorum(self) -> PanelSettings:
+        if self.quorum is not None and self.quorum < self.min_successful:
+            # The cut would drop members the run needs, and the run would then fail quorum_not_met.
+            raise ConfigReferenceError(
+                "panel.quorum",
+                self.quorum,
+                f"at least panel.min_successful ({self.min_successful}), or null for no quorum",
+            )
+        if self.quorum is None and self.grace_ms > 0:
+            raise ConfigReferenceError(
+                "panel.grace_ms", self.grace_ms, "0 without panel.quorum (the grace starts once a quorum answered)"
+            )
+        return self
+
 
 Synthesis = Literal["select_best", "synthesize", "auto"]
 ToolFusion = Literal["adopt", "synthesize"]

@@ -165,14 +165,20 @@ def test_a_structured_stream_sends_only_the_checked_answer(tmp_path: Path, live_
     assert texts == [GOOD]  # the broken first synthesis never reached the client
 
 
-def test_a_schema_that_is_not_one_is_the_clients_400(tmp_path: Path, live_server: Any) -> None:
-    server = live_server(create_app(panel_config(tmp_path, demo_endpoints())))
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_schema_that_is_not_one_is_the_clients_400_before_any_call(
+    tmp_path: Path, live_server: Any, stream: bool
+) -> None:
+    # Real upstreams (a mock would refuse the schema itself): no member is asked, streaming or not.
+    states = {"a": StandinState(answer=GOOD), "b": StandinState(answer=GOOD)}
+    server = live_server(create_app(panel_config(tmp_path, _standins(live_server, **states))))
     bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}
     answer = httpx2.post(
         server.url + "/v1/chat/completions",
-        json={"model": "fusionkit/panel", "messages": QUESTION, "response_format": bad},
+        json={"model": "fusionkit/panel", "messages": QUESTION, "response_format": bad, "stream": stream},
     )
     assert answer.status_code == 400 and answer.json()["error"]["param"] == "response_format.json_schema.schema"
+    assert [state.requests for state in states.values()] == [[], []]
 
 
 # -- select-best and auto ------------------------------------------------------------------------

@@ -10,7 +10,10 @@ from typing import Any
 
 import httpx2
 import openai
+import pytest
+from click.testing import CliRunner
 
+from fusionkit_cli.main import cli
 from server.app import create_app
 from server.store import RunStore
 from tests.router_helpers import demo_endpoints, panel_config
@@ -116,3 +119,21 @@ def test_a_stream_keeps_the_connection_alive_while_the_panel_works(tmp_path: Pat
             return run.state
 
     assert asyncio.run(state()) == "completed"
+
+
+@pytest.mark.parametrize(
+    ("panel", "expected"),
+    [
+        (
+            "{quorum: 1, min_successful: 2}",
+            "panel.quorum: found 1; allowed: at least panel.min_successful (2), or null for no quorum",
+        ),
+        ("{grace_ms: 50}", "panel.grace_ms: found 50.0; allowed: 0 without panel.quorum"),
+    ],
+)
+def test_a_quorum_the_run_could_not_keep_is_a_config_error(tmp_path: Path, panel: str, expected: str) -> None:
+    # A quorum under min_successful cuts members the run needs; a grace without a quorum would do nothing.
+    path = tmp_path / "panel.yaml"
+    path.write_text(f"endpoints:\n  - {{id: a, provider: mock, model: m}}\npanel: {panel}\n")
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 2 and f"{path}: {expected}" in result.output and "Traceback" not in result.output

@@ -21,7 +21,7 @@ import tiktoken
 from bridge.endpoint import EndpointConfig
 from server.app import create_app
 from server.engine import tokens
-from server.engine.packing import MIN_SHARE, Budget, Piece, elide, pack
+from server.engine.packing import MIN_SHARE, Budget, Packed, Piece, elide, pack
 from server.engine.tokens import ESTIMATE, counter_for
 from server.prompt_files import builtin_text
 from tests.router_helpers import demo_endpoints, mock_endpoint, panel_config
@@ -154,6 +154,10 @@ def _pieces(*spec: tuple[str, bool]) -> list[Piece]:
     ]
 
 
+def _left_out(packed: Packed) -> set[str]:
+    return {p.key for p in packed.report.pieces if p.dropped}
+
+
 def test_failed_candidates_are_left_out_before_successful_ones() -> None:
     pieces = _pieces(("c1", True), ("c2", False), ("c3", True), ("c4", False))
     size = ESTIMATE.count(pieces[1].text)
@@ -162,7 +166,7 @@ def test_failed_candidates_are_left_out_before_successful_ones() -> None:
     budget = Budget(context_window=room + 100 + 128 + 500, max_tokens=500)  # 128: the margin
     assert budget.input_tokens - 100 == room
     packed = pack(pieces, budget, ESTIMATE, fixed_tokens=100)
-    assert packed.dropped == ["c1", "c3"] and size > MIN_SHARE
+    assert _left_out(packed) == {"c1", "c3"} and size > MIN_SHARE
     assert set(packed.texts) == {"conversation", "c2", "c4"} and packed.report.fits
     reasons = {p.key: p.dropped for p in packed.report.pieces}
     assert reasons["c1"] == "left out to fit the context window (a failed candidate)"
@@ -171,16 +175,16 @@ def test_failed_candidates_are_left_out_before_successful_ones() -> None:
 def test_the_last_successful_answer_is_never_left_out() -> None:
     pieces = _pieces(("c1", False), ("c2", True), ("c3", False), ("c4", True))
     packed = pack(pieces, Budget(context_window=512, max_tokens=400), ESTIMATE, fixed_tokens=300)
-    assert packed.dropped == ["c2", "c4", "c1"]  # failed first, then successful ones but the last
+    assert _left_out(packed) == {"c1", "c2", "c4"}  # every candidate but the last successful one
     assert "c3" in packed.texts and not packed.report.fits  # kept (elided), though nothing could make it fit
     everyone_failed = pack(_pieces(("c1", True), ("c2", True)), Budget(512, 400), ESTIMATE, fixed_tokens=300)
-    assert everyone_failed.dropped == ["c1"] and "c2" in everyone_failed.texts
+    assert _left_out(everyone_failed) == {"c1"} and "c2" in everyone_failed.texts
 
 
 def test_what_fits_is_shown_whole() -> None:
     pieces = _pieces(("c1", False), ("c2", True))
     packed = pack(pieces, Budget(context_window=100_000, max_tokens=1000), ESTIMATE, fixed_tokens=100)
-    assert packed.texts == {p.key: p.text for p in pieces} and packed.dropped == []
+    assert packed.texts == {p.key: p.text for p in pieces} and _left_out(packed) == set()
     assert not packed.report.payload()["packed"]
 
 

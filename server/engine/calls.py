@@ -1,6 +1,6 @@
 """One run's bookkeeping (`RunState`) and the one way the engine calls a model (`ModelCalls.call`).
 
-    calls = ModelCalls(clients, currency="USD")
+    calls = ModelCalls(clients)
     completion = await calls.call(run, "judge", "careful", judge_request)   # recorded, timed, costed
 
 Every model call of a run, whatever its role, goes through `call`: it is recorded as
@@ -33,6 +33,8 @@ from server.protocol.chat import FailedMember
 __all__ = ["Emit", "ModelCalls", "RunState", "ms_since"]
 
 Emit = Callable[[EngineEvent], Awaitable[None]]
+# Where a call's text goes as it arrives: an Emit, or `RunState.send` (which says whether it went).
+StreamTo = Callable[[EngineEvent], Awaitable[object]]
 
 
 def ms_since(started: float) -> float:
@@ -71,17 +73,20 @@ class RunState:
     def streaming(self) -> bool:
         return self.emit is not None
 
-    async def send(self, event: EngineEvent) -> None:
+    async def send(self, event: EngineEvent) -> bool:
+        """Pass `event` to the client; False when none of it went (no client, the answer held, text held back
+        as the possible start of a stop sequence)."""
         if self.emit is None:
-            return
+            return False
         if isinstance(event, TextDelta):
             if self.hold_answer:
-                return
+                return False
             text = self.stops.feed(event.text)
             if not text:
-                return
+                return False
             event = TextDelta(text, event.logprobs)
         await self.emit(event)
+        return True
 
     async def flush_text(self) -> None:
         """Send what the stop cutter held back, once the answer is complete."""
@@ -107,7 +112,7 @@ class ModelCalls:
         request: ChatRequest,
         *,
         candidate_id: str | None = None,
-        stream_to: Emit | None = None,
+        stream_to: StreamTo | None = None,
         timeout_s: float | None = None,
     ) -> ChatCompletion:
         """One recorded model call; with `stream_to`, its text deltas are forwarded as they arrive."""
@@ -166,7 +171,7 @@ class ModelCalls:
         request: ChatRequest,
         ctx: CallContext,
         deadline: float | None,
-        stream_to: Emit,
+        stream_to: StreamTo,
     ) -> ChatCompletion:
         acc = StreamAccumulator()
         async for chunk in client.stream(request.model_copy(update={"stream": True}), ctx, deadline=deadline):

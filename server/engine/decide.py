@@ -4,7 +4,8 @@ synthesis fails; for tool-bearing turns the agent step or one candidate's calls 
 (`fusion.tool_fusion`); answers held to the JSON the client asked for; the verifier's pass.
 
     decider = Decider(config, calls)
-    outcome = await decider.decide(run, request, candidates, fusion=plan.fusion, tools_paused=False)
+    outcome = await decider.decide(run, request, candidates, fusion=plan.fusion, tools_paused=False,
+                                   schema=plan.schema)
     outcome.decision, outcome.message, outcome.judge
 """
 
@@ -13,9 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bridge.errors import APIError, upstream_failure
-from bridge.protocol import AssistantMessage, ChatMessage, ChatRequest
+from bridge.protocol import AssistantMessage, ChatCompletion, ChatMessage, ChatRequest
 from server.config import FusionSettings, PanelConfig
 from server.engine.calls import ModelCalls, RunState, ms_since
 from server.engine.candidates import Candidate, same_tool_calls, unanimous
@@ -46,6 +48,12 @@ def best_candidate(candidates: list[Candidate], analysis: JudgeAnalysis | None) 
     return pool[0]
 
 
+def _judge_choice(judge: JudgeOutcome) -> str:
+    """Why a candidate taken on the judge's word is the answer: the judge chose it, or the judge failed (or its
+    reply was no analysis) and it is the fallback, the first candidate (`best` with no analysis)."""
+    return "judge_selected" if judge.analysis is not None else "judge_failed_fallback"
+
+
 def _clearly_best(analysis: JudgeAnalysis | None) -> str | None:
     """Why `fusion.synthesis: auto` may take the judge's choice verbatim, or None when it should synthesize."""
     if analysis is None or analysis.best_candidate_id is None:
@@ -74,9 +82,10 @@ class Decider:
         *,
         fusion: FusionSettings,
         tools_paused: bool,
+        schema: AnswerSchema | None,
     ) -> Outcome:
-        """Judge and synthesize, unless the candidates make that unnecessary or the budget forbids it."""
-        schema = AnswerSchema.of(request)
+        """Judge and synthesize, unless the candidates make that unnecessary or the budget forbids it;
+        with `schema` (the plan's), the answer is held to that JSON."""
         if schema is not None:
             run.hold_answer = True  # nothing reaches the client before the answer is known to be in form
             for candidate in candidates:
@@ -144,7 +153,7 @@ class Decider:
         candidates agree) the judge's choice is the answer, verbatim, and no synthesizer is called.
         """
         judge, judged_text = await self._judge(run, request, candidates, judge_id)
-        chosen = "judge_selected" if synthesis == "select_best" else None
+        chosen = _judge_choice(judge) if synthesis == "select_best" else None
         if synthesis == "auto":
             chosen = _clearly_best(judge.analysis)
         if chosen is not None:
@@ -164,50 +173,78 @@ class Decider:
                 prompts=self._prompts(run),
             ),
         )
+        decision = DecisionInfo(
+            type="synthesize",
+            reason="judged_and_synthesized",
+            selected_candidate_id=judge.analysis.best_candidate_id if judge.analysis else None,
+        )
+        outcome = await self._write(
+            run, synth_id, synth, decision, lambda: best(candidates, judge.analysis), started=started, tools=False
+        )
+        return self._judged(outcome, judge)
+
+    async def _write(
+        self,
+        run: RunState,
+        writer_id: str,
+        asked: ChatRequest,
+        decision: DecisionInfo,
+        fallback: Callable[[], Candidate],
+        *,
+        started: float,
+        tools: bool,
+    ) -> Outcome:
+        """The synthesizer's answer (with `tools`, the agent step's: text or tool calls) as the outcome.
+
+        One that fails before any of it reached the client, or that says nothing, gives way to the
+        `fallback` candidate (reason `synthesizer_failed` or `empty_synthesis`, failure `synthesis_empty`);
+        one that fails after part of it reached the client fails the run: nothing else can follow that part.
+        """
         streamed = False
 
         async def forward(event: EngineEvent) -> None:
             nonlocal streamed
-            streamed = True
-            await run.send(event)
+            # Held text (structured output, a possible stop sequence) has not reached the client.
+            streamed = await run.send(event) or streamed
 
-        written_finish = None
         try:
             written = await self.calls.call(
-                run, "synthesizer", synth_id, synth, stream_to=forward if run.streaming else None
+                run, "synthesizer", writer_id, asked, stream_to=forward if run.streaming else None
             )
-            text, written_finish = written.text, written.choices[0].finish_reason
         except APIError as error:
             if streamed:
-                raise  # part of an answer is already with the client: nothing else can follow it
-            text, reason = "", f"synthesizer_failed: {error.message}"
+                raise
+            written, reason = None, f"synthesizer_failed: {error.message}"
         else:
             reason = "empty_synthesis"
         run.latency_ms["synthesis"] = ms_since(started)
-        if not text.strip():
-            fallback = best(candidates, judge.analysis)
-            await run.recorder.event(
-                "synthesis.empty", {"fallback_candidate_id": fallback.candidate_id, "reason": reason}
-            )
-            outcome = await self.select(run, fallback, reason.split(":")[0])
-            said = "the synthesizer failed" if reason.startswith("synthesizer_failed") else "the synthesis was empty"
-            outcome.failures.append(
-                Failure("synthesis_empty", f"{said} ({reason}); the answer is candidate {fallback.candidate_id}")
-            )
+        message = AssistantMessage()
+        if written is not None:
+            message = written.message if tools else AssistantMessage(content=written.text)
+        if written is None or not ((message.content or "").strip() or message.tool_calls):
+            outcome = await self._fall_back(run, fallback(), reason)
         else:
-            sha = await run.recorder.artifact(text)
-            await run.recorder.event("synthesis.completed", {"artifact_sha256": sha, "chars": len(text)})
-            outcome = Outcome(
-                decision=DecisionInfo(
-                    type="synthesize",
-                    reason="judged_and_synthesized",
-                    selected_candidate_id=judge.analysis.best_candidate_id if judge.analysis else None,
-                ),
-                message=AssistantMessage(content=text),
-                written_finish=written_finish,
-            )
-        outcome.synthesizer_model_id = synth_id
-        return self._judged(outcome, judge)
+            if tools:
+                calls = [c.model_dump() for c in message.tool_calls or []]
+                completed: dict[str, Any] = {"chars": len(message.content or ""), "tool_calls": calls}
+            else:
+                text = message.content or ""
+                completed = {"artifact_sha256": await run.recorder.artifact(text), "chars": len(text)}
+            await run.recorder.event("synthesis.completed", completed)
+            outcome = Outcome(decision=decision, message=message, written_finish=written.choices[0].finish_reason)
+        outcome.synthesizer_model_id = writer_id
+        return outcome
+
+    async def _fall_back(self, run: RunState, fallback: Candidate, reason: str) -> Outcome:
+        """`fallback` as the answer, since the synthesizer gave none (`reason`), with `synthesis_empty` to say so."""
+        await run.recorder.event("synthesis.empty", {"fallback_candidate_id": fallback.candidate_id, "reason": reason})
+        run.stops.reset()  # what it held back of the failed synthesis is not part of this answer
+        outcome = await self.select(run, fallback, reason.split(":")[0])
+        said = "the synthesizer failed" if reason.startswith("synthesizer_failed") else "the synthesis was empty"
+        outcome.failures.append(
+            Failure("synthesis_empty", f"{said} ({reason}); the answer is candidate {fallback.candidate_id}")
+        )
+        return outcome
 
     @staticmethod
     def _judged(outcome: Outcome, judge: JudgeOutcome) -> Outcome:
@@ -232,7 +269,7 @@ class Decider:
         judge, _ = await self._judge(run, request, candidates, self.config.judge)
         proposing = [c for c in candidates if c.tool_calls]
         chosen = best_candidate(proposing or candidates, judge.analysis)
-        outcome = await self.select(run, chosen, "adopted_tool_calls" if chosen.tool_calls else "judge_selected")
+        outcome = await self.select(run, chosen, "adopted_tool_calls" if chosen.tool_calls else _judge_choice(judge))
         return self._judged(outcome, judge)
 
     async def agent_step(
@@ -241,9 +278,10 @@ class Decider:
         request: ChatRequest,
         candidates: list[Candidate],
         model_id: str,
-        best: Best | None = None,
+        best: Best = best_candidate,
     ) -> Outcome:
-        """With tools, `model_id` takes the turn itself (text or calls), the candidates as reference."""
+        """With tools, `model_id` takes the turn itself (text or calls), the candidates as reference; when it
+        fails or says nothing, `best` (no judge: the first candidate by default) is the turn, as for a synthesis."""
         await run.recorder.transition(
             "synthesizing", {"reason": "the agent step is taken with the proposals as reference"}
         )
@@ -253,30 +291,10 @@ class Decider:
             run.recorder,
             agent_request(self.calls.clients[model_id].endpoint, request, candidates, prompts=self._prompts(run)),
         )
-        answered = await self.calls.call(
-            run, "synthesizer", model_id, asked, stream_to=run.send if run.streaming else None
+        decision = DecisionInfo(type="synthesize", reason="agent_step")
+        return await self._write(
+            run, model_id, asked, decision, lambda: best(candidates, None), started=started, tools=True
         )
-        run.latency_ms["synthesis"] = ms_since(started)
-        message = answered.message
-        if not (message.content or "").strip() and not message.tool_calls:
-            fallback = best(candidates, None) if best is not None else candidates[0]
-            await run.recorder.event("synthesis.empty", {"fallback_candidate_id": fallback.candidate_id})
-            outcome = await self.select(run, fallback, "empty_synthesis")
-        else:
-            await run.recorder.event(
-                "synthesis.completed",
-                {
-                    "chars": len(message.content or ""),
-                    "tool_calls": [c.model_dump() for c in message.tool_calls or []],
-                },
-            )
-            outcome = Outcome(
-                decision=DecisionInfo(type="synthesize", reason="agent_step"),
-                message=message,
-                written_finish=answered.choices[0].finish_reason,
-            )
-        outcome.synthesizer_model_id = model_id
-        return outcome
 
     async def hold_to(
         self, schema: AnswerSchema, run: RunState, request: ChatRequest, candidates: list[Candidate], outcome: Outcome
@@ -289,7 +307,8 @@ class Decider:
         await run.recorder.event("schema.unsatisfied", {"decision": outcome.decision.model_dump(), "problem": problem})
         repaired, problem = await self._repair(run, request, outcome.message.content or "", problem, schema)
         if repaired is not None:
-            outcome.message = AssistantMessage(content=repaired)
+            outcome.message = AssistantMessage(content=repaired.text)
+            outcome.written_finish = repaired.choices[0].finish_reason  # not the broken answer's (often length)
             outcome.decision = outcome.decision.model_copy(update={"reason": f"{outcome.decision.reason}_repaired"})
             return outcome
         valid = [c for c in candidates if c.schema_error is None and not c.tool_calls]
@@ -309,7 +328,7 @@ class Decider:
 
     async def _repair(
         self, run: RunState, request: ChatRequest, answer: str, problem: str, schema: AnswerSchema
-    ) -> tuple[str | None, str]:
+    ) -> tuple[ChatCompletion | None, str]:
         """One more try by the synthesizer, shown its answer and what is wrong with it: (the repair, or None; why)."""
         synth_id = self.config.synthesizer
         messages = [
@@ -319,10 +338,10 @@ class Decider:
         ]
         asked = request.model_copy(update={"messages": messages, "stream": False, "stream_options": None})
         try:
-            repaired = (await self.calls.call(run, "synthesizer", synth_id, asked)).text
+            repaired = await self.calls.call(run, "synthesizer", synth_id, asked)
         except APIError as error:
             return None, f"{problem}, and the repair call failed: {error.message}"
-        again = schema.problem(repaired)
+        again = schema.problem(repaired.text)
         if again is not None:
             return None, f"{problem}, and its repair {again}"
         await run.recorder.event("schema.repaired", {"synthesizer_model_id": synth_id})

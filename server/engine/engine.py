@@ -25,7 +25,7 @@ from server.clients import EndpointClient
 from server.config import PanelConfig
 from server.engine.calls import Emit, ModelCalls, RunState, ms_since
 from server.engine.candidates import Candidate, MemberPlan
-from server.engine.decide import Best, Decider
+from server.engine.decide import Best, Decider, best_candidate
 from server.engine.events import Paused, Phase, TextDelta
 from server.engine.panel import Panel, record_candidate
 from server.engine.pauses import ToolPauses
@@ -74,7 +74,12 @@ class FusionEngine:
             candidates = await self.panel.ask(run, plan.request, plan.members)
             self._check_quorum(run, candidates, plan.members)
             outcome = await self.decider.decide(
-                run, plan.request, candidates, fusion=plan.fusion, tools_paused=pauses is not None
+                run,
+                plan.request,
+                candidates,
+                fusion=plan.fusion,
+                tools_paused=pauses is not None,
+                schema=plan.schema,
             )
             if plan.options.verify:
                 outcome.verification = await self.decider.verify(run, plan.request, outcome.message)
@@ -109,12 +114,12 @@ class FusionEngine:
         recorder: Recorder,
         *,
         model_id: str,
-        best: Best | None = None,
+        best: Best = best_candidate,
         emit: Emit | None = None,
     ) -> FusionResult:
         """`model_id` takes the next agent step (text or tool calls) with `candidates` as reference.
 
-        If it answers nothing, the step is `best`'s answer (default: the first candidate).
+        If it fails or answers nothing, the step is `best`'s answer (default: the first candidate).
         """
         run = self._state(recorder, emit, request)
         for candidate in candidates:
@@ -197,10 +202,9 @@ class FusionEngine:
         run.latency_ms["total"] = ms_since(run.started)
         await run.flush_text()
         message = outcome.message
-        finish = _finish_reason(message, outcome.written_finish)
+        stopped = False
         if message.content is not None:
             message.content, stopped = cut_at_stop(message.content, run.stops.stops)
-            finish = "stop" if stopped else finish
             if run.hold_answer and run.emit is not None and message.content:
                 await run.emit(TextDelta(message.content))  # held until it was known to be in form
         return FusionResult(
@@ -212,7 +216,7 @@ class FusionEngine:
             candidates=candidates,
             failed=run.failed,
             outcome=outcome,
-            finish_reason=finish,
+            finish_reason=_finish_reason(message, outcome.written_finish, stopped=stopped),
             usage=run.usage,
             cost=run.cost_estimate(self.config.currency),
             latency_ms=run.latency_ms,
@@ -220,8 +224,11 @@ class FusionEngine:
         )
 
 
-def _finish_reason(message: AssistantMessage, written: str | None) -> str:
-    """The answer's finish reason: tool_calls when it calls tools, length when its writer ran out of tokens."""
+def _finish_reason(message: AssistantMessage, written: str | None, *, stopped: bool) -> str:
+    """The answer's finish reason: tool_calls when it calls tools (a stop sequence in the text beside them
+    does not change that), stop when a stop sequence cut it, length when its writer ran out of tokens."""
     if message.tool_calls:
         return "tool_calls"
+    if stopped:
+        return "stop"
     return written if written in ("length", "content_filter") else "stop"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from bridge.endpoint import EndpointConfig
@@ -120,7 +120,6 @@ class Packed:
 
     texts: dict[str, str]
     report: PackReport
-    dropped: list[str] = field(default_factory=list)
 
 
 def pack(pieces: Sequence[Piece], budget: Budget, counter: TokenCounter, *, fixed_tokens: int) -> Packed:
@@ -149,7 +148,7 @@ def pack(pieces: Sequence[Piece], budget: Budget, counter: TokenCounter, *, fixe
             continue
         texts[piece.key], shown = elide(piece.text, max(share, MIN_SHOWN), counter)
         reports.append(PieceReport(piece.key, piece.kind, size, shown, max(size - shown, 0)))
-    return Packed(texts, PackReport(budget, counter, fixed_tokens, reports), list(dropped))
+    return Packed(texts, PackReport(budget, counter, fixed_tokens, reports))
 
 
 def _drop_order(pieces: Sequence[Piece]) -> list[Piece]:

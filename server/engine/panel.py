@@ -11,7 +11,8 @@ results, and the member continues with them in its own conversation.
 
 With a quorum (`panel.quorum: k`), one slow member no longer sets every answer's latency: once k
 members have answered, the others get `panel.grace_ms` more and are then dropped as `late`; when
-the first k agree, the others are not waited for at all.
+the first k agree, the others are not waited for at all. A member that paused for tool results is
+never late: the client is asked to run its calls, and the run waits for them and for its answer.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class Panel:
     async def ask(self, run: RunState, request: ChatRequest, members: list[MemberPlan]) -> list[Candidate]:
         """The members' answers, in the members' order."""
         started = time.perf_counter()
+        if run.pauses is not None:
+            for _ in members:
+                run.pauses.member_started()  # all counted before one can settle the run on its own calls
         tasks = {asyncio.ensure_future(self._member(run, request, plan)): plan for plan in members}
         try:
             if self.quorum is None or self.quorum >= len(members):
@@ -74,8 +78,12 @@ class Panel:
             else:
                 await self._until_quorum(run, tasks, self.quorum)
         finally:
+            if run.pauses is not None:
+                run.pauses.close()
             for task in tasks:
-                task.cancel()  # a no-op for the finished; the late are cut off here
+                task.cancel()  # a no-op for the finished; cut off here when the run is (wall clock, cancel)
+            # Their calls end in the record before the run does.
+            await asyncio.gather(*tasks, return_exceptions=True)
         run.latency_ms["panel"] = ms_since(started)
         answers = [task.result() for task in tasks if not task.cancelled()]
         return [c for c in answers if c is not None]
@@ -83,7 +91,11 @@ class Panel:
     async def _until_quorum(
         self, run: RunState, tasks: dict[asyncio.Task[Candidate | None], MemberPlan], quorum: int
     ) -> None:
-        """Wait for `quorum` answers, then up to the grace period for the rest; drop who is still out as late."""
+        """Wait for `quorum` answers, then up to the grace period for the rest; drop who is still out as late.
+
+        A member that paused for tool results is not late: the client has been (or is about to be) asked
+        to run its calls, so the run waits for the results and for the answer they lead to.
+        """
         waiting = set(tasks)
         answered: list[Candidate] = []
         while waiting and len(answered) < quorum:
@@ -93,17 +105,22 @@ class Panel:
             return
         if len(answered) >= quorum and not unanimous(answered[:quorum]) and self.grace_s > 0:
             _, waiting = await asyncio.wait(waiting, timeout=self.grace_s)
-        for task in waiting:
+        pauses = run.pauses
+        paused = {task for task in waiting if pauses is not None and pauses.called_tools(tasks[task].candidate_id)}
+        late = waiting - paused
+        for task in late:
             task.cancel()
-        await asyncio.gather(*waiting, return_exceptions=True)
+        await asyncio.gather(*late, return_exceptions=True)
         why = (
             "agreed"
             if len(answered) >= quorum and unanimous(answered[:quorum])
             else f"answered, {self.grace_s * 1000:g} ms grace"
         )
-        for task in waiting:
+        for task in late:
             plan = tasks[task]
             await self._drop(run, plan, f"late: {quorum} members had {why}", None, late=True)
+        if paused:
+            await asyncio.wait(paused)
 
     def candidate(self, plan: MemberPlan, completion: ChatCompletion, latency_ms: float) -> Candidate:
         message = completion.message
@@ -119,13 +136,11 @@ class Panel:
         )
 
     async def _member(self, run: RunState, request: ChatRequest, plan: MemberPlan) -> Candidate | None:
-        if run.pauses is None:
-            return await self._answer(run, request, plan)
-        run.pauses.member_started()
         try:
             return await self._answer(run, request, plan)
         finally:
-            await run.pauses.member_finished()
+            if run.pauses is not None:
+                await run.pauses.member_finished(plan.candidate_id)
 
     async def _answer(self, run: RunState, request: ChatRequest, plan: MemberPlan) -> Candidate | None:
         update: dict[str, Any] = {"stream": False, "stream_options": None}

@@ -12,6 +12,10 @@ a pause; with `dedupe_read_only`, an identical read-only call by two members wai
 The run has *settled* in `requires_action` once every member is either finished or waiting for a
 result (`settled`, and `on_settled` with the pending calls): that is when a caller waiting for
 the run gets the whole list of calls to execute, not the first member's alone.
+
+A member that ends (answered, dropped, or cut off by the run's end) withdraws the calls only it
+waited for, so a result sent for one later is refused (409), never applied to a call nobody awaits.
+Once the panel is over (`close`), no pause is announced any more.
 """
 
 from __future__ import annotations
@@ -63,10 +67,11 @@ def side_effects_of(tool: Tool | None) -> str:
 
 @dataclass
 class _Pending:
-    candidate_id: str
+    candidate_id: str  # whose call it is (of a deduplicated call, the member that made it first)
     name: str
     arguments: str
     dedupe_key: str | None
+    waiters: set[str] = field(default_factory=set)  # the members waiting for its result
     future: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -85,15 +90,36 @@ class ToolPauses:
         self.working = 0  # members neither finished nor waiting for a tool result
         self.settled = asyncio.Event()
         self.on_settled: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None
+        self.closed = False
 
     def member_started(self) -> None:
         self.working += 1
 
-    async def member_finished(self) -> None:
+    async def member_finished(self, candidate_id: str) -> None:
+        """A member has ended, whatever the way: its calls no other member waits for are withdrawn."""
         self.working -= 1
+        async with self._lock:
+            for call_id, pending in list(self.pending.items()):
+                pending.waiters.discard(candidate_id)
+                if not pending.waiters:
+                    del self.pending[call_id]
+                    if pending.dedupe_key is not None:
+                        self._by_key.pop(pending.dedupe_key, None)
+                    pending.future.cancel()
         await self._maybe_settled()
 
+    def called_tools(self, candidate_id: str) -> bool:
+        """Whether the client has been asked to run tool calls of this member (it paused at least once)."""
+        return self.rounds.get(candidate_id, 0) > 0
+
+    def close(self) -> None:
+        """The panel is over (done, or cut off with the run): no pause is announced from now on, so members
+        ended one by one never look like a run settled on the calls of those not ended yet."""
+        self.closed = True
+
     async def _maybe_settled(self) -> None:
+        if self.closed:
+            return
         if self.working == 0 and self.pending and not self.settled.is_set():
             self.settled.set()
             if self.on_settled is not None:
@@ -163,6 +189,7 @@ class ToolPauses:
                 )
                 shared = self._by_key.get(key) if key else None
                 if shared is not None:
+                    shared.waiters.add(candidate_id)
                     waits.append(shared.future)
                     plan.append(
                         {
@@ -170,7 +197,7 @@ class ToolPauses:
                             "name": call.function.name,
                             "arguments_sha256": args_hash,
                             "side_effects": effect,
-                            "shared_with": candidate_id,
+                            "shared_with": shared.candidate_id,
                             "deduplicated": True,
                         }
                     )
@@ -180,6 +207,7 @@ class ToolPauses:
                     name=call.function.name,
                     arguments=call.function.arguments,
                     dedupe_key=key,
+                    waiters={candidate_id},
                 )
                 self.pending[call_id] = pending
                 if key:
@@ -202,7 +230,8 @@ class ToolPauses:
             self.working -= 1
         try:
             await self._maybe_settled()
-            return list(await asyncio.gather(*waits))
+            # Shielded: a member cut off stops waiting, but a call another member shares stays pending.
+            return list(await asyncio.gather(*(asyncio.shield(w) for w in waits)))
         finally:
             self.working += 1
             self.settled.clear()

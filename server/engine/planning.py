@@ -4,7 +4,8 @@
     plan.route, plan.route_reasons, [m.endpoint_id for m in plan.members]
 
 A plan is made once, by the HTTP layer, so a client's mistake (an unknown panel member, a budget
-the run would break) is its 400 before the run is recorded; the engine then executes that plan.
+the run would break, a `response_format` schema that is not a JSON Schema) is its 400 before the
+run is recorded; the engine then executes that plan.
 The request in a plan already carries the config's sampling defaults.
 """
 
@@ -19,6 +20,7 @@ from bridge.protocol import ChatRequest
 from server.config import FusionSettings, PanelConfig
 from server.engine.candidates import MemberPlan
 from server.engine.routing import choose_route
+from server.engine.structured import AnswerSchema
 from server.protocol.chat import FusionOptions
 
 __all__ = ["RunPlan", "choose_endpoint", "plan_run"]
@@ -35,6 +37,7 @@ class RunPlan:
     route_reasons: list[str]
     members: list[MemberPlan]
     fusion: FusionSettings  # the config's `fusion:` section, with what the request set over it
+    schema: AnswerSchema | None = None  # the JSON the answer must be (`response_format`); None: any text
 
     def describe(self) -> dict[str, Any]:
         """The plan as the run's `generating` event records it."""
@@ -62,7 +65,9 @@ def plan_run(config: PanelConfig, endpoints: Collection[str], request: ChatReque
             param="fusion.sample_count" if route == "self" else "fusion.panel_models",
         )
     asked = {k: v for k in ("synthesis", "tool_fusion", "show_reasoning") if (v := getattr(options, k)) is not None}
-    return RunPlan(request, options, mode, route, reasons, members, config.fusion.model_copy(update=asked))
+    # A schema that is not one is the client's 400 now, not a failure after the panel has answered.
+    schema = AnswerSchema.of(request)
+    return RunPlan(request, options, mode, route, reasons, members, config.fusion.model_copy(update=asked), schema)
 
 
 def choose_endpoint(
@@ -97,7 +102,8 @@ def _members(
     default = config.default_endpoint
     if route == "single":
         # A request for an endpoint id (not a fusionkit/* model) arrives as single on that endpoint.
-        chosen = options.panel_models[0] if options.mode == "single" and options.panel_models else default
+        asked = options.panel_models[0] if options.mode == "single" and options.panel_models else None
+        chosen = choose_endpoint(endpoints, asked, default, "fusion.panel_models")
         return [MemberPlan(candidate_id="c1", endpoint_id=chosen)]
     if route == "self":
         count = options.sample_count or config.sample_count

@@ -49,6 +49,10 @@ class StopCutter:
         held, self._held = self._held, ""
         return "" if self.stopped else held
 
+    def reset(self) -> None:
+        """Forget a text that will not be sent after all (a synthesis that failed before reaching the client)."""
+        self.stopped, self._held = False, ""
+
     def _partial_stop(self, text: str) -> int:
         """The length of the longest end of `text` that begins a stop sequence."""
         for size in range(min(len(text), max(len(s) for s in self.stops) - 1), 0, -1):
