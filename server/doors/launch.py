@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from bridge.errors import APIError, bad_request, conflict, not_found, upstream_failure
+from bridge.errors import APIError, bad_request, not_found, upstream_failure
 from bridge.http import SSE_HEADERS, ClientDisconnected, log_context, race_disconnect
 from bridge.protocol import ChatRequest
 from server.engine import EngineEvent, FusionEngine, FusionResult, Paused, Phase, Reasoning, TextDelta
@@ -38,11 +38,13 @@ __all__ = [
     "Emit",
     "FusionPath",
     "KeepAlive",
+    "RunCancelled",
     "RunEvents",
     "RunItem",
     "Start",
     "StartedRun",
     "StreamWriter",
+    "run_cancelled",
     "stream_response",
 ]
 
@@ -132,10 +134,25 @@ def run_failure(exc: BaseException, run_id: str) -> APIError:
     return error
 
 
+class RunCancelled(APIError):
+    """409 `run_cancelled`: the run was cancelled (POST .../cancel) while its request waited.
+
+    The SDKs retry a 409, and a retry would start the run again, which whoever cancelled it did not
+    ask for: the answer says not to (`x-should-retry: false`).
+    """
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "x-should-retry": "false"}
+
+
+def run_cancelled() -> RunCancelled:
+    return RunCancelled(409, "the run was cancelled", type="invalid_request_error", code="run_cancelled")
+
+
 def _outcome(task: asyncio.Task[FusionResult]) -> FusionResult | BaseException:
     # A run cancelled from elsewhere (POST .../cancel) ends the stream with an error instead of keep-alives forever.
     if task.cancelled():
-        return conflict("the run was cancelled", code="run_cancelled")
+        return run_cancelled()
     return task.exception() or task.result()
 
 
@@ -218,17 +235,25 @@ class StartedRun:
             raise
         if settled == "paused":
             return Paused(self.runs.pending_calls(run_id))
-        try:
-            return await task
-        except Exception as exc:
-            raise run_failure(exc, run_id) from None
+        return await self._answer(task, task)
 
     async def result(self, request: Request) -> FusionResult:
         """Run to the end; a client that goes away cancels the run (and its upstream calls)."""
+        task = self.launch(None)
+        return await self._answer(task, race_disconnect(request, task))
+
+    async def _answer(self, task: asyncio.Task[FusionResult], waiting: Awaitable[FusionResult]) -> FusionResult:
+        """What `waiting` (on the run's `task`) gives: its result, or the run's failure as the door's error."""
         try:
-            return await race_disconnect(request, self.launch(None))
+            return await waiting
         except ClientDisconnected:
-            raise
+            raise  # the client left: no failure of the run (not the 502 below)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not task.cancelled() or (current is not None and current.cancelling()):
+                raise  # this request is being cancelled (the server stops): not the run's failure
+            # Cancelled from elsewhere (POST .../cancel) while the request waited.
+            raise run_failure(run_cancelled(), self.recorder.run_id) from None
         except Exception as exc:
             raise run_failure(exc, self.recorder.run_id) from None
 
