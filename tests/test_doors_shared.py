@@ -148,3 +148,36 @@ def test_a_run_cancelled_while_a_plain_request_waits_answers_409_that_is_not_ret
         assert body["error"]["code"] == "run_cancelled" and body["error"]["run_id"] == run["run_id"]
     assert "cancelled" in body["error"]["message"]
     assert len(httpx2.get(f"{server.url}/v1/fusion/runs").json()["data"]) == 1  # no run started again
+
+
+SYSTEM = "Answer briefly."
+ASKED_THE_SAME = {
+    "chat": (
+        "/v1/chat/completions",
+        {"max_tokens": 256, "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ASK}]},
+    ),
+    "responses": ("/v1/responses", {"instructions": SYSTEM, "input": ASK, "max_output_tokens": 256}),
+    "messages": ("/v1/messages", {"system": SYSTEM, **DOORS["messages"][1]}),
+}
+
+
+@pytest.mark.parametrize("door", list(ASKED_THE_SAME))
+def test_the_native_view_shows_what_any_door_asked(tmp_path: Path, live_server: Any, door: str) -> None:
+    server = live_server(create_app(panel_config(tmp_path, demo_endpoints(), judge_model="fast")))
+    path, body = ASKED_THE_SAME[door]
+    fusion = {"panel_models": ["fast", "careful"]}
+    answer = httpx2.post(
+        server.url + path, json={"model": "fusionkit/panel", "temperature": 0.3, "fusion": fusion, **body}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    run_id = answer.headers["x-fusion-run-id"]
+    events = httpx2.get(f"{server.url}/v1/fusion/runs/{run_id}/events?limit=500").json()["events"]
+
+    asked = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ASK}]
+    queued = events[0]["payload"]["request"]
+    # Before, a Responses or Messages run showed no messages, no sampling and no fusion options here.
+    assert queued["messages"] == asked
+    assert queued["sampling"] == {"temperature": 0.3, "top_p": None, "max_tokens": 256, "seed": None}
+    assert queued["requested_models"] == ["fast", "careful"]
+    calls = [e["payload"]["model_call_record"] for e in events if e["event_type"] == "model_call_recorded"]
+    assert calls and all(call["messages"] == asked for call in calls)
