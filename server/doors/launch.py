@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from bridge.errors import APIError, bad_request, not_found, upstream_failure
+from bridge.errors import APIError, bad_request, conflict, not_found, upstream_failure
 from bridge.http import SSE_HEADERS, ClientDisconnected, log_context, race_disconnect
 from bridge.protocol import ChatRequest
 from server.engine import EngineEvent, FusionEngine, FusionResult, Paused, Phase, Reasoning, TextDelta
@@ -38,7 +38,6 @@ __all__ = [
     "Emit",
     "FusionPath",
     "KeepAlive",
-    "RunCancelled",
     "RunEvents",
     "RunItem",
     "Start",
@@ -134,19 +133,15 @@ def run_failure(exc: BaseException, run_id: str) -> APIError:
     return error
 
 
-class RunCancelled(APIError):
+def run_cancelled() -> APIError:
     """409 `run_cancelled`: the run was cancelled (POST .../cancel) while its request waited.
 
     The SDKs retry a 409, and a retry would start the run again, which whoever cancelled it did not
     ask for: the answer says not to (`x-should-retry: false`).
     """
-
-    def headers(self) -> dict[str, str]:
-        return {**super().headers(), "x-should-retry": "false"}
-
-
-def run_cancelled() -> RunCancelled:
-    return RunCancelled(409, "the run was cancelled", type="invalid_request_error", code="run_cancelled")
+    error = conflict("the run was cancelled", code="run_cancelled")
+    error.retryable = False
+    return error
 
 
 def _outcome(task: asyncio.Task[FusionResult]) -> FusionResult | BaseException:
