@@ -16,6 +16,9 @@ import pytest
 
 from server.app import create_app
 from server.clients import build_clients
+from server.completions import ChunkWriter
+from server.doors.messages_translate import MessageStream
+from server.doors.responses_translate import ResponseStream
 from server.store import RunStore
 from tests.doors_helpers import Frame, sse_frames
 from tests.held_calls import Hold
@@ -181,3 +184,29 @@ def test_the_native_view_shows_what_any_door_asked(tmp_path: Path, live_server: 
     assert queued["requested_models"] == ["fast", "careful"]
     calls = [e["payload"]["model_call_record"] for e in events if e["event_type"] == "model_call_recorded"]
     assert calls and all(call["messages"] == asked for call in calls)
+
+
+WRITERS = {"chat": ChunkWriter, "responses": ResponseStream, "messages": MessageStream}
+
+
+@pytest.mark.parametrize("door", list(DOORS))
+def test_a_writer_that_breaks_mid_stream_ends_it_with_an_error_and_a_log(
+    tmp_path: Path, live_server: Any, door: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: Any, result: Any) -> list[bytes]:
+        raise RuntimeError("a bug in the writer")
+
+    monkeypatch.setattr(WRITERS[door], "finish", broken)
+    server = live_server(create_app(panel_config(tmp_path, demo_endpoints(), judge_model="fast")))
+    path, body = DOORS[door]
+    with httpx2.stream(
+        "POST", server.url + path, json={"model": "fusionkit/panel", "stream": True, **body}, timeout=30
+    ) as response:
+        run_id = response.headers["x-fusion-run-id"]
+        frames = [f for f in sse_frames(response) if f.data is not None]
+    # Before, the stream just stopped: no terminal event, nothing logged.
+    error = _last_error(frames, door)
+    assert error is not None and "could not be sent" in error["message"]
+    if door == "chat":
+        assert error["run_id"] == run_id
+    assert any(r.getMessage() == "stream failed" and r.exc_info for r in caplog.records)

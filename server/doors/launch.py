@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -89,6 +90,10 @@ class RunEvents:
             raise run_failure(first, run_id)
         events._pending = first
         return events
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
 
     async def __aenter__(self) -> RunEvents:
         return self
@@ -198,6 +203,15 @@ def stream_response(events: RunEvents, writer: StreamWriter, headers: dict[str, 
                         yield frame
             except APIError as error:
                 for frame in writer.failed(error):
+                    yield frame
+            except Exception:
+                # A bug of ours (a writer's, say): the client still gets an end it recognises as a failure.
+                logging.getLogger("fusionkit").exception("stream failed")
+                bug = APIError(
+                    500, "the answer could not be sent; see the router log", type="server_error", code="internal_error"
+                )
+                bug.run_id = events.run_id
+                for frame in writer.failed(bug):
                     yield frame
 
     return StreamingResponse(frames(), media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
