@@ -29,14 +29,13 @@ from fastapi.responses import StreamingResponse
 from bridge.errors import APIError, bad_request, conflict, not_found, upstream_failure
 from bridge.http import SSE_HEADERS, ClientDisconnected, log_context, race_disconnect
 from bridge.protocol import ChatRequest
-from server.engine import EngineEvent, FusionEngine, FusionResult, Paused, Phase, Reasoning, TextDelta
+from server.engine import Emit, EngineEvent, FusionEngine, FusionResult, Paused, Phase, Reasoning, TextDelta
 from server.protocol import FUSION_MODELS, mode_of_model
 from server.protocol.chat import FusionOptions
 from server.run_views import DOOR_EVENT
 from server.runs import RunRecorder, RunService
 
 __all__ = [
-    "Emit",
     "FusionPath",
     "KeepAlive",
     "RunEvents",
@@ -48,7 +47,6 @@ __all__ = [
     "stream_response",
 ]
 
-Emit = Callable[[EngineEvent], Awaitable[None]]
 Start = Callable[[Emit | None], "asyncio.Task[FusionResult]"]
 
 
@@ -318,7 +316,7 @@ class FusionPath:
             )
         plan = self.engine.plan(chat, options)
         recorder = await self.runs.start(
-            mode=options.mode or self.engine.config.default_mode,
+            mode=plan.mode,
             request=record,
             trace_id=request.headers.get("x-fusion-trace-id"),
         )
