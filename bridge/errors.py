@@ -58,6 +58,8 @@ class APIError(Exception):
         self.run_id: str | None = None
         # More of why, as extra fields of the error object (the members that failed and their reasons).
         self.details: dict[str, Any] = {}
+        # Whether a client may send the request again; None leaves it to the SDKs' rule by status.
+        self.retryable: bool | None = None
 
     def body(self) -> dict[str, Any]:
         body = error_body(self.message, self.type, code=self.code, param=self.param)
@@ -72,7 +74,10 @@ class APIError(Exception):
             headers["x-fusion-run-id"] = self.run_id
         if self.retry_after is not None:
             headers["Retry-After"] = self.retry_after
-        if self.status not in (408, 409, 429) and self.status < 500:
+        retryable = self.retryable
+        if retryable is None:
+            retryable = self.status in (408, 409, 429) or self.status >= 500
+        if not retryable:
             # The openai SDK retries 408/409/429/5xx; say so explicitly for everything else.
             headers["x-should-retry"] = "false"
         return headers

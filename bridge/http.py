@@ -226,15 +226,22 @@ async def sse_stream(frames: AsyncIterator[bytes], on_error: Callable[[BaseExcep
 
 class AccessLogMiddleware:
     """One log line per request (and, with `metrics`, its count and latency by route template, model and
-    status); refuses bodies over the size limit with 413 before reading them. A client's W3C `traceparent`
+    status); refuses bodies over the size limit with 413 before reading them, in OpenAI's error shape or,
+    under a path prefix of `error_bodies`, in the shape it gives. A client's W3C `traceparent`
     is made the request's `incoming_traceparent`, so the run it starts joins the client's trace."""
 
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, metrics: RequestMetrics | None = None
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        metrics: RequestMetrics | None = None,
+        error_bodies: dict[str, Callable[[APIError], dict[str, Any]]] | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.error_bodies = error_bodies or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -248,7 +255,7 @@ class AccessLogMiddleware:
 
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await _too_large(send, self.max_body_bytes)
+            await self._too_large(scope, send)
             self._log(scope, 413, started, headers, context)
             return
 
@@ -274,11 +281,24 @@ class AccessLogMiddleware:
             await self.app(scope, limited_receive, logging_send)
         except _BodyTooLarge:
             if status == 0:
-                await _too_large(send, self.max_body_bytes)
+                await self._too_large(scope, send)
                 status = 413
         finally:
             incoming_traceparent.reset(parent)
             self._log(scope, status or 499, started, headers, context)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        error = APIError(
+            413,
+            f"request body exceeds the limit of {self.max_body_bytes} bytes",
+            type="invalid_request_error",
+            code="request_too_large",
+        )
+        path = str(scope.get("path", ""))
+        shape = next((body for prefix, body in self.error_bodies.items() if path.startswith(prefix)), None)
+        data = shape(error) if shape is not None else error.body()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": json.dumps(data).encode()})
 
     def _log(self, scope: Scope, status: int, started: float, headers: dict[str, str], context: dict[str, str]) -> None:
         elapsed = time.perf_counter() - started
@@ -332,16 +352,6 @@ def route_template(scope: Scope) -> str:
 
 class _BodyTooLarge(Exception):
     pass
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        error_body(
-            f"request body exceeds the limit of {limit} bytes", "invalid_request_error", code="request_too_large"
-        )
-    ).encode()
-    await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def log_context(request: Request) -> dict[str, str]:

@@ -32,7 +32,7 @@ from bridge.tracing import TraceEmitter
 from server.chat import ChatHandler
 from server.clients import EndpointClient, build_clients
 from server.config import PanelConfig
-from server.doors import FusionPath, messages_router, responses_router
+from server.doors import FusionPath, messages_error_body, messages_router, responses_router
 from server.engine import FusionEngine
 from server.observe.metrics import RouterMetrics
 from server.observe.ui import UI_PATH, viewer
@@ -107,7 +107,11 @@ def create_app(
 
     app = FastAPI(title="fusionkit router", lifespan=lifespan)
     install_error_handlers(app)
-    app.add_middleware(AccessLogMiddleware, metrics=metrics.http if metrics else None)
+    app.add_middleware(
+        AccessLogMiddleware,
+        metrics=metrics.http if metrics else None,
+        error_bodies={"/v1/messages": messages_error_body},  # Anthropic's door answers in Anthropic's shape
+    )
 
     if metrics is not None:
         scrape_auth = [Depends(auth)] if config.server.metrics_auth else []

@@ -36,6 +36,7 @@ from bridge.protocol import (
     Delta,
     FunctionCall,
     ToolCall,
+    Usage,
     chunk_to_dict,
     completion_to_dict,
     new_completion_id,
@@ -113,28 +114,28 @@ class ChunkWriter:
         chunk.choices[0].logprobs = piece.logprobs
         return [self._frame(chunk)]
 
-    def finish(self, result: FusionResult) -> list[bytes]:
+    def _ending(self, message: AssistantMessage, finish_reason: str, fusionkit: Any, usage: Usage) -> list[bytes]:
+        """The answer's tool calls, the chunk with `finish_reason` and `fusionkit`, the usage chunk when
+        asked for (exactly one, last), then [DONE]."""
         frames = []
-        for index, call in enumerate(result.message.tool_calls or []):
+        for index, call in enumerate(message.tool_calls or []):
             frames.append(self._frame(tool_head_chunk(index, call.id, call.function.name)))
             frames.append(self._frame(tool_arguments_chunk(index, call.function.arguments)))
-        frames.append(
-            self._frame(finish_chunk(result.finish_reason), {"fusionkit": fusion_metadata(result).model_dump()})
-        )
+        frames.append(self._frame(finish_chunk(finish_reason), {"fusionkit": fusionkit}))
         if self.include_usage:
-            frames.append(self._frame(usage_chunk(result.usage)))
+            frames.append(self._frame(usage_chunk(usage)))
         frames.append(sse_data("[DONE]"))
         return frames
 
+    def finish(self, result: FusionResult) -> list[bytes]:
+        metadata = fusion_metadata(result).model_dump()
+        return self._ending(result.message, result.finish_reason, metadata, result.usage)
+
     def paused(self, pause: Paused) -> list[bytes]:
-        frames = []
-        for index, call in enumerate(_paused_completion("", pause).message.tool_calls or []):
-            frames.append(self._frame(tool_head_chunk(index, call.id, call.function.name)))
-            frames.append(self._frame(tool_arguments_chunk(index, call.function.arguments)))
+        # The run goes on after the tool results: its usage is counted when it ends (the runs API has it),
+        # so this answer's usage chunk carries zeros.
         metadata = paused_metadata(self.run_id, self.trace_id, pause.calls)
-        frames.append(self._frame(finish_chunk("tool_calls"), {"fusionkit": metadata}))
-        frames.append(sse_data("[DONE]"))
-        return frames
+        return self._ending(_paused_completion("", pause).choices[0].message, "tool_calls", metadata, Usage())
 
     def failed(self, error: APIError) -> list[bytes]:
         return [sse_data(error.body())]

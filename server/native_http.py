@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
-from bridge.errors import APIError, describe_validation_error, error_body
+from bridge.errors import APIError, describe_validation_error
 from bridge.http import InvalidJSON, decode_json
 from server.protocol.native import NativeRunError, run_error
 
@@ -45,7 +45,7 @@ class FusionError(APIError):
         self.detail = detail
 
     def body(self) -> dict[str, Any]:
-        body = error_body(self.message, self.type, code=self.code, param=self.param)
+        body = super().body()  # with the run it ended (`run_id`) and why (`failed_members`), as on every route
         body["error"].update(self.native.wire())
         if self.detail is not None:
             body["detail"] = self.detail
@@ -53,12 +53,13 @@ class FusionError(APIError):
 
 
 def native_error(error: APIError) -> FusionError:
-    """Any APIError a native route raises, in the native routes' shape (same status)."""
+    """Any APIError a native route raises, in the native routes' shape (same status, run and details)."""
     if isinstance(error, FusionError):
         return error
     native = run_error(error.status, error.code, error.message)
     converted = FusionError(error.status, native, param=error.param)
-    converted.retry_after = error.retry_after
+    converted.retry_after, converted.retryable = error.retry_after, error.retryable
+    converted.run_id, converted.details = error.run_id, error.details
     return converted
 
 

@@ -123,26 +123,42 @@ def _artifact(run_id: str, sha256: str, kind: ArtifactKind = "transcript") -> Ar
     )
 
 
+def _turns(request: dict[str, Any], body: dict[str, Any]) -> list[Any]:
+    """A run's conversation: a chat run's `messages`; a Responses or Messages run's wire `body` recorded
+    beside the conversation it passed on (when it kept one), its system text (`instructions`, `system`) first."""
+    if body is request:
+        return list(request.get("messages") or [])
+    system = body.get("instructions") or body.get("system")
+    turns = request.get("conversation") or body.get("messages") or body.get("input") or []
+    if isinstance(turns, str):
+        turns = [{"role": "user", "content": turns}]
+    return [*([{"role": "system", "content": system}] if system else []), *turns]
+
+
 def _seed_request(record: RunRecord) -> dict[str, Any]:
     """The run's request as `run_queued` shows it: a native run's as recorded, anything else's in that shape."""
     request = record.request or {}
     if "schema" in request:
         return request
+    body = request["body"] if isinstance(request.get("body"), dict) else request
     messages = [
         {
             "role": m.get("role"),
             "content": m.get("content") if isinstance(m.get("content"), str) else json.dumps(m.get("content")),
         }
-        for m in request.get("messages") or []
-        if isinstance(m, dict)
+        for m in _turns(request, body)
+        if isinstance(m, dict) and m.get("role")
     ]
-    fusion = request.get("fusion") or {}
+    fusion = body.get("fusion") or {}
+    sampling = {k: body.get(k) for k in ("temperature", "top_p", "max_tokens", "seed")}
+    if sampling["max_tokens"] is None:
+        sampling["max_tokens"] = body.get("max_output_tokens")  # the Responses API's name for it
     return {
         **contract("fusion-run-request.v1", record.created_at),
         "request_id": record.run_id,
         "mode": record.mode or "router",
         "messages": messages,
-        "sampling": {k: request.get(k) for k in ("temperature", "top_p", "max_tokens", "seed")},
+        "sampling": sampling,
         "verify": bool(fusion.get("verify")),
         "requested_models": fusion.get("panel_models"),
         "sample_count": fusion.get("sample_count"),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import openai
 import pytest
 
 from server.app import create_app
@@ -100,3 +101,25 @@ def test_a_member_over_the_tool_round_budget_is_dropped(tmp_path: Path, live_ser
     assert answer.status_code == 502  # every member wanted a tool round the budget does not allow
     error = answer.json()["error"]
     assert "0 of 3 panel members answered" in error["message"] and "max_tool_rounds_exceeded" in error["message"]
+
+
+def test_a_paused_stream_that_asked_for_usage_ends_with_one_usage_chunk(tmp_path: Path, live_server: Any) -> None:
+    server = live_server(create_app(panel_config(tmp_path, demo_endpoints())))
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    stream = client.chat.completions.create(
+        model="fusionkit/panel",
+        messages=ASK,
+        tools=[WORD_COUNT],
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"fusion": EXTERNAL},
+    )
+    chunks = list(stream)
+    # Before, the paused stream ended with [DONE] and no usage chunk at all.
+    assert [c.usage is not None for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert chunks[-1].choices == [] and chunks[-1].id == chunks[0].id
+    assert chunks[-2].choices[0].finish_reason == "tool_calls"
+    meta = chunks[-2].model_extra["fusionkit"]
+    for call in meta["requires_action"]["tool_calls"]:
+        _submit(server.url, meta["run_id"], call)
+    assert final_state(server.url, meta["run_id"])["state"] == "completed"

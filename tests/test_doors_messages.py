@@ -7,6 +7,7 @@ store the router wrote.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import httpx2
 import pytest
 from click.testing import CliRunner
 
+from bridge.http import DEFAULT_MAX_BODY_BYTES
 from fusionkit_cli.main import cli
 from server.app import create_app
 from server.doors.messages_translate import TOOL_ERROR_MARK, to_chat_request
@@ -314,3 +316,33 @@ def test_a_run_that_fails_after_the_stream_began_ends_with_an_error_event(tmp_pa
         "type": "error",
         "error": {"type": "api_error", "message": frames[-1].data["error"]["message"]},  # type: ignore[index]
     }
+
+
+def test_a_body_over_the_limit_is_a_413_in_anthropics_shape(tmp_path: Path, live_server: Any) -> None:
+    server = router(tmp_path, live_server)
+    huge = [{"role": "user", "content": "x" * DEFAULT_MAX_BODY_BYTES}]
+    with pytest.raises(anthropic.RequestTooLargeError) as refused:
+        client_for(server).messages.create(model="fusionkit/panel", max_tokens=64, messages=huge)
+    # Before, the SDK got OpenAI's `{"error": {...}}` here.
+    assert refused.value.body == {
+        "type": "error",
+        "error": {
+            "type": "request_too_large",
+            "message": f"request body exceeds the limit of {DEFAULT_MAX_BODY_BYTES} bytes",
+        },
+    }
+
+    def chunked() -> Iterator[bytes]:
+        # No Content-Length: refused while the body is being read, in the same shape.
+        yield b'{"model": "fusionkit/panel", "messages": [{"role": "user", "content": "'
+        for _ in range(DEFAULT_MAX_BODY_BYTES // 65536 + 1):
+            yield b"x" * 65536
+        yield b'"}]}'
+
+    counted = httpx2.post(server.url + "/v1/messages/count_tokens?beta=true", content=chunked(), timeout=30)
+    assert counted.status_code == 413 and counted.json()["error"]["type"] == "request_too_large"
+    # The OpenAI doors keep OpenAI's shape.
+    openai_door = httpx2.post(
+        server.url + "/v1/responses", json={"model": "fusionkit/panel", "input": huge}, timeout=30
+    )
+    assert openai_door.status_code == 413 and openai_door.json()["error"]["code"] == "request_too_large"

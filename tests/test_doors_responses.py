@@ -295,6 +295,8 @@ def test_a_run_that_fails_after_the_stream_began_ends_with_response_failed(tmp_p
             400,
             "tool_choice",
         ),
+        # A name members cannot take (dots): a 500 when the tools were mapped outside the 400 handling.
+        ({"model": "fusionkit/panel", "input": "hi", "tools": [{**WEATHER, "name": "get.weather"}]}, 400, None),
     ],
 )
 def test_bad_requests_answer_in_the_openai_error_shape(

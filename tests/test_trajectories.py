@@ -11,8 +11,11 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
+from bridge.errors import upstream_failure
 from server.app import create_app
+from server.doors.launch import run_cancelled
 from server.engine.judge import JudgeAnalysis
+from server.native_http import native_error
 from server.protocol.trajectories import Trajectory
 from server.trajectories import best_verified, to_candidates
 from tests.router_helpers import demo_endpoints, mock_endpoint, panel_config
@@ -193,7 +196,23 @@ def test_fuse_over_the_wall_clock_budget_times_out(tmp_path: Path, live_server: 
     body = {"messages": TASK, "trajectories": [_wire("a", "a"), _wire("b", "b")]}
     response = httpx2.post(f"{server.url}/v1/fusion/trajectories:fuse", json=body, timeout=30)
     assert response.status_code == 504, response.text
-    assert "budget.wall_clock_s=0.3" in response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert "budget.wall_clock_s=0.3" in error["message"]
+    # The error names its run, in the body and the header, on the native routes too (it did not).
+    assert error["run_id"] == response.headers["x-fusion-run-id"]
+    assert httpx2.get(f"{server.url}/v1/fusion/runs/{error['run_id']}").json()["state"] == "failed"
+
+
+def test_a_native_route_keeps_what_the_error_of_a_run_says() -> None:
+    error = upstream_failure("0 of 2 panel members answered, 1 needed.")
+    error.details = {"failed_members": [{"endpoint_id": "a", "reason": "down"}]}
+    error.run_id, error.retry_after = "run_1", "2"
+    native = native_error(error)
+    assert native.body()["error"]["failed_members"] == [{"endpoint_id": "a", "reason": "down"}]
+    assert native.body()["error"]["run_id"] == "run_1" and native.body()["error"]["error_kind"] == "provider_error"
+    assert native.headers() == {"x-fusion-run-id": "run_1", "Retry-After": "2"}
+    # A run cancelled while :fuse or :step waits: a 409 the SDKs must not retry (it would start the run again).
+    assert native_error(run_cancelled()).headers()["x-should-retry"] == "false"
 
 
 def test_step_answers_as_an_openai_completion(router: Any) -> None:

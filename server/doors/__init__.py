@@ -8,6 +8,7 @@ cancels the run for all three.
 
 from server.doors.launch import FusionPath
 from server.doors.messages import messages_router
+from server.doors.messages_translate import error_body as messages_error_body
 from server.doors.responses import responses_router
 
-__all__ = ["FusionPath", "messages_router", "responses_router"]
+__all__ = ["FusionPath", "messages_error_body", "messages_router", "responses_router"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -28,14 +29,13 @@ from fastapi.responses import StreamingResponse
 from bridge.errors import APIError, bad_request, conflict, not_found, upstream_failure
 from bridge.http import SSE_HEADERS, ClientDisconnected, log_context, race_disconnect
 from bridge.protocol import ChatRequest
-from server.engine import EngineEvent, FusionEngine, FusionResult, Paused, Phase, Reasoning, TextDelta
+from server.engine import Emit, EngineEvent, FusionEngine, FusionResult, Paused, Phase, Reasoning, TextDelta
 from server.protocol import FUSION_MODELS, mode_of_model
 from server.protocol.chat import FusionOptions
 from server.run_views import DOOR_EVENT
 from server.runs import RunRecorder, RunService
 
 __all__ = [
-    "Emit",
     "FusionPath",
     "KeepAlive",
     "RunEvents",
@@ -43,10 +43,10 @@ __all__ = [
     "Start",
     "StartedRun",
     "StreamWriter",
+    "run_cancelled",
     "stream_response",
 ]
 
-Emit = Callable[[EngineEvent], Awaitable[None]]
 Start = Callable[[Emit | None], "asyncio.Task[FusionResult]"]
 
 
@@ -88,6 +88,10 @@ class RunEvents:
             raise run_failure(first, run_id)
         events._pending = first
         return events
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
 
     async def __aenter__(self) -> RunEvents:
         return self
@@ -132,10 +136,21 @@ def run_failure(exc: BaseException, run_id: str) -> APIError:
     return error
 
 
+def run_cancelled() -> APIError:
+    """409 `run_cancelled`: the run was cancelled (POST .../cancel) while its request waited.
+
+    The SDKs retry a 409, and a retry would start the run again, which whoever cancelled it did not
+    ask for: the answer says not to (`x-should-retry: false`).
+    """
+    error = conflict("the run was cancelled", code="run_cancelled")
+    error.retryable = False
+    return error
+
+
 def _outcome(task: asyncio.Task[FusionResult]) -> FusionResult | BaseException:
     # A run cancelled from elsewhere (POST .../cancel) ends the stream with an error instead of keep-alives forever.
     if task.cancelled():
-        return conflict("the run was cancelled", code="run_cancelled")
+        return run_cancelled()
     return task.exception() or task.result()
 
 
@@ -187,6 +202,15 @@ def stream_response(events: RunEvents, writer: StreamWriter, headers: dict[str, 
             except APIError as error:
                 for frame in writer.failed(error):
                     yield frame
+            except Exception:
+                # A bug of ours (a writer's, say): the client still gets an end it recognises as a failure.
+                logging.getLogger("fusionkit").exception("stream failed")
+                bug = APIError(
+                    500, "the answer could not be sent; see the router log", type="server_error", code="internal_error"
+                )
+                bug.run_id = events.run_id
+                for frame in writer.failed(bug):
+                    yield frame
 
     return StreamingResponse(frames(), media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
 
@@ -218,17 +242,25 @@ class StartedRun:
             raise
         if settled == "paused":
             return Paused(self.runs.pending_calls(run_id))
-        try:
-            return await task
-        except Exception as exc:
-            raise run_failure(exc, run_id) from None
+        return await self._answer(task, task)
 
     async def result(self, request: Request) -> FusionResult:
         """Run to the end; a client that goes away cancels the run (and its upstream calls)."""
+        task = self.launch(None)
+        return await self._answer(task, race_disconnect(request, task))
+
+    async def _answer(self, task: asyncio.Task[FusionResult], waiting: Awaitable[FusionResult]) -> FusionResult:
+        """What `waiting` (on the run's `task`) gives: its result, or the run's failure as the door's error."""
         try:
-            return await race_disconnect(request, self.launch(None))
+            return await waiting
         except ClientDisconnected:
-            raise
+            raise  # the client left: no failure of the run (not the 502 below)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not task.cancelled() or (current is not None and current.cancelling()):
+                raise  # this request is being cancelled (the server stops): not the run's failure
+            # Cancelled from elsewhere (POST .../cancel) while the request waited.
+            raise run_failure(run_cancelled(), self.recorder.run_id) from None
         except Exception as exc:
             raise run_failure(exc, self.recorder.run_id) from None
 
@@ -284,7 +316,7 @@ class FusionPath:
             )
         plan = self.engine.plan(chat, options)
         recorder = await self.runs.start(
-            mode=options.mode or self.engine.config.default_mode,
+            mode=plan.mode,
             request=record,
             trace_id=request.headers.get("x-fusion-trace-id"),
         )

@@ -3,7 +3,8 @@ of the fusion path.
 
 Claude Code (`ANTHROPIC_BASE_URL`) and the `anthropic` SDK talk to these routes; the query
 string Claude Code adds (`?beta=true`) and its beta headers change nothing. Every error on them,
-from auth to a run that fails mid-stream, is in Anthropic's shape
+from a body over the limit (refused by the access-log middleware, which the app tells this shape)
+and auth to a run that fails mid-stream, is in Anthropic's shape
 (`{"type": "error", "error": {"type", "message"}}`), so the client raises its own exception.
 """
 
@@ -66,8 +67,7 @@ def messages_router(fusion: FusionPath) -> APIRouter:
         "/messages",
         response_model=None,
         responses=answers(MessageObject, stream=True)
-        | errors(400, 401, 404, 409, 502, 503, 504, model=AnthropicError)
-        | errors(413),  # refused before any route runs, in the servers' common shape
+        | errors(400, 401, 404, 409, 413, 502, 503, 504, model=AnthropicError),
     )
     async def create_message(request: Request, body: MessagesRequest = json_body(MessagesRequest)) -> Response:
         options = fusion.options(body.model, body.fusion, show_reasoning=asks_for_reasoning(body))
@@ -86,7 +86,7 @@ def messages_router(fusion: FusionPath) -> APIRouter:
 
         return stream_response(await run.events(), MessageStream(message_id, body.model, notes), run.headers)
 
-    @router.post("/messages/count_tokens", responses=errors(400, 401, 404, model=AnthropicError) | errors(413))
+    @router.post("/messages/count_tokens", responses=errors(400, 401, 404, 413, model=AnthropicError))
     async def count_tokens(body: CountTokensRequest = json_body(CountTokensRequest)) -> TokenCount:
         fusion.options(body.model, None)  # an unknown model is a 404 here too
         try:

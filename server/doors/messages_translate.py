@@ -210,7 +210,10 @@ def to_chat_request(body: MessagesRequest, notes: DoorNotes) -> ChatRequest:
         if theirs is not None:
             fields[ours] = theirs
     if body.thinking is not None and body.thinking.type != "disabled":
-        notes.drop("thinking: no panel member here takes extended thinking through its bridge; answered without it")
+        notes.drop(
+            "thinking: not passed to panel members (no bridge takes extended thinking); "
+            "it shows the run's reasoning as a thinking block"
+        )
     if body.top_k is not None:
         notes.drop("top_k: Chat Completions members have no such setting")
     return ChatRequest.model_validate(fields)

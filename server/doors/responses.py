@@ -72,8 +72,8 @@ def responses_router(fusion: FusionPath) -> APIRouter:
         if body.previous_response_id:
             history = await previous_conversation(fusion.runs.store, body.previous_response_id)
         notes = DoorNotes(name=DOOR)
-        tools = ToolMap.of(body.tools, notes)
         try:
+            tools = ToolMap.of(body.tools, notes)
             chat, conversation = to_chat_request(body, history, tools, notes)
         except ValidationError as exc:
             raise validation_error(exc) from None
