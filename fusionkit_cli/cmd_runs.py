@@ -16,6 +16,7 @@ from fusionkit_cli.eval.command import rejudge_command
 from server.run_views import read_run, run_summary
 from server.store import RunStoreAPI, is_valid_run_id, open_store, store_location
 from server.store.opening import is_postgres_url, redact_url
+from server.store.upkeep import prune_in_batches
 
 __all__ = ["runs"]
 
@@ -200,7 +201,8 @@ def render_inspection(data: dict[str, Any]) -> str:
 def prune_runs(config_path: str | None, store: str | None, older_than_days: float | None) -> None:
     """Remove finished runs past the retention, with their events and unreferenced artifacts.
 
-    The router prunes by server.retention in the background; this does the same once, by hand.
+    The router prunes by server.retention in the background; this does the same once, by hand, in
+    transactions of 500 runs (routers on the same store go on writing in between).
     """
     days, keep = older_than_days, None
     if days is None and config_path:
@@ -217,7 +219,9 @@ def prune_runs(config_path: str | None, store: str | None, older_than_days: floa
 async def _prune(path: str, days: float | None, keep: int | None) -> int:
     store = _open_store(path)
     try:
-        return await store.prune(days, keep_runs=keep)
+        # In batches, as the router prunes: one long transaction would hold SQLite's write lock past the
+        # routers' busy_timeout, and they would refuse runs (503) until it ended.
+        return await prune_in_batches(store, days, keep)
     finally:
         await store.close()
 
