@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -76,6 +77,22 @@ async def test_a_bad_url_fails_at_start_and_a_password_is_never_shown(pg_server:
     store = PgRunStore(f"postgresql://postgres:hunter2@127.0.0.1:{pg_server.port}/postgres")
     try:
         assert "hunter2" not in store.location and store.location.startswith("postgresql://postgres@127.0.0.1")
+    finally:
+        await store.close()
+
+
+async def test_a_password_given_as_a_query_parameter_is_never_shown_either(
+    pg_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # libpq reads `?password=` too; a database that is not there makes the store log its URL (degraded at start).
+    url = pg_server.url("not_there") + "?sslmode=disable&password=hunter2"
+    with caplog.at_level(logging.ERROR, logger="fusionkit.store"):
+        store = PgRunStore(url)
+    try:
+        assert store.location.endswith("/not_there?sslmode=disable&password=***")
+        assert store.health().status == "degraded" and "hunter2" not in (store.health().error or "")
+        (line,) = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
+        assert store.location in line and "hunter2" not in line
     finally:
         await store.close()
 

@@ -20,7 +20,10 @@ __all__ = ["RUN_STORE_ENV", "is_postgres_url", "open_store", "redact_text", "red
 
 RUN_STORE_ENV = "FUSIONKIT_RUN_STORE"
 
-_PASSWORD = re.compile(r"(://[^/:@\s\"']*):[^@/\s\"']*@")
+# A URL's password: after the user name (`postgresql://user:secret@host`) or as a query parameter
+# (`postgresql://user@host/db?password=secret`, which libpq reads as well).
+_USER_PASSWORD = re.compile(r"(://[^/:@\s\"']*):[^@/\s\"']*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s\"']*", re.IGNORECASE)
 
 
 def is_postgres_url(location: str) -> bool:
@@ -33,8 +36,11 @@ def redact_url(url: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """`text` with the password of every URL in it removed (libpq quotes the URL it could not parse)."""
-    return _PASSWORD.sub(r"\1@", text)
+    """`text` with the password of every URL in it removed (libpq quotes the URL it could not parse).
+
+    The one redaction of a store URL: log lines, errors, and the config loader's messages all use it.
+    """
+    return _QUERY_PASSWORD.sub(r"\1***", _USER_PASSWORD.sub(r"\1@", text))
 
 
 def store_location(configured: str) -> str:
