@@ -247,6 +247,28 @@ def test_runs_rejudge_asks_only_judge_and_synthesizer(tmp_path: Path, live_serve
         assert failed.exit_code == 2 and expected in failed.output and "Traceback" not in failed.output
 
 
+def test_runs_rejudge_reads_the_postgresql_store_fusionkit_run_store_or_store_names(
+    tmp_path: Path, live_server: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, urls = _standins(live_server, {"a": "Paris", "b": "Lyon", "judge": ANALYSIS, "synth": "Paris", "other": "Rome"})
+    config = _standin_config(tmp_path, urls, panel_models=["a", "b"], judge_model="judge", synthesizer_model="synth")
+    router = live_server(create_app(load_config(config), store_path=pg_url))
+    client = openai.OpenAI(base_url=router.url + "/v1", api_key="x", max_retries=0)
+    answer = client.chat.completions.create(model="fusionkit/panel", messages=[{"role": "user", "content": "Capital?"}])
+    run_id = (answer.model_extra or {})["fusionkit"]["run_id"]
+    monkeypatch.chdir(tmp_path)  # the config names no store: its default file is not here, the database is the store
+    monkeypatch.setenv("FUSIONKIT_RUN_STORE", pg_url)
+    by_variable = CliRunner().invoke(
+        cli, ["runs", "rejudge", run_id, "--config", str(config), "--synthesizer", "other"]
+    )
+    assert by_variable.exit_code == 0, by_variable.output
+    assert by_variable.stdout.strip() == "Rome"
+    monkeypatch.delenv("FUSIONKIT_RUN_STORE")
+    by_flag = CliRunner().invoke(cli, ["runs", "rejudge", run_id, "--config", str(config), "--store", pg_url])
+    assert by_flag.exit_code == 0, by_flag.output
+    assert by_flag.stdout.strip() == "Paris"
+
+
 def test_judge_tasks_are_graded_by_the_grader_whose_reasoning_is_kept(tmp_path: Path, live_server: Any) -> None:
     states, urls = _standins(live_server, {"poet": "Roses are red, violets are blue.", "grader": ""})
     config = _standin_config(tmp_path, urls, panel_models=["poet"], default_mode="single")

@@ -13,6 +13,8 @@ import os
 import re
 from pathlib import Path
 
+from server.config import run_store_location
+from server.store.errors import StoreLocationError
 from server.store.interface import RunStoreAPI
 from server.store.runstore import RunStore
 
@@ -44,15 +46,32 @@ def redact_text(text: str) -> str:
 
 
 def store_location(configured: str) -> str:
-    """Where the run store is: `FUSIONKIT_RUN_STORE` if set, else the config's `server.run_store`."""
-    return os.environ.get(RUN_STORE_ENV) or configured
+    """Where the run store is: `FUSIONKIT_RUN_STORE` if set, else the config's `server.run_store`.
+
+    The variable's value is held to what the config key allows (a file path, or a postgresql:// URL
+    with a valid port): StoreLocationError names the variable otherwise, as a config error names its key.
+    """
+    chosen = os.environ.get(RUN_STORE_ENV)
+    if not chosen:
+        return configured
+    try:
+        return run_store_location(chosen)
+    except ValueError as exc:
+        raise StoreLocationError(f"{RUN_STORE_ENV}: found {redact_url(chosen)!r}; allowed: {exc}") from None
 
 
 def open_store(location: str | Path) -> RunStoreAPI:
-    """Open (and migrate) the store at `location`: PgRunStore for a postgresql:// URL, else RunStore (SQLite)."""
+    """Open (and migrate) the store at `location`: PgRunStore for a postgresql:// URL, else RunStore (SQLite).
+
+    Raises StoreLocationError when the location cannot hold a store (a malformed URL, a directory
+    that cannot be made), SchemaTooNew when a newer fusionkit wrote it.
+    """
     text = str(location)
     if is_postgres_url(text):
         from server.store.pgstore import PgRunStore
 
         return PgRunStore(text)
-    return RunStore(text)
+    try:
+        return RunStore(text)
+    except OSError as exc:
+        raise StoreLocationError(f"{text}: no run store can be made here ({exc.strerror or exc})") from exc

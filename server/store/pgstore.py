@@ -58,6 +58,7 @@ from server.store.errors import (
     RunFinished,
     SchemaTooNew,
     StoreClosed,
+    StoreLocationError,
     StoreUnavailable,
     UnknownArtifact,
     UnknownRun,
@@ -134,11 +135,13 @@ class PgRunStore(BatchingStore[PgWork]):
     def __init__(self, url: str) -> None:
         super().__init__(redact_url(url))
         if not is_postgres_url(url):
-            raise ValueError(f"{self.location} is not a postgresql:// URL")
+            raise StoreLocationError(f"{self.location} is not a postgresql:// URL")
         try:
             psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
-            raise ValueError(f"{self.location} is not a valid PostgreSQL URL: {redact_text(str(exc))}") from None
+            raise StoreLocationError(
+                f"{self.location} is not a valid PostgreSQL URL: {redact_text(str(exc))}"
+            ) from None
         self._url = url
         self._pool: AsyncConnectionPool[PgConn] | None = None
         self._pool_stale = False
