@@ -195,10 +195,16 @@ def test_replay_rejudges_recorded_candidates_without_asking_the_panel(tmp_path: 
     asked = {name: len(state.requests) for name, state in states.items()}
     assert asked == {"a": 6, "b": 6, "c": 6, "judge": 3, "synth": 3, "other": 0}  # panel + alone; judge + synth
 
+    # As if the original had been stopped by Ctrl-C after answering everything: the replay runs to its end all
+    # the same, so it exits 0 and says it finished; the original's stop is a note of its report.
+    original = report(out)
+    (out / "report.json").write_text(json.dumps({**original, "stopped": "interrupted by SIGINT"}))
     replayed = run_eval(
         "--replay", str(out), "--judge", "judge", "--synthesizer", "other", "--out", str(tmp_path / "r")
     )
     assert replayed.exit_code == 0, replayed.output
+    assert report(tmp_path / "r")["stopped"] is None
+    assert "the replayed eval had stopped early (interrupted by SIGINT)" in (tmp_path / "r" / "report.md").read_text()
     now = {name: len(state.requests) for name, state in states.items()}
     # Counted at the upstreams: no panel member was asked again; the judge and the new synthesizer once per run.
     assert now == {**asked, "judge": 6, "other": 3}
