@@ -189,6 +189,34 @@ def test_generating_again_removes_the_manifests_of_endpoints_that_are_gone(tmp_p
     assert not (out / "k8s/bridge-local.yaml").exists() and mine.exists()
 
 
+def test_generating_again_keeps_a_filled_in_secret_and_adds_only_the_keys_it_lacks(tmp_path: Path) -> None:
+    out = generate(tmp_path, "k8s")
+    secret_file = out / "k8s/secret.yaml"
+    (secret,) = yaml.safe_load_all(secret_file.read_text())
+    filled = {name: f"value of {name}" for name in secret["stringData"]}
+    secret_file.write_text(yaml.safe_dump({**secret, "stringData": filled}))
+    unchanged = secret_file.read_text()
+
+    again = CliRunner().invoke(cli, ["deploy", "k8s", str(tmp_path / "panel.yaml"), "--out", str(out)])
+    assert again.exit_code == 0 and "it has every key" in again.output, again.output
+    assert secret_file.read_text() == unchanged  # the same config: the file is not even rewritten
+
+    # A config change that needs one more key: the values are kept, the new key is added empty.
+    grown = PANEL.replace(
+        "judge_model: gpt", "  - {id: g, provider: google, model: gemini, api_key_env: GEMINI_KEY}\njudge_model: gpt"
+    )
+    generate(tmp_path, "k8s", config=grown)
+    (kept,) = yaml.safe_load_all(secret_file.read_text())
+    assert kept["stringData"] == {**filled, "GEMINI_KEY": ""}
+    assert validate_k8s(*sorted((out / "k8s").glob("*.yaml"))).returncode == 0
+
+    # A file this cannot read as a Secret is left alone, and said so.
+    secret_file.write_text("my own: [secret\n")
+    odd = CliRunner().invoke(cli, ["deploy", "k8s", str(tmp_path / "panel.yaml"), "--out", str(out)])
+    assert odd.exit_code == 0 and "left" in odd.output and "as it is" in odd.output, odd.output
+    assert secret_file.read_text() == "my own: [secret\n"
+
+
 def test_a_bad_config_is_refused_with_its_key_path(tmp_path: Path) -> None:
     source = tmp_path / "panel.yaml"
     source.write_text("endpoints: [{id: a, provider: nope, model: m}]\n")
