@@ -4,7 +4,8 @@
     fusionkit deploy k8s panel.yaml --replicas 3        # deploy/k8s/*.yaml
 
 Generating again after a config change rewrites the files (and removes manifests of endpoints that
-are gone); nothing else in the output directory is touched.
+are gone); nothing else in the output directory is touched. The k8s Secret is never overwritten:
+once it exists, its values are kept and only keys a changed config needs are added (empty).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import click
 
 from fusionkit_cli.common import load_config_or_exit
 from fusionkit_cli.deploy.compose import compose_files
-from fusionkit_cli.deploy.k8s import k8s_files
-from fusionkit_cli.deploy.plan import deploy_plan
+from fusionkit_cli.deploy.k8s import SECRET_FILE, k8s_files, kept_secret
+from fusionkit_cli.deploy.plan import DeployPlan, deploy_plan
 
 __all__ = ["deploy"]
 
@@ -55,17 +56,34 @@ def deploy(target: str, config_path: str, out_dir: str, replicas: int, max_repli
     )
     files = compose_files(plan) if target == "compose" else k8s_files(plan)
     out = Path(out_dir)
+    secret = out / SECRET_FILE
+    apply = f"kubectl apply -f {out}/k8s/"
+    told = f"fill {secret} ({', '.join(plan.secret_envs)}), then: {apply}"
     if target == "k8s":
         for stale in (out / "k8s").glob("*.yaml"):
-            if stale.read_text(encoding="utf-8", errors="replace").startswith(GENERATED):
+            if stale != secret and stale.read_text(encoding="utf-8", errors="replace").startswith(GENERATED):
                 stale.unlink()
+        if secret.exists():  # filled in by now, perhaps: its values are never overwritten
+            del files[SECRET_FILE]
+            told = f"{_keep_secret(secret, plan)}, then: {apply}"
     for name, text in files.items():
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     click.echo(f"wrote {len(files)} files under {out}/ for {len(plan.bridges)} bridges and {replicas} router replicas")
-    keys = ", ".join(plan.secret_envs if target == "k8s" else ["POSTGRES_PASSWORD", *plan.secret_envs[:2]])
     if target == "compose":
+        keys = ", ".join(["POSTGRES_PASSWORD", *plan.secret_envs[:2]])
         click.echo(f"set {keys} and the provider keys, then: docker compose -f {out}/compose.yaml up -d")
     else:
-        click.echo(f"fill {out}/k8s/secret.yaml ({keys}), then: kubectl apply -f {out}/k8s/")
+        click.echo(told)
+
+
+def _keep_secret(secret: Path, plan: DeployPlan) -> str:
+    """Add to an existing Secret file the keys `plan` needs that it lacks (empty); what was done, for people."""
+    kept = kept_secret(secret.read_text(encoding="utf-8", errors="replace"), plan)
+    if kept is None:
+        return f"left {secret} as it is (not a Secret this can read): it needs {', '.join(plan.secret_envs)}"
+    if kept.text is None:
+        return f"kept {secret} as it is (it has every key)"
+    secret.write_text(kept.text, encoding="utf-8")
+    return f"kept the values in {secret} and added {', '.join(kept.added)}: fill them"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 from typing import Any
 
 import click
@@ -13,32 +12,12 @@ import httpx2
 from bridge.endpoint import EndpointConfig
 from fusionkit_cli.common import BadInput, load_config_or_exit
 from fusionkit_cli.eval.command import rejudge_command
+from fusionkit_cli.run_store import DEFAULT_STORE, ChosenStore, choose_store, open_chosen
 from server.run_views import read_run, run_summary
-from server.store import RunStoreAPI, is_valid_run_id, open_store, store_location
-from server.store.opening import is_postgres_url, redact_url
+from server.store import is_valid_run_id
+from server.store.upkeep import prune_in_batches
 
 __all__ = ["runs"]
-
-DEFAULT_STORE = ".fusionkit/runs.sqlite3"
-
-
-def _store_path(config_path: str | None, store: str | None) -> str:
-    """The store to read: --store, else FUSIONKIT_RUN_STORE, else the config's server.run_store, else the default."""
-    if store:
-        return store
-    if config_path:
-        return store_location(load_config_or_exit(config_path).server.run_store)
-    return store_location(DEFAULT_STORE)
-
-
-def _open_store(location: str) -> RunStoreAPI:
-    if not is_postgres_url(location) and not Path(location).exists():
-        raise BadInput(f"{location}: no run store here (give --store PATH, --config FILE or --url URL)")
-    opened = open_store(location)
-    if opened.unavailable:
-        raise click.ClickException(f"{redact_url(location)}: the run store cannot be used: {opened.health().error}")
-    return opened
-
 
 def _get(url: str, path: str, **params: Any) -> Any:
     headers = {}
@@ -81,7 +60,7 @@ def list_runs(config_path: str | None, store: str | None, url: str | None, limit
     if url:
         rows = _get(url, "/v1/fusion/runs", limit=limit)["data"]
     else:
-        rows = asyncio.run(_list_local(_store_path(config_path, store), limit))
+        rows = asyncio.run(_list_local(choose_store(config_path, store), limit))
     if not rows:
         click.echo("no runs yet")
         return
@@ -97,8 +76,8 @@ def list_runs(config_path: str | None, store: str | None, url: str | None, limit
         )
 
 
-async def _list_local(path: str, limit: int) -> list[dict[str, Any]]:
-    store = _open_store(path)
+async def _list_local(chosen: ChosenStore, limit: int) -> list[dict[str, Any]]:
+    store = open_chosen(chosen)
     try:
         records = await store.list_runs(limit=limit)
         cursors = await store.event_cursors([r.run_id for r in records])
@@ -119,7 +98,7 @@ def show_run(run_id: str, config_path: str | None, store: str | None, url: str |
         data = _get(url, f"/v1/fusion/runs/{run_id}/inspect")
     else:
         endpoints = {e.id: e for e in load_config_or_exit(config_path).endpoints} if config_path else {}
-        data = asyncio.run(_inspect_local(_store_path(config_path, store), run_id, endpoints))
+        data = asyncio.run(_inspect_local(choose_store(config_path, store), run_id, endpoints))
     if as_json:
         import json
 
@@ -128,12 +107,12 @@ def show_run(run_id: str, config_path: str | None, store: str | None, url: str |
     click.echo(render_inspection(data))
 
 
-async def _inspect_local(path: str, run_id: str, endpoints: dict[str, EndpointConfig]) -> dict[str, Any]:
-    store = _open_store(path)
+async def _inspect_local(chosen: ChosenStore, run_id: str, endpoints: dict[str, EndpointConfig]) -> dict[str, Any]:
+    store = open_chosen(chosen)
     try:
         record = await store.get_run(run_id)
         if record is None:
-            raise BadInput(f"no run '{run_id}' in {redact_url(path)}")
+            raise BadInput(f"no run '{run_id}' in {chosen.shown}")
         return (await (await read_run(store, record, endpoints)).inspection(store)).wire()
     finally:
         await store.close()
@@ -200,7 +179,8 @@ def render_inspection(data: dict[str, Any]) -> str:
 def prune_runs(config_path: str | None, store: str | None, older_than_days: float | None) -> None:
     """Remove finished runs past the retention, with their events and unreferenced artifacts.
 
-    The router prunes by server.retention in the background; this does the same once, by hand.
+    The router prunes by server.retention in the background; this does the same once, by hand, in
+    transactions of 500 runs (routers on the same store go on writing in between).
     """
     days, keep = older_than_days, None
     if days is None and config_path:
@@ -208,16 +188,18 @@ def prune_runs(config_path: str | None, store: str | None, older_than_days: floa
         days, keep = retention.max_age_days, retention.max_runs
     if days is None and keep is None:
         raise BadInput("give --older-than-days N, or --config FILE with server.retention set")
-    removed = asyncio.run(_prune(_store_path(config_path, store), days, keep))
+    removed = asyncio.run(_prune(choose_store(config_path, store), days, keep))
     limits = [f"older than {days:g} days"] if days is not None else []
     limits += [f"beyond the newest {keep}"] if keep is not None else []
     click.echo(f"removed {removed} runs {' or '.join(limits)}")
 
 
-async def _prune(path: str, days: float | None, keep: int | None) -> int:
-    store = _open_store(path)
+async def _prune(chosen: ChosenStore, days: float | None, keep: int | None) -> int:
+    store = open_chosen(chosen)
     try:
-        return await store.prune(days, keep_runs=keep)
+        # In batches, as the router prunes: one long transaction would hold SQLite's write lock past the
+        # routers' busy_timeout, and they would refuse runs (503) until it ended.
+        return await prune_in_batches(store, days, keep)
     finally:
         await store.close()
 

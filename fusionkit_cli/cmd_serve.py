@@ -55,10 +55,18 @@ def serve(
         bridges = BridgesFile(bridges_path, [e.id for e in config.endpoints]) if bridges_path else None
     except BridgesFileError as exc:
         raise BadInput(str(exc)) from None
+    from fusionkit_cli.run_store import choose_store
+
+    chosen = choose_store(config_path, None)  # a malformed FUSIONKIT_RUN_STORE fails the start, as a bad key would
     setup_logging(log_format)
     from server.app import create_app
     from server.clients import build_clients
+    from server.store import StoreError
 
-    app = create_app(config, clients=build_clients(config, bridges, bridge_key=bridge_key))
+    clients = build_clients(config, bridges, bridge_key=bridge_key)
+    try:
+        app = create_app(config, clients=clients, store_path=chosen.location)
+    except StoreError as exc:  # only opening the store raises one: a schema too new, a path where no file can be
+        raise chosen.refused(exc) from None
     run_server(app, host, port or config.server.port, header_timeout_s=config.server.header_timeout_s)
 

@@ -68,11 +68,16 @@ def up(
     if missing:
         problems = "".join(f"\n  {config_path}: {m}" for m in missing)
         raise BadInput(f"refusing to start endpoints without their API keys (or pass --allow-missing-keys):{problems}")
+    logs = Path(log_dir)
+    try:  # made before anything starts: a child's log file is opened as it starts
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"--log-dir: {log_dir}: cannot be made a directory ({exc.strerror or exc})") from None
     _clear_previous(read_state())
     options = UpOptions(
         host=host,
         port=port,
-        log_dir=Path(log_dir),
+        log_dir=logs,
         colour=use_colour(sys.stdout, no_color),
         ready_timeout_s=ready_timeout,
         insecure_no_auth=insecure_no_auth,

@@ -96,13 +96,13 @@ def _found(data: Any, loc: tuple[int | str, ...]) -> Any:
     return node
 
 
-_URL_PASSWORD = re.compile(r"(://[^/:@\s]*):[^@/\s]*@")
-
-
 def _shown(found: Any, limit: int = 80) -> str:
     """`found` as the error shows it: its repr, cut short (a 300-character id would drown the message), and
     without the password of a URL (`server.run_store: postgresql://user:secret@db/x`)."""
-    text = _URL_PASSWORD.sub(r"\1:***@", repr(found))
+    # Imported here, on the error path only: a bridge reads its config too and never opens a run store.
+    from server.store.opening import redact_text
+
+    text = redact_text(repr(found))
     return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 

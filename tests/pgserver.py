@@ -3,6 +3,7 @@
     with PostgresServer.start() as server:       # raises PostgresMissing where no PostgreSQL binary exists
         url = server.new_database()              # a fresh, empty database: postgresql://postgres@127.0.0.1:PORT/db_...
         server.sql("SELECT 1")                   # as the superuser, on the maintenance database
+        with server.frozen(): ...                # every server process stopped (SIGSTOP) for the block
 
 As root the server runs as the unprivileged `postgres` user (Debian's package makes it; created if
 missing), since PostgreSQL refuses to run as root; otherwise as the current user. The data
@@ -25,12 +26,13 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import psutil
 import psycopg
 
 from tests.livesrv import free_port
@@ -160,6 +162,22 @@ class PostgresServer:
         self.sql(f"CREATE DATABASE {name}")
         self.databases.append(name)
         return self.url(name)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The server and every backend stopped (SIGSTOP) for the block, resumed on every way out: a
+        database that answers nothing while its sockets stay open, as a hung host or a half-open
+        connection looks to a client (the kernel still acknowledges what is sent to it)."""
+        server = psutil.Process(self.process.pid)
+        processes = [server, *server.children(recursive=True)]
+        for process in processes:
+            process.suspend()
+        try:
+            yield
+        finally:
+            for process in processes:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.resume()
 
     def _kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):

@@ -104,6 +104,23 @@ def test_errors_name_the_key_path(tmp_path: Path, text: str, expected: str) -> N
     assert message.startswith(f"{path}: ") and expected in message
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://fk:s3cret@db:port/fk",
+        "postgresql://fk@db:port/fk?password=s3cret",
+        "postgres://fk@db:x/fk?sslmode=require&PASSWORD=s3cret",
+    ],
+)
+def test_a_bad_run_store_url_is_refused_without_its_password(tmp_path: Path, url: str) -> None:
+    path = write(tmp_path, f"endpoints:\n  - {{id: a, provider: mock, model: m}}\nserver: {{run_store: '{url}'}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "server.run_store: found 'postgres" in message and "a valid postgresql:// URL" in message
+    assert "s3cret" not in message
+
+
 def test_validate_prints_a_summary_or_exits_2(tmp_path: Path) -> None:
     ok = CliRunner().invoke(cli, ["validate", str(ROOT / "configs" / "demo.yaml")])
     assert ok.exit_code == 0

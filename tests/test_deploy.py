@@ -7,11 +7,13 @@ one image every role runs. Images cannot be pulled here: test_replicas_processes
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -82,9 +84,8 @@ def test_the_compose_file_is_valid_and_says_what_the_config_says(tmp_path: Path)
     # The router: N replicas, on the shared PostgreSQL, pointed at every bridge's service, its key from the environment.
     router = services["router"]
     assert router["deploy"]["replicas"] == 3
-    assert router["environment"]["FUSIONKIT_RUN_STORE"].startswith(
-        "postgresql://fusionkit:${POSTGRES_PASSWORD}@postgres"
-    )
+    assert router["environment"]["FUSIONKIT_RUN_STORE"] == "postgresql://fusionkit@postgres:5432/fusionkit"
+    assert router["environment"]["PGPASSWORD"].startswith("${POSTGRES_PASSWORD:?")
     assert router["environment"]["TEAM_KEY"].startswith("${TEAM_KEY:?")
     assert set(router["depends_on"]) == {"postgres", *bridges}
     routes = json.loads((out / "fusionkit/bridges.json").read_text())
@@ -94,6 +95,24 @@ def test_the_compose_file_is_valid_and_says_what_the_config_says(tmp_path: Path)
         assert service in bridges and url.endswith(":8000")
         assert bridges[service]["command"][bridges[service]["command"].index("--endpoint") + 1] == endpoint
     assert "server router:8080" in (out / "nginx.conf").read_text() and services["nginx"]["ports"] == ["8080:80"]
+
+
+def test_the_routers_database_settings_hold_for_a_password_with_url_characters(tmp_path: Path) -> None:
+    out = generate(tmp_path, "compose")
+    router = yaml.safe_load((out / "compose.yaml").read_text())["services"]["router"]["environment"]
+    password = "p@ss/w:rd#?&%20"
+    # What the router's environment is once Compose has inserted the variable's value, as it is.
+    environment = {
+        name: re.sub(r"\$\{POSTGRES_PASSWORD(:\?[^}]*)?\}", password, value) for name, value in router.items()
+    }
+    params = psycopg.conninfo.conninfo_to_dict(environment["FUSIONKIT_RUN_STORE"])
+    assert (params["host"], params["port"], params["dbname"], params["user"]) == (
+        "postgres",
+        "5432",
+        "fusionkit",
+        "fusionkit",
+    )
+    assert params.get("password", environment.get("PGPASSWORD")) == password  # libpq reads PGPASSWORD unparsed
 
 
 def test_the_manifests_are_valid_and_say_what_the_config_says(tmp_path: Path) -> None:
@@ -189,6 +208,34 @@ def test_generating_again_removes_the_manifests_of_endpoints_that_are_gone(tmp_p
     assert not (out / "k8s/bridge-local.yaml").exists() and mine.exists()
 
 
+def test_generating_again_keeps_a_filled_in_secret_and_adds_only_the_keys_it_lacks(tmp_path: Path) -> None:
+    out = generate(tmp_path, "k8s")
+    secret_file = out / "k8s/secret.yaml"
+    (secret,) = yaml.safe_load_all(secret_file.read_text())
+    filled = {name: f"value of {name}" for name in secret["stringData"]}
+    secret_file.write_text(yaml.safe_dump({**secret, "stringData": filled}))
+    unchanged = secret_file.read_text()
+
+    again = CliRunner().invoke(cli, ["deploy", "k8s", str(tmp_path / "panel.yaml"), "--out", str(out)])
+    assert again.exit_code == 0 and "it has every key" in again.output, again.output
+    assert secret_file.read_text() == unchanged  # the same config: the file is not even rewritten
+
+    # A config change that needs one more key: the values are kept, the new key is added empty.
+    grown = PANEL.replace(
+        "judge_model: gpt", "  - {id: g, provider: google, model: gemini, api_key_env: GEMINI_KEY}\njudge_model: gpt"
+    )
+    generate(tmp_path, "k8s", config=grown)
+    (kept,) = yaml.safe_load_all(secret_file.read_text())
+    assert kept["stringData"] == {**filled, "GEMINI_KEY": ""}
+    assert validate_k8s(*sorted((out / "k8s").glob("*.yaml"))).returncode == 0
+
+    # A file this cannot read as a Secret is left alone, and said so.
+    secret_file.write_text("my own: [secret\n")
+    odd = CliRunner().invoke(cli, ["deploy", "k8s", str(tmp_path / "panel.yaml"), "--out", str(out)])
+    assert odd.exit_code == 0 and "left" in odd.output and "as it is" in odd.output, odd.output
+    assert secret_file.read_text() == "my own: [secret\n"
+
+
 def test_a_bad_config_is_refused_with_its_key_path(tmp_path: Path) -> None:
     source = tmp_path / "panel.yaml"
     source.write_text("endpoints: [{id: a, provider: nope, model: m}]\n")
@@ -214,8 +261,9 @@ def test_the_repos_deploy_directory_is_what_the_demo_config_generates(tmp_path: 
 
 
 def test_the_dockerfile_builds_the_one_image_every_role_runs() -> None:
-    lines = [line.split() for line in (REPO / "Dockerfile").read_text().splitlines() if line and line[0] != "#"]
-    copied = [words[1] for words in lines if words[0] == "COPY"]
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")  # continued lines as one
+    lines = [line.split() for line in text.splitlines() if line and line[0] != "#"]
+    copied = [source for words in lines if words[0] == "COPY" for source in words[1:-1]]
     for source in copied:
         assert (REPO / source).exists(), source
     assert {"bridge", "server", "fusionkit_cli", "pyproject.toml"} <= set(copied)  # what the distribution installs
@@ -224,3 +272,9 @@ def test_the_dockerfile_builds_the_one_image_every_role_runs() -> None:
     command = json.loads(" ".join(next(words for words in lines if words[0] == "CMD")[1:]))
     assert command[0] in COMMANDS and "serve-endpoint" in COMMANDS
     assert any(words[0] == "USER" and words[1] != "root" for words in lines)
+    # Installed from the lock, with the uv the Makefile pins: the image has what `make setup` tested.
+    assert "uv.lock" in copied
+    installs = " ".join(" ".join(words) for words in lines if words[0] == "RUN")
+    assert "uv sync --locked" in installs and "pip install ." not in installs
+    pinned = re.search(r"^UV_VERSION\s*:=\s*(\S+)", (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert pinned is not None and ["ARG", f"UV_VERSION={pinned[1]}"] in lines

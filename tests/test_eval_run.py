@@ -195,10 +195,16 @@ def test_replay_rejudges_recorded_candidates_without_asking_the_panel(tmp_path: 
     asked = {name: len(state.requests) for name, state in states.items()}
     assert asked == {"a": 6, "b": 6, "c": 6, "judge": 3, "synth": 3, "other": 0}  # panel + alone; judge + synth
 
+    # As if the original had been stopped by Ctrl-C after answering everything: the replay runs to its end all
+    # the same, so it exits 0 and says it finished; the original's stop is a note of its report.
+    original = report(out)
+    (out / "report.json").write_text(json.dumps({**original, "stopped": "interrupted by SIGINT"}))
     replayed = run_eval(
         "--replay", str(out), "--judge", "judge", "--synthesizer", "other", "--out", str(tmp_path / "r")
     )
     assert replayed.exit_code == 0, replayed.output
+    assert report(tmp_path / "r")["stopped"] is None
+    assert "the replayed eval had stopped early (interrupted by SIGINT)" in (tmp_path / "r" / "report.md").read_text()
     now = {name: len(state.requests) for name, state in states.items()}
     # Counted at the upstreams: no panel member was asked again; the judge and the new synthesizer once per run.
     assert now == {**asked, "judge": 6, "other": 3}
@@ -245,6 +251,28 @@ def test_runs_rejudge_asks_only_judge_and_synthesizer(tmp_path: Path, live_serve
     ):
         failed = CliRunner().invoke(cli, ["runs", "rejudge", *args])
         assert failed.exit_code == 2 and expected in failed.output and "Traceback" not in failed.output
+
+
+def test_runs_rejudge_reads_the_postgresql_store_fusionkit_run_store_or_store_names(
+    tmp_path: Path, live_server: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, urls = _standins(live_server, {"a": "Paris", "b": "Lyon", "judge": ANALYSIS, "synth": "Paris", "other": "Rome"})
+    config = _standin_config(tmp_path, urls, panel_models=["a", "b"], judge_model="judge", synthesizer_model="synth")
+    router = live_server(create_app(load_config(config), store_path=pg_url))
+    client = openai.OpenAI(base_url=router.url + "/v1", api_key="x", max_retries=0)
+    answer = client.chat.completions.create(model="fusionkit/panel", messages=[{"role": "user", "content": "Capital?"}])
+    run_id = (answer.model_extra or {})["fusionkit"]["run_id"]
+    monkeypatch.chdir(tmp_path)  # the config names no store: its default file is not here, the database is the store
+    monkeypatch.setenv("FUSIONKIT_RUN_STORE", pg_url)
+    by_variable = CliRunner().invoke(
+        cli, ["runs", "rejudge", run_id, "--config", str(config), "--synthesizer", "other"]
+    )
+    assert by_variable.exit_code == 0, by_variable.output
+    assert by_variable.stdout.strip() == "Rome"
+    monkeypatch.delenv("FUSIONKIT_RUN_STORE")
+    by_flag = CliRunner().invoke(cli, ["runs", "rejudge", run_id, "--config", str(config), "--store", pg_url])
+    assert by_flag.exit_code == 0, by_flag.output
+    assert by_flag.stdout.strip() == "Paris"
 
 
 def test_judge_tasks_are_graded_by_the_grader_whose_reasoning_is_kept(tmp_path: Path, live_server: Any) -> None:

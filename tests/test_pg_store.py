@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -27,6 +28,7 @@ from tests.pgserver import PostgresServer
 from tests.store_backends import PgBackend
 
 REQUEST = {"model": "fusionkit/panel", "messages": [{"role": "user", "content": "hi"}]}
+GUARD_S = 60  # only a hang takes this long
 
 
 @contextlib.asynccontextmanager
@@ -80,6 +82,22 @@ async def test_a_bad_url_fails_at_start_and_a_password_is_never_shown(pg_server:
         await store.close()
 
 
+async def test_a_password_given_as_a_query_parameter_is_never_shown_either(
+    pg_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # libpq reads `?password=` too; a database that is not there makes the store log its URL (degraded at start).
+    url = pg_server.url("not_there") + "?sslmode=disable&password=hunter2"
+    with caplog.at_level(logging.ERROR, logger="fusionkit.store"):
+        store = PgRunStore(url)
+    try:
+        assert store.location.endswith("/not_there?sslmode=disable&password=***")
+        assert store.health().status == "degraded" and "hunter2" not in (store.health().error or "")
+        (line,) = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
+        assert store.location in line and "hunter2" not in line
+    finally:
+        await store.close()
+
+
 async def test_a_database_that_is_not_there_yet_starts_degraded_and_recovers(pg_server: PostgresServer) -> None:
     name = "later_" + new_run_id()[4:16]
     store = PgRunStore(pg_server.url(name))
@@ -129,6 +147,28 @@ async def test_an_outage_fails_the_runs_that_lost_writes_once_the_database_is_ba
         assert store.health().status == "ok"
         assert record is not None and (record.state, record.terminal_reason) == ("failed", "store_unavailable")
         assert [(e.seq, e.payload.get("state")) for e in events] == [(1, "queued"), (2, "generating"), (3, "failed")]
+
+
+@pytest.mark.slow  # waits out the batch bound (1 s here) twice, and the database's recovery
+async def test_a_database_that_stops_answering_fails_writes_within_the_bound_and_recovers(
+    pg_server: PostgresServer, pg_url: str
+) -> None:
+    async with replicas(pg_url, 2) as (store, closing):
+        for each in (store, closing):
+            each.batch_timeout_s = 1.0
+        run_id = await new_run(store)
+        await closing.renew_lease(60, "replica b")
+        with pg_server.frozen():
+            # Without the bound, each of these waited for the database forever (GUARD_S ends such a test).
+            with pytest.raises(StoreUnavailable, match="did not answer within 1 s") as caught:
+                await asyncio.wait_for(store.transition(run_id, "generating"), GUARD_S)
+            assert (caught.value.status, caught.value.code) == (503, "store_unavailable")
+            assert store.health().status == "degraded"
+            await asyncio.wait_for(closing.close(), GUARD_S)  # a router stopping meanwhile stops
+        await new_run(store)  # the database answers again: the next write commits, the store recovers
+        assert store.health().status == "ok"
+        record = await store.get_run(run_id)
+        assert record is not None and (record.state, record.terminal_reason) == ("failed", "store_unavailable")
 
 
 async def test_two_replicas_given_one_idempotency_key_at_once_make_one_run(pg_url: str) -> None:

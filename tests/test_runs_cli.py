@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 from click.testing import CliRunner
 
 from fusionkit_cli.main import cli
 from server.app import create_app
-from server.store import RunStore
+from server.store import RunStore, new_run_id
+from server.store import upkeep as upkeep_module
 from tests.router_helpers import demo_endpoints, panel_config
 
 
@@ -68,3 +70,32 @@ def test_list_show_and_prune(tmp_path: Path, live_server: Any) -> None:
 
     assert asyncio.run(left()) == (0, None)
     assert runner.invoke(cli, ["runs", "prune", "--store", store]).exit_code == 2  # no retention given
+
+
+def test_prune_goes_in_batches_each_its_own_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = tmp_path / "runs.sqlite3"
+
+    async def record() -> None:
+        async with RunStore(store) as opened:
+            for _ in range(5):
+                run_id = new_run_id()
+                await opened.create_run(run_id, mode="panel", request={}, trace_id=None)
+                await opened.transition(run_id, "completed", terminal_reason="completed")
+
+    asyncio.run(record())
+    with sqlite3.connect(store) as conn:
+        conn.execute("UPDATE runs SET updated_at = '2000-01-01T00:00:00.000+00:00'")
+    # One call of the store's prune is one transaction: each removes at most a batch.
+    monkeypatch.setattr(upkeep_module, "PRUNE_BATCH", 2)
+    calls: list[tuple[int | None, int]] = []
+    prune = RunStore.prune
+
+    async def watched(self: RunStore, *args: Any, **kwargs: Any) -> int:
+        removed = await prune(self, *args, **kwargs)
+        calls.append((kwargs.get("limit"), removed))
+        return removed
+
+    monkeypatch.setattr(RunStore, "prune", watched)
+    result = CliRunner().invoke(cli, ["runs", "prune", "--store", str(store), "--older-than-days", "1"])
+    assert result.exit_code == 0 and "removed 5 runs" in result.output, result.output
+    assert calls == [(2, 2), (2, 2), (2, 1)]

@@ -22,7 +22,9 @@ import pytest
 from server.app import create_app
 from server.clients import build_clients
 from server.store import TERMINAL_STATES, RunStore
+from server.store.pgstore import PgRunStore
 from tests.held_calls import Hold
+from tests.pgserver import PostgresServer
 from tests.router_helpers import demo_endpoints, panel_config
 from tests.store_faults import fill, read_only, tiny_volume
 
@@ -71,7 +73,7 @@ def assert_store_unavailable(response: httpx2.Response) -> None:
     assert "/" not in error["message"]  # no file path for the client
 
 
-def router(tmp_path: Path, live_server: Any, store: Path, hold: Hold | None = None) -> str:
+def router(tmp_path: Path, live_server: Any, store: Path | str, hold: Hold | None = None) -> str:
     config = panel_config(tmp_path, demo_endpoints(), judge_model="fast", server={"run_lease_s": 300})
     config.server.run_store = str(store)
     clients = build_clients(config)
@@ -190,3 +192,25 @@ def test_a_store_file_deleted_under_the_router_is_noticed(
     assert after.status_code == 200 and after.json()["state"] == "completed"  # into a new file
     assert store.exists() and store_health(url)["store"]["status"] == "ok"
     assert httpx2.get(f"{url}/v1/fusion/runs/{before['run_id']}").status_code == 404
+
+
+def test_a_database_that_stops_answering_answers_503_within_the_bound_and_recovers(
+    tmp_path: Path,
+    live_server: Any,
+    pg_server: PostgresServer,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    no_tracebacks: Callable[[], None],
+) -> None:
+    monkeypatch.setattr(PgRunStore, "batch_timeout_s", 1.0)
+    url = router(tmp_path, live_server, pg_url)
+    with pg_server.frozen():  # every PostgreSQL process stopped: connections open, nothing answered
+        # Without the bound the request waited for the database forever; the client's timeout ends such a test.
+        assert_store_unavailable(
+            httpx2.post(f"{url}/v1/fusion/runs", json={"messages": ASK, "mode": "single"}, timeout=60)
+        )
+        assert store_health(url)["store"]["status"] == "degraded"
+    wait_store_ok(url)
+    answer = httpx2.post(f"{url}/v1/fusion/runs", json={"messages": ASK, "mode": "single"}, timeout=60)
+    assert answer.status_code == 200 and answer.json()["state"] == "completed", answer.text
+    no_tracebacks()

@@ -324,6 +324,16 @@ def test_bad_config_exits_2_naming_the_key_path(tmp_path: Path) -> None:
     assert "endpoints[0].mock.latency_ms" in result.output and "Traceback" not in result.output
 
 
+def test_a_log_dir_that_cannot_be_made_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    config = write_config(tmp_path, free_port())
+    result = run_fusionkit(tmp_path, "up", str(config), "--no-color", "--log-dir", "a-file/logs")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--log-dir: a-file/logs: cannot be made a directory (Not a directory)" in result.stderr
+    assert "Traceback" not in result.stderr and "bridges for" not in result.stdout
+    assert not (tmp_path / ".fusionkit").exists()
+
+
 def test_a_non_loopback_router_without_a_key_is_refused_before_anything_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

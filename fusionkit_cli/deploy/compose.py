@@ -102,7 +102,10 @@ def compose_document(plan: DeployPlan) -> dict[str, Any]:
         "image": plan.image,
         "command": plan.router_command(),
         "environment": {
-            RUN_STORE_ENV: f"postgresql://{DATABASE}:${{POSTGRES_PASSWORD}}@postgres:5432/{DATABASE}",
+            # The password is not put in the URL: Compose would insert it as it is, and a password with
+            # `@`, `/`, `:`, `#`... would break the URL. libpq reads it from PGPASSWORD instead, unparsed.
+            RUN_STORE_ENV: f"postgresql://{DATABASE}@postgres:5432/{DATABASE}",
+            "PGPASSWORD": _required("POSTGRES_PASSWORD"),
             plan.api_key_env: _required(plan.api_key_env),
             BRIDGE_KEY_ENV: _required(BRIDGE_KEY_ENV),
         },

@@ -197,7 +197,10 @@ def _replay(
 @click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), help="Run the router in-process from this config."
 )
-@click.option("--store", type=click.Path(dir_okay=False), help="With --config: the run store (default: the config's).")
+@click.option(
+    "--store",
+    help="With --config: the run store, a path or postgresql:// URL (default: FUSIONKIT_RUN_STORE, else the config's).",
+)
 @click.option("--url", help="Ask a running router instead (e.g. http://127.0.0.1:8080).")
 @click.option("--json", "as_json", is_flag=True, help="Print the new run's answer and metadata as JSON.")
 def rejudge_command(
@@ -211,13 +214,16 @@ def rejudge_command(
 ) -> None:
     """Judge and synthesize a recorded run's candidates again, without asking the panel."""
     from fusionkit_cli.eval.routers import RouterClient, RouterSource, RouterUnreachable, open_routers
+    from fusionkit_cli.run_store import choose_store, require_existing
+    from server.store import StoreError
 
     if bool(config_path) == bool(url):
         raise BadInput("give exactly one of --config FILE (in-process, with its run store) or --url URL")
+    chosen = None
     if config_path:
-        store = store or load_config_or_exit(config_path).server.run_store
-        if not Path(store).exists():
-            raise BadInput(f"{store}: no run store here (give --store PATH)")
+        chosen = choose_store(config_path, store)  # as `runs list` chooses: --store, FUSIONKIT_RUN_STORE, the config
+        require_existing(chosen)
+        store = chosen.location
     source = RouterSource("rejudge", config_path=config_path, url=url, store=store)
 
     async def ask() -> Answer:
@@ -228,6 +234,10 @@ def rejudge_command(
         answer = asyncio.run(ask())
     except RouterUnreachable as exc:
         raise click.ClickException(str(exc)) from None
+    except StoreError as exc:  # the in-process router could not open the store: a schema too new, say
+        if chosen is None:
+            raise
+        raise chosen.refused(exc) from None
     if answer.error is not None:
         if answer.status in (400, 404, 409):
             raise BadInput(answer.error)

@@ -101,8 +101,12 @@ async def replay(options: ReplayOptions) -> Summary:
             repeat=int(report["repeat"]),
             modes=list(report["modes"]),
             routers=[record_of(r, options.out) for r in routers],
-            stopped=report.get("stopped"),
+            stopped=result.stopped,  # how this replay ended (a Ctrl-C exits 130); the original's stop is a note
             replay_of=str(options.source),
         )
+        if report.get("stopped"):
+            meta.notes.append(
+                f"the replayed eval had stopped early ({report['stopped']}): its arms cover what it answered"
+            )
     all_arms = [*arms, *new_arm.values()]
     return write_report(options.out, meta, all_arms, [*earlier, *unreplayable, *result.outcomes])

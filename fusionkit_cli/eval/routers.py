@@ -27,6 +27,7 @@ import uvicorn
 
 from fusionkit_cli.common import load_config_or_exit
 from fusionkit_cli.eval.answers import Answer
+from server.store.opening import is_postgres_url
 
 __all__ = ["Router", "RouterClient", "RouterSource", "RouterUnreachable", "open_routers", "serve_in_process"]
 
@@ -167,7 +168,7 @@ async def open_routers(sources: list[RouterSource], client: RouterClient) -> Asy
         for source in sources:
             if source.config_path is not None:
                 config = load_config_or_exit(source.config_path)
-                if source.store:
+                if source.store and not is_postgres_url(source.store):
                     Path(source.store).parent.mkdir(parents=True, exist_ok=True)
                 app = create_app(config, store_path=source.store)
                 url = await stack.enter_async_context(serve_in_process(app))

@@ -14,6 +14,7 @@ __all__ = [
     "SchemaTooNew",
     "StoreClosed",
     "StoreError",
+    "StoreLocationError",
     "StoreUnavailable",
     "UnknownArtifact",
     "UnknownRun",
@@ -108,6 +109,14 @@ def unavailable_cause(exc: BaseException) -> str | None:
     if isinstance(exc, OSError):  # the directory could not be created, the file could not be checked
         return exc.strerror or str(exc)
     return None
+
+
+class StoreLocationError(StoreError, ValueError):
+    """The store's location cannot be used at all: a malformed URL, a path where no file can be made.
+
+    Unlike an unavailable store, waiting does not help: a router or command fails its start on it.
+    The message never holds a password.
+    """
 
 
 class StoreClosed(StoreError):

@@ -20,7 +20,8 @@ work per process, written one batch at a time in one transaction on a pooled con
   NOTIFY to the owner (server.store.pgrelay).
 
 When the database cannot be reached (down, restarting, refusing connections, a lock held past
-5 s) every call fails with StoreUnavailable and `health()` says degraded until a write commits
+5 s, a batch with no answer within `batch_timeout_s`: a hung server, a half-open connection) every
+call fails with StoreUnavailable and `health()` says degraded until a write commits
 again, as with SQLite. A database that cannot be reached at start does not fail the start: the
 store begins degraded and migrates once it can connect. The URL's password never reaches a log.
 """
@@ -58,6 +59,7 @@ from server.store.errors import (
     RunFinished,
     SchemaTooNew,
     StoreClosed,
+    StoreLocationError,
     StoreUnavailable,
     UnknownArtifact,
     UnknownRun,
@@ -76,9 +78,22 @@ PgWork = Callable[[PgConn], Awaitable[Any]]
 
 EVENTS_CHANNEL = "fusionkit_events"  # payload: a run id whose events just committed
 WAIT_S = 5.0  # like SQLite's busy_timeout: how long a batch waits for a connection or a row lock
+STATEMENT_S = 10.0  # the database cancels a statement that runs longer (none of the store's takes near it)
 CONNECT_TIMEOUT_S = 5
 LISTEN_RETRY_S = 1.0
 POOL_SIZE = 2  # one batch is in flight at a time; the second connection covers a reconnect
+# Every connection the store opens (pool, direct, listener): TCP keepalives and a user timeout find a
+# connection whose peer went away without a word (a network cut, a crashed host) within about 15 s,
+# instead of the kernel's two hours; the connection then fails like any lost one (store unavailable).
+CONNECTION_SETTINGS: dict[str, Any] = {
+    "autocommit": True,
+    "connect_timeout": CONNECT_TIMEOUT_S,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,  # ms: data sent and not acknowledged for this long fails the connection
+}
 
 # libpq names the server it could not reach; a client of the router is told what happened, not where.
 _WHERE = re.compile(r'connection to server (?:at|on socket) "[^"]*"(?: \([^)]*\))?(?:, port \d+)? failed: ')
@@ -116,8 +131,10 @@ async def _all(conn: PgConn, sql: str, params: Sequence[Any] = ()) -> list[DictR
 
 
 async def _configure(conn: PgConn) -> None:
-    # A batch that waits on another replica's row lock longer than this fails as "unavailable" (SQLite: BUSY).
+    # A batch that waits on another replica's row lock longer than this fails as "unavailable" (SQLite: BUSY);
+    # a statement that runs away is cancelled by the database.
     await conn.execute(f"SET lock_timeout = '{int(WAIT_S * 1000)}ms'")
+    await conn.execute(f"SET statement_timeout = '{int(STATEMENT_S * 1000)}ms'")
 
 
 class PgRunStore(BatchingStore[PgWork]):
@@ -129,16 +146,21 @@ class PgRunStore(BatchingStore[PgWork]):
     """
 
     poll_s: float = 5.0  # LISTEN wakes waiters; looking again this often covers a reconnect of the listener
+    # The most a batch may take, waits included: a database that stops answering (a stopped server, a
+    # connection whose peer vanished) fails it as unavailable (503) instead of holding every caller.
+    batch_timeout_s: float = 3 * WAIT_S + STATEMENT_S
     lapse_check_s: float | None = 1.0  # a cheap indexed look: replicas notice a dead one's lapsed lease within a second
 
     def __init__(self, url: str) -> None:
         super().__init__(redact_url(url))
         if not is_postgres_url(url):
-            raise ValueError(f"{self.location} is not a postgresql:// URL")
+            raise StoreLocationError(f"{self.location} is not a postgresql:// URL")
         try:
             psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
-            raise ValueError(f"{self.location} is not a valid PostgreSQL URL: {redact_text(str(exc))}") from None
+            raise StoreLocationError(
+                f"{self.location} is not a valid PostgreSQL URL: {redact_text(str(exc))}"
+            ) from None
         self._url = url
         self._pool: AsyncConnectionPool[PgConn] | None = None
         self._pool_stale = False
@@ -175,7 +197,7 @@ class PgRunStore(BatchingStore[PgWork]):
                 min_size=1,
                 max_size=POOL_SIZE,
                 open=False,
-                kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_S},
+                kwargs={**CONNECTION_SETTINGS, "row_factory": dict_row},
                 configure=_configure,
                 check=AsyncConnectionPool.check_connection,
                 timeout=WAIT_S,
@@ -190,9 +212,7 @@ class PgRunStore(BatchingStore[PgWork]):
         return self._pool
 
     async def _connect(self) -> PgConn:
-        return await AsyncConnection.connect(
-            self._url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S
-        )
+        return await AsyncConnection.connect(self._url, row_factory=dict_row, **CONNECTION_SETTINGS)
 
     async def _ready(self, conn: PgConn) -> PgConn:
         """`conn`, with the schema migrated first if the database could not be reached at start."""
@@ -243,7 +263,7 @@ class PgRunStore(BatchingStore[PgWork]):
         told = False
         while True:
             try:
-                conn = await AsyncConnection.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+                conn = await AsyncConnection.connect(self._url, **CONNECTION_SETTINGS)
                 async with conn:
                     for channel in channels:
                         await conn.execute(f"LISTEN {channel}")
@@ -275,6 +295,24 @@ class PgRunStore(BatchingStore[PgWork]):
         return self._run_batch(batch)
 
     async def _run_batch(self, batch: list[Job[PgWork]]) -> Outcome:
+        """`_run_batch_now`, bounded by `batch_timeout_s`: past it every job fails with StoreUnavailable.
+
+        The late batch is cancelled, not waited for: its rollback may wait on the same silent database.
+        Its transaction never committed as far as this store knows, so its writes are lost writes (the
+        runs they belong to are recorded failed once the database answers again). The store is then
+        degraded, so the next batch connects afresh instead of taking a pooled connection that may be
+        stuck as well.
+        """
+        running = asyncio.ensure_future(self._run_batch_now(batch))
+        done, _ = await asyncio.wait({running}, timeout=self.batch_timeout_s)
+        if running in done:
+            return running.result()
+        running.cancel()
+        running.add_done_callback(lambda late: late.cancelled() or late.exception())  # nobody waits for it
+        reason = f"the database did not answer within {self.batch_timeout_s:g} s"
+        return Outcome([(False, StoreUnavailable(reason))] * len(batch), unavailable=reason)
+
+    async def _run_batch_now(self, batch: list[Job[PgWork]]) -> Outcome:
         """Run a batch in order, its writes in one transaction; each job's (ok, result or exception).
 
         A write batch is first tried without savepoints (two round trips fewer per job): jobs rarely
