@@ -299,7 +299,7 @@ def test_trace_headers_reach_the_upstream(setup: Setup) -> None:
 
 
 def test_requests_run_concurrently(setup: Setup) -> None:
-    setup.state.delay_s = 0.2
+    setup.state.delay_s = 0.5  # each request stays in flight at the stand-in long enough for the others to arrive
 
     async def eight() -> list[str]:
         client = setup.async_client()
