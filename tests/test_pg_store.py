@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from click.testing import CliRunner
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
 
 from fusionkit_cli.main import cli
 from server.store import (
@@ -219,6 +221,69 @@ async def test_a_long_poll_on_one_replica_is_woken_by_another_replicas_commit(pg
         await a.transition(run_id, "cancelled", terminal_reason="cancelled")
         await asyncio.wait_for(later, 30)
         await asyncio.wait_for(b.wait_for_events(run_id, after=3, wait_s=3600), 30)
+
+
+async def until_waiting_for_a_lock(conn: AsyncConnection[DictRow], task: asyncio.Task[int]) -> None:
+    """Until some session of the database waits for a row lock, or `task` ends without waiting for one."""
+    waiting = "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    for _ in range(GUARD_S * 100):
+        row = await (await conn.execute(waiting)).fetchone()
+        if task.done() or (row is not None and row["n"] > 0):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the prune neither ended nor waited")
+
+
+@pytest.mark.parametrize("how", ["stored again", "linked"])
+async def test_a_prune_on_one_replica_never_takes_an_artifact_another_replica_is_linking(
+    pg_url: str, how: str
+) -> None:
+    """The link is written but not yet committed when the prune runs: the prune must wait for it."""
+    async with replicas(pg_url, 1) as (store,):
+        done, running = await new_run(store), await new_run(store)
+        sha = await store.put_artifact("the same answer twice", run_id=done)
+        await store.transition(done, "completed", terminal_reason="completed")
+        # The linking replica's batch, stopped between its statements and its commit.
+        linking = await AsyncConnection.connect(pg_url, row_factory=dict_row)
+        async with linking:
+            async with linking.transaction():
+                if how == "linked":
+                    await store._link_work(running, sha)(linking)
+                else:
+                    await store._artifact_work(sha, b"the same answer twice", "text/plain", running)(linking)
+                pruning = asyncio.create_task(store.prune(keep_runs=0))
+                await until_waiting_for_a_lock(linking, pruning)
+            assert await asyncio.wait_for(pruning, GUARD_S) == 1  # the finished run goes; its answer stays
+        assert await store.get_run(done) is None
+        artifact = await store.get_artifact(sha)
+        assert artifact is not None and artifact.content == b"the same answer twice"
+
+
+async def test_an_artifact_pruned_between_a_writers_statements_is_stored_again(pg_url: str) -> None:
+    async with replicas(pg_url, 1) as (store,):
+        done, running = await new_run(store), await new_run(store)
+        sha = await store.put_artifact("the same answer twice", run_id=done)
+        await store.transition(done, "completed", terminal_reason="completed")
+        linking = await AsyncConnection.connect(pg_url, row_factory=dict_row)
+
+        class PrunedAfterTheInsert:
+            """The writer's connection; a prune on another replica commits right after its first insert."""
+
+            pruned = False
+
+            async def execute(self, sql: str, params: object = ()) -> object:
+                cursor = await linking.execute(sql, params)  # type: ignore[arg-type]
+                if sql.startswith("INSERT INTO artifacts") and not self.pruned:
+                    self.pruned = True
+                    assert await store.prune(keep_runs=0) == 1
+                return cursor
+
+        async with linking, linking.transaction():
+            await store._artifact_work(sha, b"the same answer twice", "text/plain", running)(
+                PrunedAfterTheInsert()  # type: ignore[arg-type]
+            )
+        artifact = await store.get_artifact(sha)
+        assert artifact is not None and artifact.content == b"the same answer twice"
 
 
 async def test_commands_reach_the_replica_that_owns_the_run(pg_url: str) -> None:

@@ -130,6 +130,15 @@ async def _all(conn: PgConn, sql: str, params: Sequence[Any] = ()) -> list[DictR
     return await (await conn.execute(sql, params)).fetchall()
 
 
+async def _hold_artifact(conn: PgConn, sha256: str) -> bool:
+    """Lock a stored artifact's row against deletion until this transaction ends; False if it is gone.
+
+    A prune on another replica cannot see a link this transaction has not committed yet: the lock
+    makes that prune wait, and it looks for links again once the lock is released (`_prune_work`).
+    """
+    return await _one(conn, "SELECT 1 AS one FROM artifacts WHERE sha256 = %s FOR KEY SHARE", (sha256,)) is not None
+
+
 async def _configure(conn: PgConn) -> None:
     # A batch that waits on another replica's row lock longer than this fails as "unavailable" (SQLite: BUSY);
     # a statement that runs away is cancelled by the database.
@@ -594,11 +603,17 @@ class PgRunStore(BatchingStore[PgWork]):
         async def work(conn: PgConn) -> str:
             if run_id is not None:
                 await self._require_run(conn, run_id)
-            await conn.execute(
-                "INSERT INTO artifacts (sha256, media_type, size, content, created_at) "
-                "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (sha256) DO NOTHING",
-                (digest, media_type, len(data), data),
-            )
+            while True:
+                inserted = await _one(
+                    conn,
+                    "INSERT INTO artifacts (sha256, media_type, size, content, created_at) "
+                    "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (sha256) DO NOTHING RETURNING 1 AS one",
+                    (digest, media_type, len(data), data),
+                )
+                # Stored already: hold it against a prune until the link below commits. None means another
+                # replica's prune deleted it since the insert looked, so it is stored again.
+                if run_id is None or inserted is not None or await _hold_artifact(conn, digest):
+                    break
             if run_id is not None:
                 await conn.execute(
                     "INSERT INTO run_artifacts (run_id, sha256) VALUES (%s, %s) ON CONFLICT DO NOTHING",
@@ -611,7 +626,7 @@ class PgRunStore(BatchingStore[PgWork]):
     def _link_work(self, run_id: str, sha256: str) -> PgWork:
         async def work(conn: PgConn) -> None:
             await self._require_run(conn, run_id)
-            if await _one(conn, "SELECT 1 AS one FROM artifacts WHERE sha256 = %s", (sha256,)) is None:
+            if not await _hold_artifact(conn, sha256):
                 raise UnknownArtifact(sha256)
             await conn.execute(
                 "INSERT INTO run_artifacts (run_id, sha256) VALUES (%s, %s) ON CONFLICT DO NOTHING", (run_id, sha256)
@@ -721,11 +736,21 @@ class PgRunStore(BatchingStore[PgWork]):
                 orphaned = [row["sha256"] for row in used]
                 for table in ("events", "run_artifacts", "runs"):
                     await conn.execute(f"DELETE FROM {table} WHERE run_id = ANY(%s::text[])", (doomed,))
-            await conn.execute(
-                "DELETE FROM artifacts WHERE "
+            # Two statements: the first locks the artifacts no run uses, waiting for any replica that holds
+            # one while it links it (_hold_artifact); the second starts a new snapshot, so it sees those
+            # links and keeps what they now use. In sha256 order, so two pruning replicas never deadlock.
+            unused = await _all(
+                conn,
+                "SELECT sha256 FROM artifacts WHERE "
                 "(sha256 = ANY(%s::text[]) OR created_at < now() - %s::float8 * interval '1 day') "
-                "AND NOT EXISTS (SELECT 1 FROM run_artifacts WHERE run_artifacts.sha256 = artifacts.sha256)",
+                "AND NOT EXISTS (SELECT 1 FROM run_artifacts WHERE run_artifacts.sha256 = artifacts.sha256) "
+                "ORDER BY sha256 FOR UPDATE",
                 (orphaned, older_than_days),
+            )
+            await conn.execute(
+                "DELETE FROM artifacts WHERE sha256 = ANY(%s::text[]) "
+                "AND NOT EXISTS (SELECT 1 FROM run_artifacts WHERE run_artifacts.sha256 = artifacts.sha256)",
+                ([row["sha256"] for row in unused],),
             )
             await self.pg_relay.prune(conn)
             return len(doomed)
