@@ -27,8 +27,7 @@ from bridge.protocol import ChatRequest, ToolCall
 from server.completions import respond
 from server.doors.launch import StartedRun
 from server.engine import FusionEngine, FusionResult
-from server.engine.candidates import Candidate
-from server.engine.decide import best_candidate
+from server.engine.candidates import Candidate, best_candidate
 from server.engine.engine import Emit
 from server.engine.planning import choose_endpoint
 from server.engine.recorder import Recorder

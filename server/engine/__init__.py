@@ -1,11 +1,12 @@
 """The fusion engine: modes, panel fan-out, judge, synthesizer, verifier. It knows nothing about HTTP.
 
 `engine` is the entry point; `planning` plans a run; `calls` makes the recorded model calls;
-`panel` gathers candidates; `decide` turns them into the answer; `result` holds what came out.
+`panel` gathers candidates; `decide` turns them into the answer (`holding` keeps it to the client's
+JSON); `result` holds what came out.
 """
 
 from server.engine.calls import Emit
-from server.engine.decide import Best, best_candidate
+from server.engine.candidates import Best, best_candidate
 from server.engine.engine import FusionEngine
 from server.engine.events import EngineEvent, Paused, Phase, Reasoning, TextDelta
 from server.engine.planning import RunPlan

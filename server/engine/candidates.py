@@ -1,16 +1,18 @@
-"""Candidates: what one panel member (or one self sample) answered, and how candidates compare."""
+"""Candidates: what one panel member (or one self sample) answered, how candidates compare, and which is best."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from bridge.protocol import ToolCall, Usage
+from server.engine.judge import JudgeAnalysis
 
-__all__ = ["Candidate", "MemberPlan", "same_tool_calls", "unanimous"]
+__all__ = ["Best", "Candidate", "MemberPlan", "best_candidate", "same_tool_calls", "unanimous"]
 
 
 class MemberPlan(BaseModel):
@@ -62,3 +64,19 @@ def same_tool_calls(candidates: list[Candidate]) -> bool:
     if len(candidates) < 2 or not all(c.tool_calls for c in candidates):
         return False
     return len({json.dumps(c.comparable()[1]) for c in candidates}) == 1
+
+
+# Chooses the fallback answer when the synthesizer gives none (trajectories prefer verified ones).
+Best = Callable[[list[Candidate], JudgeAnalysis | None], Candidate]
+
+
+def best_candidate(candidates: list[Candidate], analysis: JudgeAnalysis | None) -> Candidate:
+    """The judge's best candidate, else the first of its ranking that exists, else the first candidate;
+    among those in the JSON the client asked for, while there are any."""
+    pool = [c for c in candidates if c.schema_error is None] or candidates
+    if analysis is not None:
+        by_id = {c.candidate_id: c for c in pool}
+        for cid in [analysis.best_candidate_id, *analysis.ranking]:
+            if cid in by_id:
+                return by_id[cid]
+    return pool[0]

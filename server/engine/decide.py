@@ -1,7 +1,7 @@
 """From candidates to the answer: select one when that is enough, else judge → synthesize (or the
 judge's choice verbatim: `fusion.synthesis`), with a fallback to the best candidate when the
 synthesis fails; for tool-bearing turns the agent step or one candidate's calls adopted whole
-(`fusion.tool_fusion`); answers held to the JSON the client asked for; the verifier's pass.
+(`fusion.tool_fusion`); answers held to the JSON the client asked for (`holding`); the verifier's pass.
 
     decider = Decider(config, calls)
     outcome = await decider.decide(run, request, candidates, fusion=plan.fusion, tools_paused=False,
@@ -16,12 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import APIError, upstream_failure
-from bridge.protocol import AssistantMessage, ChatCompletion, ChatMessage, ChatRequest
+from bridge.errors import APIError
+from bridge.protocol import AssistantMessage, ChatRequest
 from server.config import FusionSettings, PanelConfig
 from server.engine.calls import ModelCalls, RunState, ms_since
-from server.engine.candidates import Candidate, same_tool_calls, unanimous
+from server.engine.candidates import Best, Candidate, best_candidate, same_tool_calls, unanimous
 from server.engine.events import EngineEvent, Phase, TextDelta
+from server.engine.holding import SchemaHold
 from server.engine.judge import JudgeAnalysis
 from server.engine.judging import judge_candidates
 from server.engine.prompts import agent_request, parse_verdict, record_prompt, synthesis_request, verifier_request
@@ -30,22 +31,7 @@ from server.engine.structured import AnswerSchema
 from server.prompt_files import PromptSet, load_prompts
 from server.protocol.chat import DecisionInfo
 
-__all__ = ["Best", "Decider", "best_candidate"]
-
-# Chooses the fallback answer when the synthesizer gives none (trajectories prefer verified ones).
-Best = Callable[[list[Candidate], JudgeAnalysis | None], Candidate]
-
-
-def best_candidate(candidates: list[Candidate], analysis: JudgeAnalysis | None) -> Candidate:
-    """The judge's best candidate, else the first of its ranking that exists, else the first candidate;
-    among those in the JSON the client asked for, while there are any."""
-    pool = [c for c in candidates if c.schema_error is None] or candidates
-    if analysis is not None:
-        by_id = {c.candidate_id: c for c in pool}
-        for cid in [analysis.best_candidate_id, *analysis.ranking]:
-            if cid in by_id:
-                return by_id[cid]
-    return pool[0]
+__all__ = ["Decider"]
 
 
 def _judge_choice(judge: JudgeOutcome) -> str:
@@ -69,6 +55,7 @@ class Decider:
         self.calls = calls
         # The config's prompt files, else the working directory's .fusionkit/prompts, else the built-ins.
         self.prompts = prompts or load_prompts(config.fusion.prompts.paths(), Path.cwd())
+        self.hold = SchemaHold(calls, config.synthesizer, self.select)
 
     def _prompts(self, run: RunState) -> PromptSet:
         """A request's own prompts (`fusion.prompts`), else the router's."""
@@ -93,7 +80,7 @@ class Decider:
                     candidate.schema_error = schema.problem(candidate.text)
         outcome = await self._choose(run, request, candidates, fusion, tools_paused)
         if schema is not None and not outcome.message.tool_calls:
-            outcome = await self.hold_to(schema, run, request, candidates, outcome)
+            outcome = await self.hold.hold_to(schema, run, request, candidates, outcome)
         return outcome
 
     async def _choose(
@@ -295,57 +282,6 @@ class Decider:
         return await self._write(
             run, model_id, asked, decision, lambda: best(candidates, None), started=started, tools=True
         )
-
-    async def hold_to(
-        self, schema: AnswerSchema, run: RunState, request: ChatRequest, candidates: list[Candidate], outcome: Outcome
-    ) -> Outcome:
-        """The answer in the JSON the client asked for: as it is, else repaired once by the synthesizer (shown
-        what is wrong), else the best candidate that is; with none, the run fails (`schema_unsatisfied`)."""
-        problem = schema.problem(outcome.message.content or "")
-        if problem is None:
-            return outcome
-        await run.recorder.event("schema.unsatisfied", {"decision": outcome.decision.model_dump(), "problem": problem})
-        repaired, problem = await self._repair(run, request, outcome.message.content or "", problem, schema)
-        if repaired is not None:
-            outcome.message = AssistantMessage(content=repaired.text)
-            outcome.written_finish = repaired.choices[0].finish_reason  # not the broken answer's (often length)
-            outcome.decision = outcome.decision.model_copy(update={"reason": f"{outcome.decision.reason}_repaired"})
-            return outcome
-        valid = [c for c in candidates if c.schema_error is None and not c.tool_calls]
-        if not valid:
-            error = upstream_failure(
-                f"no answer is the JSON asked for ({schema.name}): the answer {problem}, and no candidate is"
-            )
-            error.code = "schema_unsatisfied"
-            error.details = {"schema_errors": {c.candidate_id: c.schema_error for c in candidates}}
-            raise error
-        analysis = outcome.judge.analysis if outcome.judge else None
-        fallback = await self.select(run, best_candidate(valid, analysis), "schema_fallback")
-        fallback.judge, fallback.synthesizer_model_id = outcome.judge, outcome.synthesizer_model_id
-        replaced = Failure("schema_unsatisfied", f"the answer {problem}; a candidate that is the JSON replaced it")
-        fallback.failures = [*outcome.failures, replaced]
-        return fallback
-
-    async def _repair(
-        self, run: RunState, request: ChatRequest, answer: str, problem: str, schema: AnswerSchema
-    ) -> tuple[ChatCompletion | None, str]:
-        """One more try by the synthesizer, shown its answer and what is wrong with it: (the repair, or None; why)."""
-        synth_id = self.config.synthesizer
-        messages = [
-            *request.messages,
-            ChatMessage(role="assistant", content=answer),
-            ChatMessage(role="user", content=f"That answer {problem}. Reply with the corrected JSON only."),
-        ]
-        asked = request.model_copy(update={"messages": messages, "stream": False, "stream_options": None})
-        try:
-            repaired = await self.calls.call(run, "synthesizer", synth_id, asked)
-        except APIError as error:
-            return None, f"{problem}, and the repair call failed: {error.message}"
-        again = schema.problem(repaired.text)
-        if again is not None:
-            return None, f"{problem}, and its repair {again}"
-        await run.recorder.event("schema.repaired", {"synthesizer_model_id": synth_id})
-        return repaired, problem
 
     async def verify(self, run: RunState, request: ChatRequest, message: AssistantMessage) -> Verification:
         await run.recorder.transition("verifying")

@@ -24,8 +24,8 @@ from bridge.protocol import AssistantMessage, ChatRequest
 from server.clients import EndpointClient
 from server.config import PanelConfig
 from server.engine.calls import Emit, ModelCalls, RunState, ms_since
-from server.engine.candidates import Candidate, MemberPlan
-from server.engine.decide import Best, Decider, best_candidate
+from server.engine.candidates import Best, Candidate, MemberPlan, best_candidate
+from server.engine.decide import Decider
 from server.engine.events import Paused, Phase, TextDelta
 from server.engine.panel import Panel, record_candidate
 from server.engine.pauses import ToolPauses
