@@ -24,9 +24,9 @@ from bridge.http import (
     AccessLogMiddleware,
     ClientDisconnected,
     install_error_handlers,
-    json_body,
     log_context,
     race_disconnect,
+    reads_body,
     sse_data,
     sse_stream,
 )
@@ -150,7 +150,8 @@ def create_app(
         responses=answers(ChatCompletion, stream=True)
         | errors(400, 401, 402, 403, 404, 409, 413, 422, 429, 502, 503, 504),
     )
-    async def chat_completions(request: Request, body: ChatRequest = json_body(ChatRequest)) -> Response:
+    @reads_body(ChatRequest)
+    async def chat_completions(request: Request, body: ChatRequest) -> Response:
         if body.model not in (endpoint.id, endpoint.model):
             raise not_found(
                 f"model '{body.model}' is not served here; this bridge serves '{endpoint.id}' "

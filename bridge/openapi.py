@@ -3,14 +3,15 @@ answers, statuses and streams, as the routes really read and answer them.
 
     @router.post("/chat/completions", response_model=None,
                  responses=answers(ChatCompletion, stream=True) | errors(400, 401, 404, 413, 502))
-    async def chat(request: Request, body: ChatRequest = json_body(ChatRequest)) -> Response: ...
+    @reads_body(ChatRequest)
+    async def chat(request: Request, body: ChatRequest) -> Response: ...
 
     app.openapi = document(app)
 
-Bodies are read by our parser (`bridge.http.json_body`, a dependency), which FastAPI does not take
-for a request body; `document` declares each one anyway, from the model the route's `BodyReader`
-reads, with FastAPI's own schema generation (one pass, so models shared by requests and answers get
-consistent names). It also drops the 422 FastAPI adds to every route with parameters: OpenAI routes
+Bodies are read by our parser (`bridge.http.reads_body`), which FastAPI does not see as a request
+body; `document` declares each one anyway, from the model the route's handler reads
+(`body_model`), with FastAPI's own schema generation (one pass, so models shared by requests and
+answers get consistent names). It also drops the 422 FastAPI adds to every route with parameters: OpenAI routes
 answer a bad parameter with 400, and the routes that do answer 422 declare it with their own body.
 """
 
@@ -25,7 +26,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from bridge.http import BodyReader, app_routes
+from bridge.http import app_routes
 from bridge.protocol import ErrorResponse
 
 __all__ = ["SSE", "answers", "document", "errors"]
@@ -97,11 +98,11 @@ def _build(app: FastAPI) -> dict[str, Any]:
     stand_ins: list[APIRoute] = []
     moves: list[tuple[str, set[str], str]] = []
     for route in app_routes(app):
-        reader = _body_reader(route)
-        if reader is None or not getattr(route, "include_in_schema", True):
+        model = getattr(getattr(route, "endpoint", None), "body_model", None)
+        if model is None or not getattr(route, "include_in_schema", True):
             continue
         path = f"/__body__/{len(stand_ins)}"
-        stand_ins.append(APIRoute(path, _takes(reader.model), methods=["POST"]))
+        stand_ins.append(APIRoute(path, _takes(model), methods=["POST"]))
         moves.append((route.path_format, set(route.methods or ()), path))
     schema = get_openapi(
         title=app.title,
@@ -124,14 +125,6 @@ def _build(app: FastAPI) -> dict[str, Any]:
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
     return schema
-
-
-def _body_reader(route: Any) -> BodyReader[Any] | None:
-    dependant = getattr(route, "dependant", None)
-    for dependency in getattr(dependant, "dependencies", []):
-        if isinstance(dependency.call, BodyReader):
-            return dependency.call
-    return None
 
 
 def _takes(model: type[BaseModel]) -> Callable[..., None]:

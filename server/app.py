@@ -23,7 +23,7 @@ from fastapi.responses import Response
 
 from bridge.auth import BearerAuth
 from bridge.errors import not_found
-from bridge.http import AccessLogMiddleware, install_error_handlers, json_body, log_context
+from bridge.http import AccessLogMiddleware, install_error_handlers, log_context, reads_body
 from bridge.metrics import metrics_response
 from bridge.openapi import answers, document, errors
 from bridge.otel import OtelSettings, Tracing
@@ -164,7 +164,8 @@ def create_app(
         response_model=None,
         responses=answers(FusedChatCompletion, stream=True) | errors(400, 401, 404, 409, 413, 502, 503, 504),
     )
-    async def chat_completions(request: Request, body: FusionChatRequest = json_body(FusionChatRequest)) -> Response:
+    @reads_body(FusionChatRequest)
+    async def chat_completions(request: Request, body: FusionChatRequest) -> Response:
         log_context(request)["model"] = body.model  # before any refusal, so it is counted under its model
         return await chat(request, body)
 

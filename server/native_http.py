@@ -1,7 +1,8 @@
 """How the native API's routes (`/v1/fusion/*`) read a body and answer an error, as the seed does.
 
     router = APIRouter(prefix="/fusion/runs", route_class=NativeRoute)   # every error in the seed's shape
-    async def create_run(body: FusionRunRequest = json_body(FusionRunRequest, parse=parse_native)): ...
+    @reads_body(FusionRunRequest, parse=parse_native)
+    async def create_run(request: Request, body: FusionRunRequest): ...
 
 A request that does not validate is a 422 with FastAPI's `detail` list (what the seed answers);
 every other error carries the OpenAI error fields and the seed's `NativeRunError` fields together.

@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from bridge.errors import conflict, not_found
-from bridge.http import json_body, log_context
+from bridge.http import log_context, reads_body
 from bridge.openapi import answers, errors
 from bridge.protocol import ChatRequest, ToolCall
 from server.completions import respond
@@ -113,7 +113,8 @@ def rejudge_router(engine: FusionEngine, runs: RunService, store: RunStoreAPI, *
         response_model=None,
         responses=answers(FusedChatCompletion) | errors(400, 401, 404, 409, 413, 502, 503, 504),
     )
-    async def rejudge_run(run_id: str, request: Request, body: RejudgeRequest = json_body(RejudgeRequest)) -> Response:
+    @reads_body(RejudgeRequest)
+    async def rejudge_run(run_id: str, request: Request, body: RejudgeRequest) -> Response:
         judge = choose_endpoint(engine.clients, body.judge_model, engine.config.judge, "judge_model")
         synthesizer = choose_endpoint(
             engine.clients, body.synthesizer_model, engine.config.synthesizer, "synthesizer_model"

@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from bridge.errors import bad_request, conflict, not_found
-from bridge.http import json_body, log_context, race_disconnect
+from bridge.http import log_context, race_disconnect, reads_body
 from bridge.openapi import answers, errors
 from server.engine import FusionEngine
 from server.native_http import NativeRoute, parse_native
@@ -98,11 +98,12 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStoreAPI) -> A
         | native(400, 401, 409, 422, 503)
         | errors(413),
     )
+    @reads_body(FusionRunRequest, parse=parse_native)
     async def create_run(
         request: Request,
+        body: FusionRunRequest,
         idempotency_key: Annotated[str | None, Header()] = None,
         prefer: Annotated[str | None, Header()] = None,
-        body: FusionRunRequest = json_body(FusionRunRequest, parse=parse_native),
     ) -> JSONResponse:
         key = idempotency_key
         if key is not None and not (0 < len(key) <= _IDEMPOTENCY_KEY and key.isprintable()):
@@ -186,12 +187,13 @@ def runs_router(engine: FusionEngine, runs: RunService, store: RunStoreAPI) -> A
         response_model=None,
         responses=answers(RunInspection) | native(401, 404, 409, 422) | errors(413),
     )
+    @reads_body(ToolResultSubmission, parse=parse_native)
     async def tool_results(
+        body: ToolResultSubmission,
         # The run is looked up before the body is read: an unknown run is a 404 whatever was sent.
         record: RunRecord = Depends(known_run),
-        submission: ToolResultSubmission = json_body(ToolResultSubmission, parse=parse_native),
     ) -> dict[str, object]:
-        await runs.submit_tool_result(record, submission)
+        await runs.submit_tool_result(record, body)
         return (await inspection(record.run_id)).wire()
 
     @router.post("/{run_id}/cancel", response_model=None, responses=answers(RunStateSummary) | native(401, 404, 409))

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from bridge.errors import bad_request
-from bridge.http import json_body, log_context, validation_error
+from bridge.http import log_context, reads_body, validation_error
 from bridge.openapi import answers, errors
 from bridge.protocol import ChatRequest
 from server.completions import respond
@@ -53,9 +53,8 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
     @router.post(
         "/trajectories:fuse", response_model=None, responses=answers(TrajectorySynthesis, stream=True) | failures
     )
-    async def fuse(
-        request: Request, body: FuseTrajectoriesRequest = json_body(FuseTrajectoriesRequest, parse=parse_native)
-    ) -> dict[str, Any] | Response:
+    @reads_body(FuseTrajectoriesRequest, parse=parse_native)
+    async def fuse(request: Request, body: FuseTrajectoriesRequest) -> dict[str, Any] | Response:
         if not body.trajectories:
             raise bad_request("At least one trajectory is required.", param="trajectories", code="no_trajectories")
         judge = endpoint_id(body.judge_model, engine.config.judge, "judge_model")
@@ -88,9 +87,8 @@ def trajectories_router(engine: FusionEngine, runs: RunService, *, keepalive_s: 
     @router.post(
         "/trajectory:step", response_model=None, responses=answers(FusedChatCompletion, stream=True) | failures
     )
-    async def step(
-        request: Request, body: StepTrajectoriesRequest = json_body(StepTrajectoriesRequest, parse=parse_native)
-    ) -> Response:
+    @reads_body(StepTrajectoriesRequest, parse=parse_native)
+    async def step(request: Request, body: StepTrajectoriesRequest) -> Response:
         judge = endpoint_id(body.judge_model, engine.config.judge, "judge_model")
         fields = body.model_dump(exclude={"trajectories", "judge_model", "model"}, exclude_none=True)
         fields["model"] = judge

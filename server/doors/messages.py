@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
 from bridge.errors import APIError
-from bridge.http import json_body, validation_error
+from bridge.http import reads_body, validation_error
 from bridge.openapi import answers, errors
 from server.doors.launch import FusionPath, stream_response
 from server.doors.messages_translate import (
@@ -69,7 +69,8 @@ def messages_router(fusion: FusionPath) -> APIRouter:
         responses=answers(MessageObject, stream=True)
         | errors(400, 401, 404, 409, 413, 502, 503, 504, model=AnthropicError),
     )
-    async def create_message(request: Request, body: MessagesRequest = json_body(MessagesRequest)) -> Response:
+    @reads_body(MessagesRequest)
+    async def create_message(request: Request, body: MessagesRequest) -> Response:
         options = fusion.options(body.model, body.fusion, show_reasoning=asks_for_reasoning(body))
         notes = DoorNotes(name=DOOR)
         try:
@@ -87,7 +88,8 @@ def messages_router(fusion: FusionPath) -> APIRouter:
         return stream_response(await run.events(), MessageStream(message_id, body.model, notes), run.headers)
 
     @router.post("/messages/count_tokens", responses=errors(400, 401, 404, 413, model=AnthropicError))
-    async def count_tokens(body: CountTokensRequest = json_body(CountTokensRequest)) -> TokenCount:
+    @reads_body(CountTokensRequest)
+    async def count_tokens(body: CountTokensRequest) -> TokenCount:
         fusion.options(body.model, None)  # an unknown model is a 404 here too
         try:
             return TokenCount(input_tokens=estimate_tokens(body))

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from bridge.errors import bad_request
-from bridge.http import json_body, validation_error
+from bridge.http import reads_body, validation_error
 from bridge.openapi import answers, errors
 from bridge.protocol import ChatMessage
 from server.doors.launch import FusionPath, stream_response
@@ -66,7 +66,8 @@ def responses_router(fusion: FusionPath) -> APIRouter:
         response_model=None,
         responses=answers(ResponseObject, stream=True) | errors(400, 401, 404, 409, 413, 502, 503, 504),
     )
-    async def create_response(request: Request, body: ResponsesRequest = json_body(ResponsesRequest)) -> Response:
+    @reads_body(ResponsesRequest)
+    async def create_response(request: Request, body: ResponsesRequest) -> Response:
         options = fusion.options(body.model, body.fusion, show_reasoning=asks_for_reasoning(body))
         history = []
         if body.previous_response_id:
