@@ -4,6 +4,9 @@ load generator counts what it was asked to. No timing is asserted (timings live 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,3 +128,15 @@ def test_rows_take_the_worse_tail_and_the_docs_keep_their_prose(tmp_path: Path) 
     text = docs.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
     assert "| the one row | 1.5 ms | 2.0 ms |" in text and "`b`: not measured: boom" in text
+
+
+def test_ab_alternates_two_trees_and_refuses_what_is_not_one(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    ab = [sys.executable, "-m", "bench.ab", "--rounds", "1", "--requests", "20"]
+    done = subprocess.run([*ab, "--bridges", f"{root}:."], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rounds = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["tree"] for r in rounds] == [str(root), "."]
+    assert all(r["req_s"] > 0 and r["router_cpu_ms"] > 0 and r["bridges_cpu_ms"] > 0 for r in rounds)
+    refused = subprocess.run([*ab, f"{tmp_path}:."], cwd=root, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "is not a FusionKit source tree" in refused.stderr

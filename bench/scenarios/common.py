@@ -127,9 +127,9 @@ def router(config: Path, bridges: dict[str, str] | None = None, *, source: Path 
 
 
 @contextlib.contextmanager
-def bridge(*flags: str) -> Iterator[Server]:
-    """`fusionkit serve-endpoint FLAGS`."""
-    with _serve(["-m", "fusionkit_cli.main", "serve-endpoint", *flags]) as server:
+def bridge(*flags: str, source: Path | None = None) -> Iterator[Server]:
+    """`fusionkit serve-endpoint FLAGS`; `source` as for `router`."""
+    with _serve(["-m", "fusionkit_cli.main", "serve-endpoint", *flags], cwd=source) as server:
         yield server
 
 
