@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from bridge.app import create_app as create_bridge
 from bridge.auth import MissingKeyError
 from bridge.endpoint import EndpointConfig
+from bridge.http import app_routes
 from fusionkit_cli.main import cli
 from server.app import create_app
 from server.clients import build_clients
@@ -41,6 +42,24 @@ def test_bearer_auth_guards_every_v1_route(tmp_path: Path, live_server: Any, mon
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="router-token-123", max_retries=0)
     reply = client.chat.completions.create(model="fusionkit/panel", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content
+
+
+def test_a_body_is_read_only_after_auth_on_every_route_that_takes_one(
+    tmp_path: Path, live_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client without the key learns nothing about what it sent: 401, never the body's 400 or 422."""
+    monkeypatch.setenv("FK_ROUTER_KEY", "router-token-123")
+    config = panel_config(tmp_path, demo_endpoints(), server={"api_key_env": "FK_ROUTER_KEY"})
+    router = create_app(config)
+    bridge = create_bridge(EndpointConfig.model_validate(demo_endpoints()[0]), auth_key="bridge-token-456")
+    for app in (router, bridge):
+        server = live_server(app)
+        posted = [r for r in app_routes(app) if getattr(r.endpoint, "body_model", None) is not None]
+        assert len(posted) >= (9 if app is router else 1)  # chat, doors, native runs, trajectories, rejudge
+        for route in posted:
+            path = route.path_format.replace("{run_id}", "run_unknown")
+            response = httpx2.post(server.url + path, content=b"{not json", headers={"content-type": "text/plain"})
+            assert response.status_code == 401, (path, response.text)
 
 
 def test_non_loopback_bind_without_a_key_is_refused(tmp_path: Path) -> None:
