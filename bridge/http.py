@@ -118,7 +118,7 @@ def reads_body(
     The body is read by our parser, not FastAPI's, so that it is read only after the route's
     dependencies (auth first: a client without a key learns nothing about the body), whatever the
     Content-Type, and every failure leaves in the route's own error shape. It is read as the handler
-    is called, not as a FastAPI dependency, which cost ~10 µs more per request (docs/benchmarks.md).
+    is called, not as a FastAPI dependency, which costs ~9 µs more per request (docs/benchmarks.md).
     FastAPI is shown the handler without `body` (and with `request`, which reading needs); the
     OpenAPI document (`bridge.openapi`) declares `model` as the route's request body (`body_model`).
     """
