@@ -40,6 +40,7 @@ RECIPE = {
     },
 }
 GOOD = '{"title": "soup", "minutes": 20}'
+STEW_90 = '{"title": "stew", "minutes": 90}'  # another answer in the asked-for JSON
 
 
 def _standins(live_server: Any, **answers: StandinState) -> list[dict[str, Any]]:
@@ -48,6 +49,19 @@ def _standins(live_server: Any, **answers: StandinState) -> list[dict[str, Any]]
         upstream = live_server(create_openai_standin(state))
         endpoints.append({"id": name, "provider": "openai-compatible", "model": name, "base_url": upstream.url + "/v1"})
     return endpoints
+
+
+def _writer_panel(tmp_path: Path, live_server: Any, a: StandinState, b: StandinState, writer: StandinState) -> Any:
+    """A router over members a and b, the demo's careful mock as judge and `writer` as synthesizer."""
+    endpoints = _standins(live_server, a=a, b=b, writer=writer)
+    config = panel_config(
+        tmp_path,
+        [*endpoints, *demo_endpoints()],
+        panel_models=["a", "b"],
+        judge_model="careful",
+        synthesizer_model="writer",
+    )
+    return live_server(create_app(config))
 
 
 def _client(server: Any) -> openai.OpenAI:
@@ -98,20 +112,9 @@ def test_a_schema_only_one_member_satisfies_gives_that_members_answer(tmp_path: 
 
 def test_a_synthesis_that_is_not_the_json_is_repaired_once(tmp_path: Path, live_server: Any) -> None:
     writer = StandinState(answers=['{"title": "soup"}', GOOD])  # minutes missing, then right
-    endpoints = _standins(
-        live_server,
-        a=StandinState(answer=GOOD),
-        b=StandinState(answer='{"title": "stew", "minutes": 90}'),
-        writer=writer,
+    server = _writer_panel(
+        tmp_path, live_server, StandinState(answer=GOOD), StandinState(answer=STEW_90), writer
     )
-    config = panel_config(
-        tmp_path,
-        [*endpoints, *demo_endpoints()],
-        panel_models=["a", "b"],
-        judge_model="careful",
-        synthesizer_model="writer",
-    )
-    server = live_server(create_app(config))
     reply = _client(server).chat.completions.create(model="fusionkit/panel", messages=QUESTION, response_format=RECIPE)
     assert reply.choices[0].message.content == GOOD
     assert reply.model_extra["fusionkit"]["decision"]["reason"] == "judged_and_synthesized_repaired"
@@ -120,17 +123,9 @@ def test_a_synthesis_that_is_not_the_json_is_repaired_once(tmp_path: Path, live_
 
 
 def test_when_no_answer_is_the_json_the_run_fails_with_schema_unsatisfied(tmp_path: Path, live_server: Any) -> None:
-    endpoints = _standins(
-        live_server, a=StandinState(answer="no"), b=StandinState(answer="nope"), writer=StandinState(answer="still no")
+    server = _writer_panel(
+        tmp_path, live_server, StandinState(answer="no"), StandinState(answer="nope"), StandinState(answer="still no")
     )
-    config = panel_config(
-        tmp_path,
-        [*endpoints, *demo_endpoints()],
-        panel_models=["a", "b"],
-        judge_model="careful",
-        synthesizer_model="writer",
-    )
-    server = live_server(create_app(config))
     answer = httpx2.post(
         server.url + "/v1/chat/completions",
         json={"model": "fusionkit/panel", "messages": QUESTION, "response_format": RECIPE},
@@ -142,20 +137,9 @@ def test_when_no_answer_is_the_json_the_run_fails_with_schema_unsatisfied(tmp_pa
 
 def test_a_structured_stream_sends_only_the_checked_answer(tmp_path: Path, live_server: Any) -> None:
     writer = StandinState(answers=["I think { broken", GOOD])
-    endpoints = _standins(
-        live_server,
-        a=StandinState(answer=GOOD),
-        b=StandinState(answer='{"title": "stew", "minutes": 90}'),
-        writer=writer,
+    server = _writer_panel(
+        tmp_path, live_server, StandinState(answer=GOOD), StandinState(answer=STEW_90), writer
     )
-    config = panel_config(
-        tmp_path,
-        [*endpoints, *demo_endpoints()],
-        panel_models=["a", "b"],
-        judge_model="careful",
-        synthesizer_model="writer",
-    )
-    server = live_server(create_app(config))
     chunks = list(
         _client(server).chat.completions.create(
             model="fusionkit/panel", messages=QUESTION, response_format=RECIPE, stream=True
