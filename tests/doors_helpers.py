@@ -1,5 +1,5 @@
-"""Shared by the front-door suites: request fixtures shaped like real agent captures, reading a
-run back from the store, and reading raw SSE frames as they arrive."""
+"""Shared by the front-door suites: a router over the demo's mock members, request fixtures shaped like
+real agent captures, reading a run back from the store, and reading raw SSE frames as they arrive."""
 
 from __future__ import annotations
 
@@ -12,11 +12,21 @@ from typing import Any
 
 import httpx2
 
+from server.app import create_app
 from server.run_views import read_run
 from server.store import EventRecord, RunStore
+from tests.router_helpers import demo_endpoints, panel_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "doors"
 SLOW_SYNTH = {"careful": {"tokens_per_s": 40}}  # the synthesizer paces its tokens; the panel answers at once
+
+
+def router(tmp_path: Path, live_server: Any, endpoints: list[dict[str, Any]] | None = None, **settings: Any) -> Any:
+    """A live router over `endpoints` (the demo's mock members), `fast` judging and `careful` writing unless
+    `settings` (panel_config's) say otherwise."""
+    settings.setdefault("judge_model", "fast")
+    settings.setdefault("synthesizer_model", "careful")
+    return live_server(create_app(panel_config(tmp_path, endpoints or demo_endpoints(), **settings)))
 
 
 def fixture(name: str) -> dict[str, Any]:

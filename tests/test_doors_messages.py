@@ -28,6 +28,7 @@ from tests.doors_helpers import (
     fixture,
     inspection,
     model_call_usage,
+    router,
     sse_frames,
     synthesizer_finished,
 )
@@ -40,12 +41,6 @@ WEATHER = {
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
 ASK_WEATHER = [{"role": "user", "content": 'Call get_weather with {"city": "Paris"} and tell me what it says.'}]
-
-
-def router(tmp_path: Path, live_server: Any, endpoints: list[dict[str, Any]] | None = None, **settings: Any) -> Any:
-    settings.setdefault("judge_model", "fast")
-    settings.setdefault("synthesizer_model", "careful")
-    return live_server(create_app(panel_config(tmp_path, endpoints or demo_endpoints(), **settings)))
 
 
 def client_for(server: Any, **kwargs: Any) -> anthropic.Anthropic:

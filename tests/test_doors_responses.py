@@ -18,7 +18,6 @@ from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_traci
 from click.testing import CliRunner
 
 from fusionkit_cli.main import cli
-from server.app import create_app
 from server.doors.notes import DoorNotes
 from server.doors.responses_translate import ToolMap, to_chat_request
 from server.protocol.responses import ResponsesRequest
@@ -28,10 +27,11 @@ from tests.doors_helpers import (
     fixture,
     inspection,
     model_call_usage,
+    router,
     sse_frames,
     synthesizer_finished,
 )
-from tests.router_helpers import demo_endpoints, mock_endpoint, panel_config
+from tests.router_helpers import demo_endpoints, mock_endpoint
 
 QUESTION = "Should I compare Postgres and SQLite for a small web app?"
 WEATHER = {
@@ -47,12 +47,6 @@ WEATHER = {
     "strict": True,
 }
 ASK_WEATHER = 'Call get_weather with {"city": "Paris"} and tell me what it says.'
-
-
-def router(tmp_path: Path, live_server: Any, endpoints: list[dict[str, Any]] | None = None, **settings: Any) -> Any:
-    settings.setdefault("judge_model", "fast")
-    settings.setdefault("synthesizer_model", "careful")
-    return live_server(create_app(panel_config(tmp_path, endpoints or demo_endpoints(), **settings)))
 
 
 def client_for(server: Any) -> openai.OpenAI:

@@ -21,21 +21,14 @@ import pytest
 from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
 from openai.types.shared import Reasoning
 
-from server.app import create_app
-from tests.doors_helpers import collapse, run_events
-from tests.router_helpers import demo_endpoints, mock_endpoint, panel_config
+from tests.doors_helpers import collapse, router, run_events
+from tests.router_helpers import demo_endpoints, mock_endpoint
 
 QUESTION = "Should I compare Postgres and SQLite for a small web app?"
 SHOW = {"fusion": {"show_reasoning": True}}
 HIDE = {"fusion": {"show_reasoning": False}}
 WEATHER_ASK = 'Call get_weather with {"city": "Paris"} and tell me what it says.'
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-
-
-def router(tmp_path: Path, live_server: Any, endpoints: list[dict[str, Any]] | None = None, **settings: Any) -> Any:
-    settings.setdefault("judge_model", "fast")
-    settings.setdefault("synthesizer_model", "careful")
-    return live_server(create_app(panel_config(tmp_path, endpoints or demo_endpoints(), **settings)))
 
 
 def judges_choice(tmp_path: Path, run_id: str) -> str:
