@@ -335,7 +335,7 @@ class AccessLogMiddleware:
         if "x-fusion-candidate-id" in headers:
             fields["candidate_id"] = headers["x-fusion-candidate-id"]
         fields.update(context)
-        # The fields ride on the record too: the JSON log format (fusionkit_cli.logs) makes them keys.
+        # The fields ride on the record too: the JSON log format (bridge/logs.py) makes them keys.
         extra = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("method", "path", "status", "latency_ms"))
         access_log.info(
             "%s %s %s %.1fms %s",

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from bridge.endpoint import PROVIDERS, EndpointConfig
 from bridge.errors import describe_validation_error
+from bridge.logs import setup_logging
 from fusionkit_cli.common import (
     BadInput,
     bearer_key_or_exit,
@@ -17,7 +18,6 @@ from fusionkit_cli.common import (
     refuse_open_bind,
     run_server,
 )
-from fusionkit_cli.logs import setup_logging
 
 if TYPE_CHECKING:
     from server.config import PanelConfig

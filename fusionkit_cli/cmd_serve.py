@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from bridge.logs import setup_logging
 from fusionkit_cli.common import (
     BadInput,
     bearer_key_or_exit,
@@ -12,7 +13,6 @@ from fusionkit_cli.common import (
     refuse_open_bind,
     run_server,
 )
-from fusionkit_cli.logs import setup_logging
 
 __all__ = ["serve"]
 

@@ -1,6 +1,7 @@
 """Log lines for both servers: readable text by default, one JSON object per line with `--log-format json`.
 
     setup_logging("json")
+    current_log_format()                            # "json": what a helper process started now should use
     logging.getLogger("fusionkit.access").info("GET /health 200", extra={"fields": {"status": 200}})
     # {"ts": "...", "level": "INFO", "logger": "fusionkit.access", "message": "GET /health 200", "status": 200}
 
@@ -14,8 +15,11 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Literal
 
-__all__ = ["JsonFormatter", "setup_logging"]
+__all__ = ["JsonFormatter", "LogFormat", "current_log_format", "setup_logging"]
+
+LogFormat = Literal["text", "json"]
 
 # The HTTP clients log every request at INFO; our access log already says what matters.
 _NOISY = ("httpx", "httpx2", "openai", "anthropic", "google_genai")
@@ -35,6 +39,12 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+def current_log_format() -> LogFormat:
+    """The format this process logs in, for a child process to log alike on the same stderr."""
+    json_lines = any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+    return "json" if json_lines else "text"
 
 
 def setup_logging(log_format: str = "text", level: str = "info") -> None:
