@@ -16,6 +16,10 @@ can hold many apps (tests do). Prompt and completion text go on spans only when 
 A span can be given its ids (`trace_id`, `span_id`): the router's run and model-call spans take the
 ids its run events and `x-fusion-*` headers already carry, so the fusion trace, the run store and the
 OpenTelemetry trace name the same things the same way.
+
+A span can also be made after the fact from a `SpanRecord` (`emit`): the router records its spans as
+plain data while a run goes, and the SDK turns them into spans elsewhere (server/observe/exporter.py).
+`RootSampler` is the SDK's sampler, asked once for a trace's first span.
 """
 
 from __future__ import annotations
@@ -24,18 +28,30 @@ import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 from bridge.endpoint import EndpointConfig
 from bridge.metrics import call_outcome
 from bridge.tracing import TraceParent
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.sdk.trace.id_generator import IdGenerator
+    from opentelemetry.sdk.trace.sampling import Sampler
     from opentelemetry.trace import Span
 
-__all__ = ["OtelSettings", "SpanKind", "Tracing", "chat_attributes", "genai_messages", "outcome_attributes"]
+__all__ = [
+    "OtelSettings",
+    "RootSampler",
+    "SpanKind",
+    "SpanRecord",
+    "Tracing",
+    "chat_attributes",
+    "failure_attributes",
+    "genai_messages",
+    "outcome_attributes",
+]
 
 SpanKind = Literal["internal", "client", "server"]
 _TRUE = ("1", "true", "yes", "on")
@@ -70,6 +86,34 @@ def outcome_attributes(usage: Mapping[str, Any] | None, finish_reason: str | Non
     if finish_reason:
         attributes["gen_ai.response.finish_reasons"] = [finish_reason]
     return attributes
+
+
+def failure_attributes(status: int | None) -> dict[str, Any]:
+    """A failed span's attributes: the conventions' `error.type` (timeout, rate_limited, cancelled, else the
+    status code) and the HTTP status of the failure."""
+    outcome = call_outcome(status)
+    named = outcome in ("timeout", "rate_limited", "cancelled")
+    attributes: dict[str, Any] = {"error.type": outcome if named else str(status or "error")}
+    if status is not None:
+        attributes["http.response.status_code"] = status
+    return attributes
+
+
+class SpanRecord(NamedTuple):
+    """A finished span as plain data (ids in hex, times in ns since the epoch), made without the SDK and
+    turned into an SDK span later by `Tracing.emit`; `tuple(record)` is marshal-able."""
+
+    name: str
+    kind: SpanKind
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    parent_is_remote: bool  # the parent is a caller's span (a client's `traceparent`), not one of ours
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+    events: list[tuple[str, int, dict[str, Any]]]  # (name, time, attributes)
+    error: str | None  # None: the span went well; else the message of its error status
 
 
 @dataclass(frozen=True)
@@ -136,6 +180,7 @@ class Tracing:
         else:
             self.provider.add_span_processor(SimpleSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("fusionkit")
+        self.sampler = RootSampler(self.provider.sampler)
         self._trace = trace
         self._kinds = {
             "internal": trace.SpanKind.INTERNAL,
@@ -159,21 +204,50 @@ class Tracing:
     ) -> Span:
         """Start a span under `parent` (a span of ours, or a caller's W3C context); `trace_id`/`span_id` (hex)
         choose its ids: the trace id only counts for a span without a parent."""
-        trace = self._trace
         context = None
         if isinstance(parent, TraceParent):
-            remote = trace.SpanContext(
-                trace_id=int(parent.trace_id, 16),
-                span_id=int(parent.span_id, 16),
-                is_remote=True,
-                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED if parent.sampled else 0),
-            )
-            context = trace.set_span_in_context(trace.NonRecordingSpan(remote))
+            context = parent_context(parent.trace_id, parent.span_id, remote=True, sampled=parent.sampled)
         elif parent is not None:
-            context = trace.set_span_in_context(parent)
+            context = self._trace.set_span_in_context(parent)
+        return self._start(name, context, kind, attributes, trace_id, span_id, None)
+
+    def sampled(self, parent: TraceParent | None, trace_id: str, name: str) -> bool:
+        return self.sampler.sampled(parent, trace_id, name)
+
+    def emit(self, record: SpanRecord) -> None:
+        """Make the span `record` describes, with its ids and times, and hand it to the exporter.
+
+        The record's trace was sampled when its first span began (`sampled`): its parent is marked
+        sampled here so that the sampler, asked again, keeps it."""
+        context = None
+        if record.parent_span_id is not None:
+            context = parent_context(record.trace_id, record.parent_span_id, remote=record.parent_is_remote)
+        span = self._start(
+            record.name, context, record.kind, record.attributes, record.trace_id, record.span_id, record.start_ns
+        )
+        for name, at, attributes in record.events:
+            span.add_event(name, attributes, timestamp=at)
+        if record.error is not None:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_status(Status(StatusCode.ERROR, record.error))
+        span.end(end_time=record.end_ns)
+
+    def _start(
+        self,
+        name: str,
+        context: Context | None,
+        kind: SpanKind,
+        attributes: Mapping[str, Any] | None,
+        trace_id: str | None,
+        span_id: str | None,
+        start_ns: int | None,
+    ) -> Span:
         self._ids.choose(trace_id, span_id)
         try:
-            return self.tracer.start_span(name, context=context, kind=self._kinds[kind], attributes=attributes)
+            return self.tracer.start_span(
+                name, context=context, kind=self._kinds[kind], attributes=attributes, start_time=start_ns
+            )
         finally:
             self._ids.choose(None, None)
 
@@ -189,16 +263,44 @@ class Tracing:
         (timeout, rate_limited, cancelled, else the status code)."""
         from opentelemetry.trace import Status, StatusCode
 
-        outcome = call_outcome(status)
-        named = outcome in ("timeout", "rate_limited", "cancelled")
-        span.set_attribute("error.type", outcome if named else str(status or "error"))
-        if status is not None:
-            span.set_attribute("http.response.status_code", status)
+        span.set_attributes(failure_attributes(status))
         span.set_status(Status(StatusCode.ERROR, message))
 
     def shutdown(self) -> None:
         """Export what is queued and stop the exporter's thread."""
         self.provider.shutdown()
+
+
+class RootSampler:
+    """Whether a trace is recorded: the SDK's sampler (by default as OTEL_TRACES_SAMPLER and
+    OTEL_TRACES_SAMPLER_ARG configure it), asked once, for the trace's first span of ours."""
+
+    def __init__(self, sampler: Sampler | None = None) -> None:
+        if sampler is None:
+            from opentelemetry.sdk.trace import TracerProvider
+
+            sampler = TracerProvider(shutdown_on_exit=False).sampler  # the SDK reads the variables
+        self._sampler = sampler
+
+    def sampled(self, parent: TraceParent | None, trace_id: str, name: str) -> bool:
+        """Is the span `name` of trace `trace_id` under `parent` (a caller's context, if any) sampled?"""
+        context = None
+        if parent is not None:
+            context = parent_context(parent.trace_id, parent.span_id, remote=True, sampled=parent.sampled)
+        return self._sampler.should_sample(context, int(trace_id, 16), name).decision.is_sampled()
+
+
+def parent_context(trace_id: str, span_id: str, *, remote: bool, sampled: bool = True) -> Context:
+    """An OpenTelemetry context whose current span is the one these ids name."""
+    from opentelemetry import trace
+
+    parent = trace.SpanContext(
+        trace_id=int(trace_id, 16),
+        span_id=int(span_id, 16),
+        is_remote=remote,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else 0),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
 
 
 class _ChosenIds:

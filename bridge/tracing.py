@@ -45,6 +45,7 @@ __all__ = [
     "TraceEvent",
     "TraceParent",
     "incoming_traceparent",
+    "joined_trace",
     "new_span_id",
     "new_trace_id",
     "trace_file_name",
@@ -92,11 +93,18 @@ def w3c_trace_id(trace_id: str) -> str:
     return hashlib.sha256(trace_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def traceparent_of(trace_id: str | None, span_id: str | None) -> str | None:
+def traceparent_of(trace_id: str | None, span_id: str | None, *, sampled: bool = True) -> str | None:
     """`traceparent` for a call made in span `span_id` of trace `trace_id`; None unless the span id is W3C's."""
     if not trace_id or not span_id or not _HEX16.fullmatch(span_id) or span_id == _ZERO_SPAN:
         return None
-    return f"00-{w3c_trace_id(trace_id)}-{span_id}-01"
+    return f"00-{w3c_trace_id(trace_id)}-{span_id}-{'01' if sampled else '00'}"
+
+
+def joined_trace(trace_id: str) -> TraceParent | None:
+    """The client's `traceparent` for the request being served, when it names trace `trace_id` (the run
+    joined the client's trace); None when there is none or the run's trace is another."""
+    parent = TraceParent.parse(incoming_traceparent.get())
+    return parent if parent is not None and parent.trace_id == w3c_trace_id(trace_id) else None
 
 
 @dataclass(frozen=True)

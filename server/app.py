@@ -34,6 +34,7 @@ from server.clients import EndpointClient, build_clients
 from server.config import PanelConfig
 from server.doors import FusionPath, messages_error_body, messages_router, responses_router
 from server.engine import FusionEngine
+from server.observe.exporter import ExporterProcess
 from server.observe.metrics import RouterMetrics
 from server.observe.ui import UI_PATH, viewer
 from server.observe.watch import RunObserver
@@ -63,8 +64,9 @@ def create_app(
 ) -> FastAPI:
     """Build a router for `config`; `bridges` maps endpoint ids to bridge URLs (else in-process).
 
-    OpenTelemetry spans go to `tracing`, by default to `server.otel.endpoint` or the OTLP endpoint the
-    environment names, if any (else tracing is off and its SDK never imported).
+    OpenTelemetry spans go to `tracing` (in this process), by default to `server.otel.endpoint` or the
+    OTLP endpoint the environment names, if any, through a helper process (server/observe/exporter.py);
+    else tracing is off and its SDK never imported.
     The run store is `store_path`, else `FUSIONKIT_RUN_STORE`, else `server.run_store`: a SQLite file
     or a postgresql:// URL (a store shared by several replicas of this router).
     """
@@ -73,17 +75,18 @@ def create_app(
     store = open_store(store_path or store_location(config.server.run_store))
     upkeep = StoreUpkeep(store, lease_s=config.server.run_lease_s, retention=config.server.retention)
     trace = tracer or TraceEmitter.from_env()
+    exporter = None
     if tracing is None:
         otel = config.server.otel
         settings = OtelSettings.resolve(
             service_name="fusionkit-router", endpoint=otel.endpoint, capture_content=otel.capture_content
         )
-        tracing = Tracing(settings) if settings is not None else None
+        exporter = ExporterProcess(settings) if settings is not None else None
     metrics = RouterMetrics(config) if config.server.metrics else None
     if metrics is not None:
         metrics.watch_store(store)
         metrics.watch_clients(endpoint_clients.values())
-    runs = RunService(store, trace, RunObserver(config, metrics=metrics, tracing=tracing))
+    runs = RunService(store, trace, RunObserver(config, metrics=metrics, spans=tracing or exporter))
     engine = FusionEngine(config, endpoint_clients)
     fusion = FusionPath(engine, runs, keepalive_s=keepalive_s)
     chat = ChatHandler(fusion)
@@ -93,6 +96,8 @@ def create_app(
         # The lease, not the start: runs of another live router on this store are never expired.
         await upkeep.start()
         await trace.start()
+        if exporter is not None:
+            await exporter.start()
         mocks = [c.id for c in endpoint_clients.values() if c.endpoint.is_mock]
         if mocks:
             log.info("endpoints %s are OFFLINE MOCK models (provider 'mock')", ", ".join(mocks))
@@ -102,6 +107,8 @@ def create_app(
         await trace.aclose()
         await asyncio.gather(*(c.aclose() for c in endpoint_clients.values()), return_exceptions=True)
         await store.close()
+        if exporter is not None:
+            await exporter.close()
         if tracing is not None:
             tracing.shutdown()
 

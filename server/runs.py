@@ -26,7 +26,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from bridge.errors import APIError, not_found
-from bridge.tracing import Component, TraceEmitter, TraceParent, incoming_traceparent, new_span_id, new_trace_id
+from bridge.tracing import (
+    Component,
+    TraceEmitter,
+    TraceParent,
+    incoming_traceparent,
+    joined_trace,
+    new_span_id,
+    new_trace_id,
+)
 from server.engine import Emit, FusionEngine, FusionResult, RunPlan
 from server.engine.pauses import ToolPauses, ToolResult
 from server.observe.watch import RunObserver, RunWatch
@@ -95,6 +103,7 @@ class RunRecorder:
         self.lost = False
         self.observer = observer
         self.watch: RunWatch | None = None
+        self.sampled = True
 
     def _lose(self) -> None:
         self.lost = True
@@ -149,6 +158,11 @@ class RunRecorder:
             self.watch = self.observer.watch(
                 run_id=self.run_id, trace_id=self.trace_id, root_span_id=self.root_span, mode=mode, request=request
             )
+        spans = self.watch.spans if self.watch is not None else None
+        if spans is not None:
+            self.sampled = spans.on  # the sampler's answer, which the bridges' spans follow
+        elif (client := joined_trace(self.trace_id)) is not None:
+            self.sampled = client.sampled  # not tracing here: the client's choice passes through
         if self.tracer.enabled:
             self.tracer.emit(
                 trace_id=self.trace_id,

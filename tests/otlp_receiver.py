@@ -36,6 +36,8 @@ class ReceivedSpan:
     parent_span_id: str
     attributes: dict[str, Any] = field(default_factory=dict)
     status_code: int = 0
+    start_ns: int = 0
+    end_ns: int = 0
 
 
 def _value(value: AnyValue) -> Any:
@@ -76,6 +78,8 @@ class OtlpReceiver:
                                 parent_span_id=span.parent_span_id.hex(),
                                 attributes={a.key: _value(a.value) for a in span.attributes},
                                 status_code=span.status.code,
+                                start_ns=span.start_time_unix_nano,
+                                end_ns=span.end_time_unix_nano,
                             )
                         )
             with self._changed:

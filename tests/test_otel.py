@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx2
 import openai
+import psutil
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -21,7 +22,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from bridge.app import create_app as create_bridge
 from bridge.endpoint import EndpointConfig
-from bridge.otel import OtelSettings, Tracing
+from bridge.otel import OtelSettings, RootSampler, Tracing
 from bridge.tracing import TraceParent
 from server.app import create_app
 from server.clients import build_clients
@@ -30,7 +31,7 @@ from tests.otlp_receiver import OtlpReceiver
 from tests.router_helpers import demo_endpoints, mock_endpoint, panel_config
 from tests.standins.openai_standin import create_openai_standin
 from tests.standins.recorder import StandinState
-from tests.up_helpers import ROOT, start_up, state, stop, wait_for_output, write_config
+from tests.up_helpers import ROOT, exporters_of, start_up, state, stop, wait_for_output, write_config
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -164,6 +165,56 @@ def test_a_failed_call_is_an_error_span_and_the_run_says_why(
     assert root.status.status_code == StatusCode.ERROR and (root.attributes or {})["fusionkit.state"] == "failed"
 
 
+def test_runs_the_sampler_turns_down_record_no_spans(
+    tmp_path: Path, live_server: Callable[[Any], LiveServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = panel_config(tmp_path, [mock_endpoint("solo")])
+
+    def traced(*traceparents: str) -> list[ReadableSpan]:
+        """The spans of runs asked with these `traceparent` headers ("": none), by a router traced in memory."""
+        tracing, exporter = memory_tracing("fusionkit-router")
+        url = live_server(create_app(config, tracing=tracing)).url
+        for header in traceparents:
+            response = httpx2.post(
+                f"{url}/v1/chat/completions",
+                json={"model": "solo", "messages": QUESTION},
+                headers={"traceparent": header} if header else {},
+            )
+            assert response.status_code == 200
+        return list(exporter.get_finished_spans())
+
+    # By default (parentbased_always_on) a run follows its client: not sampled there, not recorded here.
+    unsampled = f"00-{'1' * 32}-{CLIENT_SPAN}-00"
+    assert {trace_of(s) for s in traced(unsampled, TRACEPARENT)} == {CLIENT_TRACE}
+    # The SDK's variables choose the sampler, for the router's helper process as for an in-process tracer.
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    assert traced(TRACEPARENT, "") == []
+    assert RootSampler().sampled(None, CLIENT_TRACE, "invoke_workflow fusionkit/panel") is False
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")  # keeps the traces whose low 64 bits are small
+    assert RootSampler().sampled(None, "f" * 16 + "0" * 16, "run") is True
+    assert RootSampler().sampled(None, "0" * 16 + "f" * 16, "run") is False
+
+
+def test_a_run_the_router_does_not_sample_is_not_traced_by_its_bridges_either(
+    tmp_path: Path, live_server: Callable[[Any], LiveServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    standin = StandinState()
+    upstream = live_server(create_openai_standin(standin)).url
+    endpoint = {"id": "up", "provider": "openai-compatible", "model": "gpt-standin", "base_url": f"{upstream}/v1"}
+    config = panel_config(tmp_path, [endpoint])
+    bridge_tracing, bridge_spans = memory_tracing("fusionkit-bridge")  # parentbased_always_on: follows its caller
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    router_tracing, router_spans = memory_tracing("fusionkit-router")  # samples no run
+    bridge = live_server(create_bridge(EndpointConfig.model_validate(endpoint), tracing=bridge_tracing)).url
+    app = create_app(config, clients=build_clients(config, {"up": bridge}), tracing=router_tracing)
+    client = openai.OpenAI(base_url=f"{live_server(app).url}/v1", api_key="x", max_retries=0)
+    client.chat.completions.create(model="up", messages=QUESTION)
+    assert router_spans.get_finished_spans() == () and bridge_spans.get_finished_spans() == ()
+    sent = TraceParent.parse(standin.headers[0]["traceparent"])
+    assert sent is not None and sent.sampled is False  # the provider is told too
+
+
 def test_router_bridge_and_provider_share_one_trace(tmp_path: Path, live_server: Callable[[Any], LiveServer]) -> None:
     standin = StandinState()
     upstream = live_server(create_openai_standin(standin)).url
@@ -268,10 +319,13 @@ def test_up_exports_one_trace_across_router_and_bridges_over_otlp_http_and_shows
     key = {"authorization": "Bearer up-router-key"}
     proc = start_up(tmp_path, config, env=env)
     pids: list[int] = []
+    helpers: list[psutil.Process] = []
     try:
         banner = wait_for_output(proc, "stop: Ctrl-C or fusionkit down", timeout_s=60)
         children = state(tmp_path)["children"]
         pids = [c["pid"] for c in children]
+        helpers = [helper for pid in pids for helper in exporters_of(pid)]
+        assert len(helpers) == 1  # the router's span exporter; a bridge, one span a call, exports in-process
         # The banner says where each process's metrics are; each answers there with the router's key only.
         assert "metrics (Prometheus), with Authorization: Bearer $FK_UP_KEY:" in banner
         for child in children:
@@ -314,3 +368,5 @@ def test_up_exports_one_trace_across_router_and_bridges_over_otlp_http_and_shows
         proc.terminate()
         proc.wait(timeout=30)
         stop(proc, pids)
+    _, left = psutil.wait_procs(helpers, timeout=10)
+    assert not left, "the span exporter outlived fusionkit up"

@@ -73,6 +73,15 @@ def wait_for_output(proc: subprocess.Popen[str], needle: str, timeout_s: float =
     raise AssertionError(f"never saw {needle!r}; output so far:\n{''.join(seen)}")
 
 
+def exporters_of(pid: int) -> list[psutil.Process]:
+    """The span exporter processes `pid` started (a router with tracing on starts one)."""
+    return [
+        child
+        for child in psutil.Process(pid).children(recursive=True)
+        if "server.observe.exporter" in " ".join(child.cmdline())
+    ]
+
+
 def state(directory: Path) -> dict[str, Any]:
     return dict(json.loads((directory / ".fusionkit" / "up.json").read_text()))
 

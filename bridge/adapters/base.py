@@ -42,6 +42,7 @@ class CallContext:
     timeout_s: float | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
     traceparent: str | None = None
+    sampled: bool = True  # the W3C flag sent with the fusion ids: False when the run's trace is not recorded
 
     def trace_headers(self) -> dict[str, str]:
         pairs = {
@@ -49,7 +50,7 @@ class CallContext:
             "x-fusion-span-id": self.span_id,
             "x-fusion-parent-span-id": self.parent_span_id,
             "x-fusion-candidate-id": self.candidate_id,
-            "traceparent": self.traceparent or traceparent_of(self.trace_id, self.span_id),
+            "traceparent": self.traceparent or traceparent_of(self.trace_id, self.span_id, sampled=self.sampled),
         }
         headers = {name: value for name, value in pairs.items() if value}
         headers.update(self.extra_headers)

@@ -130,7 +130,9 @@ class ModelCalls:
         }
         await run.recorder.event("model_call.started", call)
         started = time.perf_counter()
-        ctx = CallContext(trace_id=run.recorder.trace_id, span_id=span_id, candidate_id=candidate_id)
+        ctx = CallContext(
+            trace_id=run.recorder.trace_id, span_id=span_id, candidate_id=candidate_id, sampled=run.recorder.sampled
+        )
         outgoing = request.model_copy(update={"model": endpoint_id})
         # Retries must not sleep past this call's own limit: a member that keeps failing reports its error.
         deadline = run.deadline

@@ -15,6 +15,7 @@ __all__ = ["MemoryRecorder", "Recorder"]
 class Recorder(Protocol):
     run_id: str
     trace_id: str
+    sampled: bool  # is the run's trace recorded? (its model calls pass that on in their `traceparent`)
 
     async def transition(self, state: str, payload: dict[str, Any] | None = None) -> int: ...
 
@@ -29,6 +30,7 @@ class MemoryRecorder:
     def __init__(self, run_id: str = "run_memory", trace_id: str = "trace_memory") -> None:
         self.run_id = run_id
         self.trace_id = trace_id
+        self.sampled = True
         self.events: list[tuple[int, str, dict[str, Any]]] = []
         self.states: list[str] = []
         self.artifacts: dict[str, str] = {}

@@ -1,6 +1,6 @@
 """One run as an OpenTelemetry trace: the run, its phases, its model calls (GenAI semantic conventions).
 
-    spans = RunSpans(tracing, config, run_id=..., trace_id=..., root_span_id=..., mode="panel", request=body)
+    spans = RunSpans(sink, config, run_id=..., trace_id=..., root_span_id=..., mode="panel", request=body)
     spans.phase("generating")
     spans.call_started(payload); spans.call_ended(payload, failed=False)
     spans.end("completed", summary)
@@ -16,29 +16,60 @@
 
 The run's trace id and its root span are the ids the run's fusion trace events and `x-fusion-*`
 headers carry, so a run id, a fusion trace and an OpenTelemetry trace point at each other.
+
+The spans are written down here as plain `SpanRecord`s, which the sink turns into SDK spans: the
+router's sink is a helper process (server/observe/exporter.py), because the Python SDK and its
+exporter cost ~60 µs a span, which the router's event loop would otherwise pay (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+import time
+from typing import Any, Protocol
 
-from bridge.otel import Tracing, chat_attributes, genai_messages, outcome_attributes
-from bridge.tracing import TraceParent, incoming_traceparent, w3c_trace_id
+from bridge.otel import SpanKind, SpanRecord, chat_attributes, failure_attributes, genai_messages, outcome_attributes
+from bridge.tracing import TraceParent, joined_trace, new_span_id, w3c_trace_id
 from server.config import PanelConfig
 
-if TYPE_CHECKING:
-    from opentelemetry.trace import Span
+__all__ = ["RunSpans", "SpanSink"]
 
-__all__ = ["RunSpans"]
+
+class SpanSink(Protocol):
+    """Where finished spans go: `bridge.otel.Tracing` (in this process) or the exporter process."""
+
+    @property
+    def capture_content(self) -> bool: ...
+
+    def sampled(self, parent: TraceParent | None, trace_id: str, name: str) -> bool: ...
+
+    def emit(self, record: SpanRecord) -> None: ...
+
+
+class _OpenSpan:
+    """A span begun and not yet ended: what its record will say."""
+
+    __slots__ = ("attributes", "error", "events", "kind", "name", "parent", "span_id", "start_ns")
+
+    def __init__(self, name: str, span_id: str, parent: str | None, kind: SpanKind, attributes: dict[str, Any]) -> None:
+        self.name, self.span_id, self.parent, self.kind, self.attributes = name, span_id, parent, kind, attributes
+        self.start_ns = time.time_ns()
+        self.events: list[tuple[str, int, dict[str, Any]]] = []
+        self.error: str | None = None
+
+    def fail(self, status: int | None, message: object) -> None:
+        self.attributes.update(failure_attributes(status))
+        self.error = str(message) if message else ""
 
 
 class RunSpans:
-    """The open spans of one run; every method is called from the event loop, in the run's event order."""
+    """The open spans of one run; every method is called from the event loop, in the run's event order.
+
+    A run its sampler turns down records nothing (`on` is False)."""
 
     def __init__(
         self,
-        tracing: Tracing,
+        sink: SpanSink,
         config: PanelConfig,
         *,
         run_id: str,
@@ -47,37 +78,41 @@ class RunSpans:
         mode: str,
         request: dict[str, Any] | None,
     ) -> None:
-        self.tracing = tracing
+        self.sink = sink
         self.config = config
-        w3c = w3c_trace_id(trace_id)
-        parent = TraceParent.parse(incoming_traceparent.get())
-        if parent is not None and parent.trace_id != w3c:
-            parent = None  # the client named another trace (x-fusion-trace-id): the run's own trace wins
-        self.root = tracing.start(
-            f"invoke_workflow fusionkit/{mode}",
-            parent=parent,
-            kind="server",
-            trace_id=w3c,
-            span_id=root_span_id,
-            attributes={
+        self.trace_id = w3c_trace_id(trace_id)
+        parent = joined_trace(trace_id)  # None also when the client named another trace (x-fusion-trace-id)
+        self._client_span = parent.span_id if parent is not None else None
+        name = f"invoke_workflow fusionkit/{mode}"
+        self.on = sink.sampled(parent, self.trace_id, name)
+        self.root = _OpenSpan(
+            name,
+            root_span_id,
+            self._client_span,
+            "server",
+            {
                 "gen_ai.operation.name": "invoke_workflow",
                 "gen_ai.workflow.name": f"fusionkit/{mode}",
                 "fusionkit.run_id": run_id,
             },
         )
-        if tracing.capture_content and request is not None:
-            self.root.set_attribute("gen_ai.input.messages", json.dumps(genai_messages(_messages_of(request))))
-        self._phase: Span | None = None
-        self._calls: dict[int, Span] = {}
+        if self.on and sink.capture_content and request is not None:
+            self.root.attributes["gen_ai.input.messages"] = json.dumps(genai_messages(_messages_of(request)))
+        self._phase: _OpenSpan | None = None
+        self._calls: dict[int, _OpenSpan] = {}
         self._tokens = [0, 0]
 
     def phase(self, state: str) -> None:
         """The run entered `state`: the previous phase's span ends, this one's starts."""
+        if not self.on:
+            return
         if self._phase is not None:
-            self._phase.end()
-        self._phase = self.tracing.start(state, parent=self.root)  # the span's name is the phase
+            self._close(self._phase)
+        self._phase = _OpenSpan(state, new_span_id(), self.root.span_id, "internal", {})  # named for the phase
 
     def call_started(self, payload: dict[str, Any]) -> None:
+        if not self.on:
+            return
         endpoint_id = str(payload.get("endpoint_id"))
         try:
             endpoint = self.config.endpoint(endpoint_id)
@@ -86,12 +121,10 @@ class RunSpans:
         attributes = chat_attributes(endpoint, **{"fusionkit.role": payload.get("role")})
         if payload.get("candidate_id"):
             attributes["fusionkit.candidate_id"] = payload["candidate_id"]
-        self._calls[int(payload.get("call", 0))] = self.tracing.start(
-            f"chat {endpoint.model}",
-            parent=self._phase or self.root,
-            kind="client",
-            span_id=payload.get("span_id"),
-            attributes=attributes,
+        parent = self._phase or self.root
+        span_id = payload.get("span_id") or new_span_id()
+        self._calls[int(payload.get("call", 0))] = _OpenSpan(
+            f"chat {endpoint.model}", span_id, parent.span_id, "client", attributes
         )
 
     def call_ended(self, payload: dict[str, Any], *, failed: bool) -> None:
@@ -99,27 +132,32 @@ class RunSpans:
         if span is None:
             return
         if failed:
-            self.tracing.fail(span, payload.get("status"), str(payload.get("reason") or ""))
+            span.fail(payload.get("status"), str(payload.get("reason") or ""))
         else:
             usage = payload.get("usage") or {}
             self._tokens[0] += int(usage.get("prompt_tokens") or 0)
             self._tokens[1] += int(usage.get("completion_tokens") or 0)
-            span.set_attributes(outcome_attributes(usage, payload.get("finish_reason")))
-        span.end()
+            span.attributes.update(outcome_attributes(usage, payload.get("finish_reason")))
+        self._close(span)
 
     def note(self, name: str, attributes: dict[str, Any]) -> None:
         """Something that happened to the run as a whole (a dropped member, the decision): an event on its span."""
-        self.root.add_event(name, {k: v for k, v in attributes.items() if isinstance(v, str | int | float | bool)})
+        if self.on:
+            kept = {k: v for k, v in attributes.items() if isinstance(v, str | int | float | bool)}
+            self.root.events.append((name, time.time_ns(), kept))
 
     def end(self, state: str, payload: dict[str, Any], summary: dict[str, Any] | None) -> None:
+        if not self.on:
+            return
         for span in self._calls.values():
-            self.tracing.fail(span, 499, f"the run ended ({state}) before the call did")
-            span.end()
+            span.fail(499, f"the run ended ({state}) before the call did")
+            self._close(span)
         self._calls.clear()
         if self._phase is not None:
-            self._phase.end()
+            self._close(self._phase)
             self._phase = None
-        self.root.set_attributes(
+        root = self.root
+        root.attributes.update(
             {
                 "fusionkit.state": state,
                 "gen_ai.usage.input_tokens": self._tokens[0],
@@ -130,14 +168,32 @@ class RunSpans:
             error = payload.get("error") or {}
             status = payload.get("status")
             message = error.get("message") if isinstance(error, dict) else None
-            self.tracing.fail(self.root, status if isinstance(status, int) else None, message or payload.get("reason"))
+            root.fail(status if isinstance(status, int) else None, message or payload.get("reason"))
             if state != "failed":
-                self.root.set_attribute("error.type", state)
-        elif self.tracing.capture_content and summary is not None:
+                root.attributes["error.type"] = state
+        elif self.sink.capture_content and summary is not None:
             final = summary.get("final_output")
             if isinstance(final, dict):
-                self.root.set_attribute("gen_ai.output.messages", json.dumps(genai_messages([final])))
-        self.root.end()
+                root.attributes["gen_ai.output.messages"] = json.dumps(genai_messages([final]))
+        self._close(root)
+
+    def _close(self, span: _OpenSpan) -> None:
+        remote = span is self.root and self._client_span is not None
+        self.sink.emit(
+            SpanRecord(
+                span.name,
+                span.kind,
+                self.trace_id,
+                span.span_id,
+                span.parent,
+                remote,
+                span.start_ns,
+                time.time_ns(),
+                span.attributes,
+                span.events,
+                span.error,
+            )
+        )
 
 
 def _messages_of(request: dict[str, Any]) -> list[dict[str, Any]]:

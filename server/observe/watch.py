@@ -1,6 +1,6 @@
 """Metrics and OpenTelemetry spans read off a run's events, so the engine counts and traces nothing itself.
 
-    observer = RunObserver(config, metrics=RouterMetrics(config), tracing=None)
+    observer = RunObserver(config, metrics=RouterMetrics(config), spans=None)
     watch = observer.watch(run_id=..., trace_id=..., root_span_id=..., mode="panel", request=body)  # None: all off
     watch.transition("generating", {...})            # server.runs.RunRecorder calls these as it records
     watch.event("model_call.completed", {...})
@@ -17,12 +17,11 @@ import time
 from typing import Any
 
 from bridge.endpoint import Pricing
-from bridge.otel import Tracing
 from server.config import PanelConfig
 from server.engine import EngineEvent, TextDelta
 from server.engine.calls import Emit
 from server.observe.metrics import DECISION_REASONS, EARLY_EXITS, LIVE_STATES, ROLES, RUN_MODES, RouterMetrics, bounded
-from server.observe.spans import RunSpans
+from server.observe.spans import RunSpans, SpanSink
 from server.store import TERMINAL_STATES
 
 __all__ = ["RunObserver", "RunWatch"]
@@ -31,21 +30,21 @@ __all__ = ["RunObserver", "RunWatch"]
 class RunObserver:
     """Watches every run of one router for its metrics and its traces; either may be off."""
 
-    def __init__(self, config: PanelConfig, *, metrics: RouterMetrics | None, tracing: Tracing | None) -> None:
+    def __init__(self, config: PanelConfig, *, metrics: RouterMetrics | None, spans: SpanSink | None) -> None:
         self.config = config
         self.metrics = metrics
-        self.tracing = tracing
+        self.spans = spans
 
     def watch(
         self, *, run_id: str, trace_id: str, root_span_id: str, mode: str, request: dict[str, Any] | None
     ) -> RunWatch | None:
         """A new run's watch; None when nothing watches (metrics and tracing both off)."""
-        if self.metrics is None and self.tracing is None:
+        if self.metrics is None and self.spans is None:
             return None
         spans = None
-        if self.tracing is not None:
+        if self.spans is not None:
             spans = RunSpans(
-                self.tracing,
+                self.spans,
                 self.config,
                 run_id=run_id,
                 trace_id=trace_id,
