@@ -13,22 +13,19 @@ background thread. Each app has a tracer provider of its own, never the global o
 can hold many apps (tests do). Prompt and completion text go on spans only when `capture_content`
 (`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`, the GenAI instrumentations' switch).
 
-A span can be given its ids (`trace_id`, `span_id`): the router's run and model-call spans take the
-ids its run events and `x-fusion-*` headers already carry, so the fusion trace, the run store and the
-OpenTelemetry trace name the same things the same way.
-
 A span can also be made after the fact from a `SpanRecord` (`emit`): the router records its spans as
-plain data while a run goes, and the SDK turns them into spans elsewhere (server/observe/exporter.py).
-`RootSampler` is the SDK's sampler, asked once for a trace's first span.
+plain data while a run goes, with the ids its run events and `x-fusion-*` headers already carry (so
+the fusion trace, the run store and the OpenTelemetry trace name the same things the same way), and
+they become SDK spans elsewhere (server/observe/exporter.py). `RootSampler` is the SDK's sampler,
+asked once, for a run's first span.
 """
 
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from bridge.endpoint import EndpointConfig
 from bridge.metrics import call_outcome
@@ -36,8 +33,8 @@ from bridge.tracing import TraceParent
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import SpanProcessor
     from opentelemetry.sdk.trace.export import SpanExporter
-    from opentelemetry.sdk.trace.id_generator import IdGenerator
     from opentelemetry.sdk.trace.sampling import Sampler
     from opentelemetry.trace import Span
 
@@ -163,25 +160,29 @@ class Tracing:
     def __init__(self, settings: OtelSettings, exporter: SpanExporter | None = None) -> None:
         # The SDK is imported here only: a server with tracing off never loads it.
         from opentelemetry import trace
+        from opentelemetry.attributes import BoundedAttributes
+        from opentelemetry.sdk import trace as sdk_trace
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace import SpanLimits, TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
         self.settings = settings
-        self._ids = _ChosenIds()
-        self.provider = TracerProvider(
-            resource=Resource.create({"service.name": settings.service_name}),
-            id_generator=cast("IdGenerator", self._ids),
-        )
+        self.provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+        self._processor: SpanProcessor
         if exporter is None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.traces_url)))
+            self._processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.traces_url))
         else:
-            self.provider.add_span_processor(SimpleSpanProcessor(exporter))
+            self._processor = SimpleSpanProcessor(exporter)
+        self.provider.add_span_processor(self._processor)
         self.tracer = self.provider.get_tracer("fusionkit")
         self.sampler = RootSampler(self.provider.sampler)
-        self._trace = trace
+        self._trace, self._sdk, self._bounded = trace, sdk_trace, BoundedAttributes
+        self._limits = SpanLimits()  # as the SDK's variables set them
+        self._scope = InstrumentationScope("fusionkit")
+        self._ok = trace.Status(trace.StatusCode.UNSET)
         self._kinds = {
             "internal": trace.SpanKind.INTERNAL,
             "client": trace.SpanKind.CLIENT,
@@ -199,57 +200,50 @@ class Tracing:
         parent: Span | TraceParent | None = None,
         kind: SpanKind = "internal",
         attributes: Mapping[str, Any] | None = None,
-        trace_id: str | None = None,
-        span_id: str | None = None,
     ) -> Span:
-        """Start a span under `parent` (a span of ours, or a caller's W3C context); `trace_id`/`span_id` (hex)
-        choose its ids: the trace id only counts for a span without a parent."""
+        """Start a span under `parent`: a span of ours, or a caller's W3C context."""
         context = None
         if isinstance(parent, TraceParent):
-            context = parent_context(parent.trace_id, parent.span_id, remote=True, sampled=parent.sampled)
+            context = caller_context(parent)
         elif parent is not None:
             context = self._trace.set_span_in_context(parent)
-        return self._start(name, context, kind, attributes, trace_id, span_id, None)
+        return self.tracer.start_span(name, context=context, kind=self._kinds[kind], attributes=attributes)
 
     def sampled(self, parent: TraceParent | None, trace_id: str, name: str) -> bool:
         return self.sampler.sampled(parent, trace_id, name)
 
     def emit(self, record: SpanRecord) -> None:
-        """Make the span `record` describes, with its ids and times, and hand it to the exporter.
+        """Hand the finished span `record` describes, with its ids and times, to the span processor.
 
-        The record's trace was sampled when its first span began (`sampled`): its parent is marked
-        sampled here so that the sampler, asked again, keeps it."""
-        context = None
+        The span is built finished (a `ReadableSpan`), not started and ended through the tracer, which the
+        SDK means for live spans: its trace was sampled when its run began (`sampled`), its attributes are
+        the few this package sets, and the tracer's sampler, per-attribute checks and locks cost ~20 µs a
+        span, twice what building it does (docs/benchmarks.md). The SDK's limit on attribute value length
+        (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT), when set, still applies; tests/test_otel*.py check the result."""
+        sdk, trace = self._sdk, self._trace
+        sampled = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+        trace_id = int(record.trace_id, 16)
+        parent = None
         if record.parent_span_id is not None:
-            context = parent_context(record.trace_id, record.parent_span_id, remote=record.parent_is_remote)
-        span = self._start(
-            record.name, context, record.kind, record.attributes, record.trace_id, record.span_id, record.start_ns
+            parent = trace.SpanContext(trace_id, int(record.parent_span_id, 16), record.parent_is_remote, sampled)
+        attributes: Mapping[str, Any] = record.attributes
+        if self._limits.max_span_attribute_length is not None:
+            attributes = self._bounded(max_value_len=self._limits.max_span_attribute_length, attributes=attributes)
+        status = self._ok if record.error is None else trace.Status(trace.StatusCode.ERROR, record.error)
+        span = sdk.ReadableSpan(
+            name=record.name,
+            context=trace.SpanContext(trace_id, int(record.span_id, 16), False, sampled),
+            parent=parent,
+            resource=self.provider.resource,
+            attributes=attributes,
+            events=[sdk.Event(name, attributes, at) for name, at, attributes in record.events],
+            kind=self._kinds[record.kind],
+            status=status,
+            start_time=record.start_ns,
+            end_time=record.end_ns,
+            instrumentation_scope=self._scope,
         )
-        for name, at, attributes in record.events:
-            span.add_event(name, attributes, timestamp=at)
-        if record.error is not None:
-            from opentelemetry.trace import Status, StatusCode
-
-            span.set_status(Status(StatusCode.ERROR, record.error))
-        span.end(end_time=record.end_ns)
-
-    def _start(
-        self,
-        name: str,
-        context: Context | None,
-        kind: SpanKind,
-        attributes: Mapping[str, Any] | None,
-        trace_id: str | None,
-        span_id: str | None,
-        start_ns: int | None,
-    ) -> Span:
-        self._ids.choose(trace_id, span_id)
-        try:
-            return self.tracer.start_span(
-                name, context=context, kind=self._kinds[kind], attributes=attributes, start_time=start_ns
-            )
-        finally:
-            self._ids.choose(None, None)
+        self._processor.on_end(span)
 
     @staticmethod
     def traceparent(span: Span) -> str:
@@ -286,47 +280,17 @@ class RootSampler:
         """Is the span `name` of trace `trace_id` under `parent` (a caller's context, if any) sampled?"""
         context = None
         if parent is not None:
-            context = parent_context(parent.trace_id, parent.span_id, remote=True, sampled=parent.sampled)
+            context = caller_context(parent)
         return self._sampler.should_sample(context, int(trace_id, 16), name).decision.is_sampled()
 
 
-def parent_context(trace_id: str, span_id: str, *, remote: bool, sampled: bool = True) -> Context:
-    """An OpenTelemetry context whose current span is the one these ids name."""
+def caller_context(parent: TraceParent) -> Context:
+    """An OpenTelemetry context whose current span is a caller's, as its `traceparent` header names it."""
     from opentelemetry import trace
 
-    parent = trace.SpanContext(
-        trace_id=int(trace_id, 16),
-        span_id=int(span_id, 16),
-        is_remote=remote,
-        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else 0),
-    )
-    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
-
-
-class _ChosenIds:
-    """The SDK's id generator, except for the span being started right now when ids were chosen for it.
-
-    Spans are started on the event loop's thread only, so `choose` then `start_span` then `choose(None)`
-    cannot interleave with another start.
-    """
-
-    def __init__(self) -> None:
-        self._trace_id: int | None = None
-        self._span_id: int | None = None
-
-    def choose(self, trace_id: str | None, span_id: str | None) -> None:
-        self._trace_id = int(trace_id, 16) if trace_id else None
-        self._span_id = int(span_id, 16) if span_id else None
-
-    def is_trace_id_random(self) -> bool:
-        return self._trace_id is None  # a chosen id may be derived from a client's
-
-    def generate_trace_id(self) -> int:
-        # As the SDK's own generator: ids need to be unique, not secret.
-        return self._trace_id or random.getrandbits(128) or 1
-
-    def generate_span_id(self) -> int:
-        return self._span_id or random.getrandbits(64) or 1
+    flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if parent.sampled else 0)
+    span = trace.SpanContext(int(parent.trace_id, 16), int(parent.span_id, 16), is_remote=True, trace_flags=flags)
+    return trace.set_span_in_context(trace.NonRecordingSpan(span))
 
 
 def genai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -145,6 +145,19 @@ def test_without_a_client_trace_each_run_is_a_trace_of_its_own(
     assert answered[0]["role"] == "assistant" and answered[0]["parts"][0]["content"]
 
 
+def test_the_sdks_limit_on_attribute_length_applies_to_run_spans(
+    tmp_path: Path, live_server: Callable[[Any], LiveServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "16")
+    tracing, exporter = memory_tracing("fusionkit-router", capture_content=True)
+    url = live_server(create_app(panel_config(tmp_path, [mock_endpoint("solo")]), tracing=tracing)).url
+    assert httpx2.post(f"{url}/v1/chat/completions", json={"model": "solo", "messages": QUESTION}).status_code == 200
+    (root,) = [s for s in exporter.get_finished_spans() if s.name.startswith("invoke_workflow")]
+    attributes = root.attributes or {}
+    assert attributes["gen_ai.input.messages"] == '[{"role": "user"'  # the conversation, cut to 16 characters
+    assert attributes["fusionkit.state"] == "completed"
+
+
 def test_a_failed_call_is_an_error_span_and_the_run_says_why(
     tmp_path: Path, live_server: Callable[[Any], LiveServer]
 ) -> None:
