@@ -9,7 +9,8 @@ Why a process: a fused run makes 9 spans, and in Python the SDK (attribute check
 processor) and the exporter (protobuf encoding, HTTP) cost about 60 µs a span. In the router that is
 ~1 ms of its event loop's time per fused request, a third of what the rest of a request costs it. Here
 the router only writes plain records down; every 50 ms they go, marshalled in one batch, down the
-helper's stdin, and the helper makes the SDK spans (`Tracing.emit`) on a core of its own.
+helper's stdin, and the helper makes the SDK spans (`Tracing.emit`) on a core of its own, at a lower priority (nice 10)
+than the router's, so that where no core is idle, telemetry is what waits.
 
 The helper is the router's child and lives no longer than it: it reads until its stdin closes, which
 happens when the router closes it or dies (even by SIGKILL), then exports what it holds and exits. It
@@ -25,6 +26,7 @@ import dataclasses
 import json
 import logging
 import marshal
+import os
 import signal
 import sys
 from typing import Any
@@ -129,6 +131,7 @@ def main() -> None:
     """The helper: batches of records on stdin, exported as SDK spans; on end of input, flush and exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    os.nice(10)  # serving first: on a machine with no core to spare, spans wait (or, 8 MB behind, drop)
     settings = OtelSettings(**json.loads(sys.argv[1]))
     setup_logging(sys.argv[2], level="warning")
     tracing = Tracing(settings)
