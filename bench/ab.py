@@ -5,9 +5,10 @@ COMMIT` of the commit to measure), or `.` for this one. For each pair the router
 (fused requests, a panel of three over instant upstreams, concurrency 8) runs against OLD, then
 NEW, `--rounds` times, each round a fresh process: alternating keeps the machine's drift out of
 the comparison, which is what a change's cost is read from. With `--bridges` every endpoint is
-reached through its own bridge, as under `fusionkit up`. One JSON line per measured round on
-stdout: the pair, the tree, the round, fused req/s and CPU ms per fused request of the router
-(and of the bridges together).
+reached through its own bridge, as under `fusionkit up`; with `--otel` every process exports
+OpenTelemetry spans to the stand-in (which drops them). One JSON line per measured round on
+stdout: the pair, the tree, the round, fused req/s and CPU ms per fused request of the router,
+of its child processes (its span exporter) and of the bridges together.
 """
 
 from __future__ import annotations
@@ -43,10 +44,15 @@ def _measure(source: Path, config: Path, bridged: bool, requests: int) -> dict[s
         url = f"{front.url}/v1/chat/completions"
         run_load(url, FUSED, requests=requests // 5, concurrency=8, expect=FUSED_EXPECT)  # warm-up
         servers = {"router": front, **bridges}
+        helpers = front.children_cpu_s()
         load, spent = cpu_per_request(
             servers, lambda: run_load(url, FUSED, requests=requests, concurrency=8, expect=FUSED_EXPECT)
         )
-        row = {"req_s": round(load.req_per_s, 1), "router_cpu_ms": round(spent["router"], 3)}
+        row = {
+            "req_s": round(load.req_per_s, 1),
+            "router_cpu_ms": round(spent["router"], 3),
+            "router_children_cpu_ms": round((front.children_cpu_s() - helpers) * 1000 / load.served, 3),
+        }
         if bridged:
             row["bridges_cpu_ms"] = round(sum(spent[name] for name in bridges), 3)
         return row
@@ -56,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.splitlines()[0])
     parser.add_argument("pairs", nargs="+", metavar="OLD:NEW", help="two source trees to alternate")
     parser.add_argument("--bridges", action="store_true", help="one bridge per endpoint, as under fusionkit up")
+    parser.add_argument("--otel", action="store_true", help="OpenTelemetry on, spans exported to the stand-in")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per tree (default 2)")
     parser.add_argument("--requests", type=int, default=1200, help="timed fused requests per round (default 1200)")
     args = parser.parse_args()
@@ -73,7 +80,8 @@ def main() -> None:
         for old, new in pairs:
             for round_ in range(args.rounds):
                 for tree in (old, new):
-                    config = write_config(Path(tmp), endpoints, judge_model="p1", synthesizer_model="p3")
+                    otel = {"server": {"otel": {"endpoint": stand_in.url}}} if args.otel else {}
+                    config = write_config(Path(tmp), endpoints, judge_model="p1", synthesizer_model="p3", **otel)
                     row = _measure(Path(tree).resolve(), config, args.bridges, args.requests)
                     print(json.dumps({"pair": f"{old}:{new}", "tree": tree, "round": round_, **row}), flush=True)
 

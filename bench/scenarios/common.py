@@ -76,6 +76,15 @@ class Server:
         times = psutil.Process(self.pid).cpu_times()
         return float(times.user + times.system)
 
+    def children_cpu_s(self) -> float:
+        """CPU seconds its live child processes (a router's span exporter) have used so far."""
+        total = 0.0
+        for child in psutil.Process(self.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = child.cpu_times()
+                total += times.user + times.system
+        return total
+
 
 @contextlib.contextmanager
 def _serve(args: list[str], cwd: Path | None = None) -> Iterator[Server]:
@@ -105,8 +114,9 @@ def write_config(workdir: Path, endpoints: dict[str, str], **extra: Any) -> Path
             for name, url in endpoints.items()
         ],
         "default_mode": "panel",
-        "server": {"run_store": str(workdir / f"runs-{next(_config_names)}.sqlite3")},
         **extra,
+        # `server` settings join the config's own store, never replace it (each router its own file)
+        "server": {"run_store": str(workdir / f"runs-{next(_config_names)}.sqlite3"), **extra.get("server", {})},
     }
     path = workdir / f"bench-{next(_config_names)}.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML

@@ -38,6 +38,7 @@ __all__ = ["observability_cost"]
 
 OFF_TARGET = 0.02
 ON_TARGET = 0.10
+TRACED = "metrics + tracing"
 
 
 def observability_cost(settings: Settings) -> Result:
@@ -46,6 +47,7 @@ def observability_cost(settings: Settings) -> Result:
     requests = settings.pick(300, 120)
     rates: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
+    helper_cpu: list[float] = []
     with upstream("p1=0", "p2=0", "p3=0") as stand_in, ExitStack() as stack:
         endpoints = {name: f"{stand_in.url}/{name}/v1" for name in ("p1", "p2", "p3")}
 
@@ -58,12 +60,14 @@ def observability_cost(settings: Settings) -> Result:
         variants["off"] = stack.enter_context(router(config(server={"metrics": False})))
         variants["metrics"] = stack.enter_context(router(config()))
         traced = config(server={"otel": {"endpoint": stand_in.url}})
-        variants["metrics + tracing"] = stack.enter_context(router(traced))
+        variants[TRACED] = stack.enter_context(router(traced))
         for _ in range(rounds):
             for name, front in variants.items():  # alternating: each round of each variant under the same weather
-                rate, router_ms = _round(front, requests)
+                rate, router_ms, helper_ms = _round(front, requests)
                 rates.setdefault(name, []).append(rate)
                 cpu.setdefault(name, []).append(router_ms)
+                if name == TRACED:
+                    helper_cpu.append(helper_ms)
     reference = "baseline" if baseline else "off"
     base_rate, base_cpu = statistics.median(rates[reference]), statistics.median(cpu[reference])
     rows, costs = [], {}
@@ -84,6 +88,19 @@ def observability_cost(settings: Settings) -> Result:
                 met=extra < target if target is not None else None,
             )
         )
+        if name == TRACED:
+            total = [r + h for r, h in zip(cpu[name], helper_cpu, strict=True)]
+            costs[name]["exporter_cpu_ms"] = round(statistics.median(helper_cpu), 3)
+            costs[name]["extra_total_cpu"] = round(statistics.median(total) / base_cpu - 1, 4)
+            rows.append(
+                Row.of(
+                    f"router + span exporter process CPU per fused request, {name}",
+                    "ms",
+                    total,
+                    floor=base_cpu,
+                    floor_note=reference,
+                )
+            )
         rows.append(
             Row.of(
                 f"fused throughput, {name}",
@@ -106,11 +123,13 @@ def observability_cost(settings: Settings) -> Result:
     )
 
 
-def _round(front: Server, requests: int) -> tuple[float, float]:
-    """One round of fused requests at concurrency 8: req/s, and the router's CPU ms per request."""
+def _round(front: Server, requests: int) -> tuple[float, float, float]:
+    """One round of fused requests at concurrency 8: req/s, and the CPU ms per request of the router and of
+    its child processes (its span exporter)."""
     url = f"{front.url}/v1/chat/completions"
+    helpers = front.children_cpu_s()
     load, spent = cpu_per_request(
         {"router": front},
         lambda: run_load(url, FUSED, requests=requests, concurrency=8, expect=FUSED_EXPECT),
     )
-    return load.req_per_s, spent["router"]
+    return load.req_per_s, spent["router"], (front.children_cpu_s() - helpers) * 1000 / load.served
