@@ -102,7 +102,13 @@ def run_server(app: Any, host: str, port: int, *, header_timeout_s: float = DEFA
         ws="none",  # neither server speaks WebSocket: uvicorn then does not import a WebSocket library at start
     )
     server = uvicorn.Server(config)
-    gc.enable()  # off while the server started (fusionkit_cli/main.py); on for as long as it serves
+    # The collector was off while the server started (fusionkit_cli/main.py). What the start left behind in
+    # cycles goes now; what it built (modules, the app, its models; ~90,000 objects) lives as long as the
+    # process, so it is frozen out of the collector's sight: a full collection then scans only what serving
+    # made, instead of everything, every time (docs/benchmarks.md, "Observability").
+    gc.collect()
+    gc.freeze()
+    gc.enable()
     server.run()
     if not server.started:
         raise click.ClickException(f"could not start the server on {host}:{port} (is the port in use?)")
