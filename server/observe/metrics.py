@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
-from bridge.metrics import LATENCY_BUCKETS, CallMetrics, RequestMetrics, call_outcome
+from bridge.metrics import LATENCY_BUCKETS, CallMetrics, Counter, Gauge, Histogram, RequestMetrics, call_outcome
 from server.clients import EndpointClient
 from server.config import PanelConfig
 from server.protocol import FUSION_MODELS, MODE_ALIASES, MODES
