@@ -1,9 +1,11 @@
 """What metrics and tracing cost a fused request (issue 19): routers that differ only in them, measured in
-alternating rounds of one run, so a busy neighbour on the machine slows every variant alike.
+alternating rounds of one run, so a busy neighbour on the machine slows every variant alike, each
+round with a fresh router process (a warm-up, then the timed requests).
 
 - off: `server.metrics: false`, no OpenTelemetry: what every router pays for the hooks alone;
 - metrics: the default (`GET /metrics` counted, tracing off);
-- metrics + tracing: OpenTelemetry on too, every span exported over OTLP/HTTP to a local collector.
+- metrics + tracing: OpenTelemetry on too, every span exported over OTLP/HTTP to a local collector
+  (by the router's span exporter process, whose CPU is reported beside the router's).
 
 With `FUSIONKIT_BENCH_BASELINE` naming a source tree of FusionKit before this work (say
 `git archive $(git merge-base HEAD main) | tar -x -C /tmp/base`), a fourth router runs that tree's code
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import os
 import statistics
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -43,27 +44,31 @@ TRACED = "metrics + tracing"
 
 def observability_cost(settings: Settings) -> Result:
     baseline = os.environ.get("FUSIONKIT_BENCH_BASELINE")
-    rounds = settings.pick(8, 3)
-    requests = settings.pick(300, 120)
+    rounds = settings.pick(6, 3)
+    requests = settings.pick(1000, 200)  # per round: long enough for the collector's full passes to count
     rates: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
     helper_cpu: list[float] = []
-    with upstream("p1=0", "p2=0", "p3=0") as stand_in, ExitStack() as stack:
+    with upstream("p1=0", "p2=0", "p3=0") as stand_in:
         endpoints = {name: f"{stand_in.url}/{name}/v1" for name in ("p1", "p2", "p3")}
 
         def config(**server: Any) -> Path:
             return write_config(settings.workdir, endpoints, judge_model="p1", synthesizer_model="p3", **server)
 
-        variants: dict[str, Server] = {}
+        variants: dict[str, tuple[Path, Path | None]] = {}  # name: its config, its source tree
         if baseline:
-            variants["baseline"] = stack.enter_context(router(config(), source=Path(baseline)))
-        variants["off"] = stack.enter_context(router(config(server={"metrics": False})))
-        variants["metrics"] = stack.enter_context(router(config()))
-        traced = config(server={"otel": {"endpoint": stand_in.url}})
-        variants[TRACED] = stack.enter_context(router(traced))
+            variants["baseline"] = (config(), Path(baseline))
+        variants["off"] = (config(server={"metrics": False}), None)
+        variants["metrics"] = (config(), None)
+        variants[TRACED] = (config(server={"otel": {"endpoint": stand_in.url}}), None)
         for _ in range(rounds):
-            for name, front in variants.items():  # alternating: each round of each variant under the same weather
-                rate, router_ms, helper_ms = _round(front, requests)
+            # Alternating, each round of each variant under the same weather; and a fresh router each round,
+            # because one process runs a few percent faster or slower than another of the same code, for
+            # as long as it lives, which would count as the variant's cost.
+            for name, (path, source) in variants.items():
+                with router(path, source=source) as front:
+                    _round(front, requests // 5)  # warm-up
+                    rate, router_ms, helper_ms = _round(front, requests)
                 rates.setdefault(name, []).append(rate)
                 cpu.setdefault(name, []).append(router_ms)
                 if name == TRACED:
