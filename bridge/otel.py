@@ -218,7 +218,7 @@ class Tracing:
         The span is built finished (a `ReadableSpan`), not started and ended through the tracer, which the
         SDK means for live spans: its trace was sampled when its run began (`sampled`), its attributes are
         the few this package sets, and the tracer's sampler, per-attribute checks and locks cost ~20 µs a
-        span, twice what building it does (docs/benchmarks.md). The SDK's limit on attribute value length
+        span, where building it takes ~5 µs (docs/benchmarks.md). The SDK's limit on attribute value length
         (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT), when set, still applies; tests/test_otel*.py check the result."""
         sdk, trace = self._sdk, self._trace
         sampled = trace.TraceFlags(trace.TraceFlags.SAMPLED)
@@ -236,7 +236,7 @@ class Tracing:
             parent=parent,
             resource=self.provider.resource,
             attributes=attributes,
-            events=[sdk.Event(name, attributes, at) for name, at, attributes in record.events],
+            events=[sdk.Event(name, fields, at) for name, at, fields in record.events],
             kind=self._kinds[record.kind],
             status=status,
             start_time=record.start_ns,

@@ -64,8 +64,7 @@ def observability_cost(settings: Settings) -> Result:
         variants[TRACED] = (config(server={"otel": {"endpoint": stand_in.url}}), None)
         for _ in range(rounds):
             # Alternating, each round of each variant under the same weather; and a fresh router each round,
-            # because one process runs a few percent faster or slower than another of the same code, for
-            # as long as it lives, which would count as the variant's cost.
+            # so that no variant's result rests on one process (its memory layout, its hash seed, its core).
             for name, (path, source) in variants.items():
                 with router(path, source=source) as front:
                     _round(front, 200)  # warm-up, long enough for the span exporter process to have started
