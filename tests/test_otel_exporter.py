@@ -21,11 +21,12 @@ import psutil
 import pytest
 import yaml
 
+from bench.procs import wait_healthy
 from server.app import create_app
 from tests.livesrv import LiveServer, free_port
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.router_helpers import demo_endpoints, mock_endpoint, panel_config
-from tests.up_helpers import ROOT, exporters_of
+from tests.up_helpers import ROOT, exporters_of, wait_until
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"
@@ -91,7 +92,7 @@ def test_a_router_killed_outright_leaves_no_helper_and_loses_no_finished_run(tmp
         helpers: list[psutil.Process] = []
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_healthy(url, router)
+            wait_healthy(url, router)
             helpers = exporters_of(router.pid)
             assert len(helpers) == 1
             reply = httpx2.post(
@@ -127,7 +128,7 @@ def test_without_its_helper_a_router_drops_spans_says_so_once_and_keeps_answerin
     for _ in range(3):
         response = httpx2.post(f"{url}/v1/chat/completions", json={"model": "careful", "messages": QUESTION})
         assert response.status_code == 200
-        _wait_for(lambda: any("spans are dropped" in r.getMessage() for r in caplog.records))
+        assert wait_until(lambda: any("spans are dropped" in r.getMessage() for r in caplog.records))
     warnings = [r.getMessage() for r in caplog.records if "spans are dropped" in r.getMessage()]
     # Said once, for the first run's three spans (the run, its phase, its call), not once a run.
     assert warnings == ["the span exporter process is not running: spans are dropped (the first 3 now)"]
@@ -150,7 +151,7 @@ def test_the_helper_logs_in_the_routers_format(tmp_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, router)
+        wait_healthy(url, router)
         reply = httpx2.post(f"{url}/v1/chat/completions", json={"model": "careful", "messages": QUESTION}, timeout=30)
         assert reply.status_code == 200
         time.sleep(1.5)  # the helper's batch is due after 50 ms; its export fails and is retried, warning each time
@@ -176,22 +177,3 @@ def _config_file(tmp_path: Path, collector: str) -> Path:
         )
     )
     return config
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    def healthy() -> bool:
-        assert proc.poll() is None, "the router exited"
-        try:
-            return httpx2.get(f"{url}/health", timeout=1).status_code == 200
-        except httpx2.HTTPError:
-            return False
-
-    _wait_for(healthy, timeout_s=30)
-
-
-def _wait_for(done: Callable[[], bool], timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-

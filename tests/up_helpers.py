@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,16 @@ def wait_for_output(proc: subprocess.Popen[str], needle: str, timeout_s: float =
             break
         time.sleep(0.02)
     raise AssertionError(f"never saw {needle!r}; output so far:\n{''.join(seen)}")
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 10) -> bool:
+    """Whether `check()` came true within `timeout_s` (asked every 50 ms)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def exporters_of(pid: int) -> list[psutil.Process]:
