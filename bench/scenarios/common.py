@@ -143,11 +143,17 @@ def bridge(*flags: str, source: Path | None = None) -> Iterator[Server]:
         yield server
 
 
-def cpu_per_request(servers: dict[str, Server], run: Callable[[], LoadResult]) -> tuple[LoadResult, dict[str, float]]:
-    """Run a load and say how many ms of CPU each process spent per request, the load generator's included."""
-    before = {name: server.cpu_s() for name, server in servers.items()}
+def cpu_per_request(
+    servers: dict[str, Server], run: Callable[[], LoadResult], *, children: bool = False
+) -> tuple[LoadResult, dict[str, float]]:
+    """Run a load and say how many ms of CPU each process spent per request, the load generator's included;
+    with `children`, also each server's child processes' ("NAME children": a router's span exporter)."""
+    cpu: dict[str, Callable[[], float]] = {name: server.cpu_s for name, server in servers.items()}
+    if children:
+        cpu.update({f"{name} children": server.children_cpu_s for name, server in servers.items()})
+    before = {name: measure() for name, measure in cpu.items()}
     load = run()
-    spent = {name: (server.cpu_s() - before[name]) * 1000 / load.served for name, server in servers.items()}
+    spent = {name: (measure() - before[name]) * 1000 / load.served for name, measure in cpu.items()}
     spent["load generator"] = load.cpu_s * 1000 / load.requests
     return load, spent
 

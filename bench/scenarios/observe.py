@@ -131,9 +131,9 @@ def _round(front: Server, requests: int) -> tuple[float, float, float]:
     """One round of fused requests at concurrency 8: req/s, and the CPU ms per request of the router and of
     its child processes (its span exporter)."""
     url = f"{front.url}/v1/chat/completions"
-    helpers = front.children_cpu_s()
     load, spent = cpu_per_request(
         {"router": front},
         lambda: run_load(url, FUSED, requests=requests, concurrency=8, expect=FUSED_EXPECT),
+        children=True,
     )
-    return load.req_per_s, spent["router"], (front.children_cpu_s() - helpers) * 1000 / load.served
+    return load.req_per_s, spent["router"], spent["router children"]
