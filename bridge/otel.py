@@ -183,6 +183,7 @@ class Tracing:
         self._limits = SpanLimits()  # as the SDK's variables set them
         self._scope = InstrumentationScope("fusionkit")
         self._ok = trace.Status(trace.StatusCode.UNSET)
+        self._sampled = trace.TraceFlags(trace.TraceFlags.SAMPLED)
         self._kinds = {
             "internal": trace.SpanKind.INTERNAL,
             "client": trace.SpanKind.CLIENT,
@@ -220,8 +221,7 @@ class Tracing:
         the few this package sets, and the tracer's sampler, per-attribute checks and locks cost ~20 µs a
         span, where building it takes ~5 µs (docs/benchmarks.md). The SDK's limit on attribute value length
         (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT), when set, still applies; tests/test_otel*.py check the result."""
-        sdk, trace = self._sdk, self._trace
-        sampled = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+        sdk, trace, sampled = self._sdk, self._trace, self._sampled
         trace_id = int(record.trace_id, 16)
         parent = None
         if record.parent_span_id is not None:
